@@ -1,0 +1,38 @@
+# memjax: two commands on a fresh machine (Python 3.11 + pip):  make demo   and   make test
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+export JAX_PLATFORMS ?= cpu
+export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.jax_cache
+export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS ?= 0
+export PYTHONUNBUFFERED := 1
+PYTEST_WORKERS ?= 2
+
+.PHONY: venv demo test test-slow notebooks bench clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+## Main job on the embedded default config: writes figures + results.json under runs/.
+demo: $(STAMP)
+	$(PY) -m experiments.fm_toy --config=experiments/configs/fm_toy.py
+
+## Default (non-slow) test suite, including every experiment's :smoke config end to end.
+test: $(STAMP)
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "not slow" --durations=15 tests
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -m slow tests
+
+bench: $(STAMP)
+	for f in benchmarks/*.py; do $(PY) $$f || exit 1; done
+
+clean:
+	rm -rf $(VENV) .jax_cache .pytest_cache runs *.egg-info

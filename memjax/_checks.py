@@ -1,0 +1,48 @@
+"""Input validation shared by public entry points.
+
+Shape checks are static and work under ``jit``; finiteness checks need concrete
+values and are skipped (not faked) when the argument is a tracer, so every
+public function stays jit- and vmap-able.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import numpy as np
+
+
+def is_concrete(x) -> bool:
+  return not isinstance(x, jax.core.Tracer)
+
+
+def check_finite(name: str, x) -> None:
+  """Raise ``ValueError`` if a concrete array ``x`` holds NaN or inf."""
+  if x is None or not is_concrete(x):
+    return
+  arr = np.asarray(x)
+  if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
+    bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+    raise ValueError(f"`{name}` contains {bad} non-finite value(s) (NaN or inf); refusing it.")
+
+
+def check_tree_finite(name: str, tree) -> None:
+  for i, leaf in enumerate(jax.tree_util.tree_leaves(tree)):
+    check_finite(f"{name}[leaf {i}]", leaf)
+
+
+def check_ndim(name: str, x, ndims: Sequence[int] | int, expected: str) -> None:
+  ndims = (ndims,) if isinstance(ndims, int) else tuple(ndims)
+  if np.ndim(x) not in ndims:
+    raise ValueError(f"`{name}` must have shape {expected}; got shape {tuple(np.shape(x))}.")
+
+
+def check_last_dim(name: str, x, dim: int, expected: str) -> None:
+  if np.ndim(x) < 1 or np.shape(x)[-1] != dim:
+    raise ValueError(f"`{name}` must have shape {expected} with last axis {dim}; "
+                     f"got shape {tuple(np.shape(x))}.")
+
+
+def check_positive(name: str, value) -> None:
+  if is_concrete(value) and not np.all(np.asarray(value) > 0):
+    raise ValueError(f"`{name}` must be > 0; got {value}.")

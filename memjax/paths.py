@@ -1,0 +1,195 @@
+"""Probability paths ``x_t = ψ(t)·x_data + σ(t)·ε`` and parameterisation converters.
+
+Every schedule is described once by ``(ψ, σ)`` and their time derivatives; all
+conversions between the four common network outputs are derived from them:
+
+* epsilon ``ε̂(y,t) = E[ε | x_t = y]``
+* score ``s(y,t) = ∇_y log p_t(y) = −ε̂ / σ``
+* data prediction ``x̂(y,t) = E[x_data | x_t = y] = (y − σ ε̂) / ψ``
+* velocity of the marginal flow ``u(y,t) = ψ' x̂ + σ' ε̂``
+
+Time conventions differ between schedules and are recorded on the schedule:
+flow matching (``linear_fm``) has noise at ``t = 0`` and data at ``t = 1``
+(ψ = t, σ = 1 − t); VP and VE have data at ``t = 0`` and noise at ``t = 1``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+  """A probability path ``x_t = psi(t) x + sigma(t) ε`` (scalar functions of t)."""
+
+  name: str
+  psi: Callable[[jax.Array], jax.Array]
+  sigma: Callable[[jax.Array], jax.Array]
+  t_noise: float
+  t_data: float
+
+  def dpsi(self, t):
+    return _scalar_derivative(self.psi, t)
+
+  def dsigma(self, t):
+    return _scalar_derivative(self.sigma, t)
+
+  def sample(self, x_data: jax.Array, eps: jax.Array, t: jax.Array) -> jax.Array:
+    """``x_t = ψ(t) x_data + σ(t) ε`` with ``t`` broadcast over the leading axes."""
+    t = jnp.asarray(t)[..., None]
+    return self.psi(t) * x_data + self.sigma(t) * eps
+
+
+def _scalar_derivative(f, t):
+  t = jnp.asarray(t)
+  if not jnp.issubdtype(t.dtype, jnp.floating):
+    t = t.astype(jnp.float32)
+  g = jax.grad(lambda s: f(s))
+  for _ in range(t.ndim):
+    g = jax.vmap(g)
+  return g(t)
+
+
+def linear_fm() -> Schedule:
+  """Linear (rectified / conditional-OT) flow matching: ψ = t, σ = 1 − t; noise at 0, data at 1."""
+  return Schedule("linear_fm", psi=lambda t: t, sigma=lambda t: 1.0 - t, t_noise=0.0, t_data=1.0)
+
+
+def vp_linear(beta_min: float = 0.1, beta_max: float = 20.0) -> Schedule:
+  """Variance-preserving SDE with linear β(t) = β_min + t(β_max − β_min), data at t = 0.
+
+  ψ(t) = exp(−½∫₀ᵗβ) = exp(−½(β_min t + ½(β_max − β_min)t²)),  σ(t) = √(1 − ψ(t)²).
+  """
+  def log_psi(t):
+    return -0.5 * (beta_min * t + 0.5 * (beta_max - beta_min) * t**2)
+
+  return Schedule(
+      "vp_linear",
+      psi=lambda t: jnp.exp(log_psi(t)),
+      sigma=lambda t: jnp.sqrt(-jnp.expm1(2.0 * log_psi(t))),
+      t_noise=1.0,
+      t_data=0.0,
+  )
+
+
+def ve(sigma_min: float = 0.01, sigma_max: float = 50.0) -> Schedule:
+  """Variance-exploding: ψ = 1, σ(t) = σ_min (σ_max/σ_min)^t, data at t = 0."""
+  ratio = sigma_max / sigma_min
+  return Schedule(
+      "ve",
+      psi=lambda t: jnp.ones_like(t),
+      sigma=lambda t: sigma_min * ratio**t,
+      t_noise=1.0,
+      t_data=0.0,
+  )
+
+
+SCHEDULES = {"linear_fm": linear_fm, "vp_linear": vp_linear, "ve": ve}
+
+
+def get_schedule(name: str, **kwargs) -> Schedule:
+  if name not in SCHEDULES:
+    raise ValueError(f"`name` must be one of {sorted(SCHEDULES)}; got {name!r}.")
+  return SCHEDULES[name](**kwargs)
+
+
+# ---------------------------------------------------------------------------
+# Linear FM training pair.
+
+
+def fm_interpolate(x1: jax.Array, x0: jax.Array, t: jax.Array):
+  """Linear FM path ``x_t = (1 − t) x0 + t x1`` and its target velocity ``x1 − x0``.
+
+  ``x1`` (data) and ``x0`` (noise) have shape ``(B, D)``, ``t`` has shape ``(B,)``.
+  """
+  tt = jnp.asarray(t)[..., None]
+  return (1.0 - tt) * x0 + tt * x1, x1 - x0
+
+
+# ---------------------------------------------------------------------------
+# Converters. All take (schedule, y, t, value) with y: (..., D), t: scalar or (...).
+
+
+def _coeffs(schedule: Schedule, t, like):
+  t = jnp.broadcast_to(jnp.asarray(t, dtype=jnp.result_type(like)), jnp.shape(like)[:-1])
+  psi, sig = schedule.psi(t), schedule.sigma(t)
+  dpsi, dsig = schedule.dpsi(t), schedule.dsigma(t)
+  expand = lambda a: jnp.asarray(a)[..., None]
+  return expand(psi), expand(sig), expand(dpsi), expand(dsig)
+
+
+def eps_to_score(schedule, y, t, eps):
+  """``s = −ε̂ / σ``."""
+  _, sig, _, _ = _coeffs(schedule, t, y)
+  return -eps / sig
+
+
+def score_to_eps(schedule, y, t, score):
+  """``ε̂ = −σ s``."""
+  _, sig, _, _ = _coeffs(schedule, t, y)
+  return -sig * score
+
+
+def eps_to_x0(schedule, y, t, eps):
+  """``x̂ = (y − σ ε̂) / ψ`` (the data prediction)."""
+  psi, sig, _, _ = _coeffs(schedule, t, y)
+  return (y - sig * eps) / psi
+
+
+def x0_to_eps(schedule, y, t, x0):
+  """``ε̂ = (y − ψ x̂) / σ``."""
+  psi, sig, _, _ = _coeffs(schedule, t, y)
+  return (y - psi * x0) / sig
+
+
+def eps_to_velocity(schedule, y, t, eps):
+  """``u = ψ' x̂ + σ' ε̂ = (ψ'/ψ) y + (σ' − ψ' σ / ψ) ε̂``."""
+  psi, sig, dpsi, dsig = _coeffs(schedule, t, y)
+  return (dpsi / psi) * y + (dsig - dpsi * sig / psi) * eps
+
+
+def velocity_to_eps(schedule, y, t, u):
+  """Invert ``eps_to_velocity``: ``ε̂ = (u − (ψ'/ψ) y) / (σ' − ψ' σ / ψ)``.
+
+  For linear FM this is ``ε̂ = y − t·u`` (see DESIGN.md, seed 002).
+  """
+  psi, sig, dpsi, dsig = _coeffs(schedule, t, y)
+  return (u - (dpsi / psi) * y) / (dsig - dpsi * sig / psi)
+
+
+def velocity_to_score(schedule, y, t, u):
+  return eps_to_score(schedule, y, t, velocity_to_eps(schedule, y, t, u))
+
+
+def score_to_velocity(schedule, y, t, score):
+  return eps_to_velocity(schedule, y, t, score_to_eps(schedule, y, t, score))
+
+
+def x0_to_score(schedule, y, t, x0):
+  return eps_to_score(schedule, y, t, x0_to_eps(schedule, y, t, x0))
+
+
+def score_to_x0(schedule, y, t, score):
+  return eps_to_x0(schedule, y, t, score_to_eps(schedule, y, t, score))
+
+
+_TO_EPS = {"eps": lambda s, y, t, v: v, "score": score_to_eps, "x0": x0_to_eps, "velocity": velocity_to_eps}
+_FROM_EPS = {"eps": lambda s, y, t, v: v, "score": eps_to_score, "x0": eps_to_x0, "velocity": eps_to_velocity}
+
+
+def convert(schedule: Schedule, y, t, value, src: str, dst: str):
+  """Convert a network output between parameterisations ``{'eps','score','x0','velocity'}``."""
+  for name, arg in (("src", src), ("dst", dst)):
+    if arg not in _TO_EPS:
+      raise ValueError(f"`{name}` must be one of {sorted(_TO_EPS)}; got {arg!r}.")
+  return _FROM_EPS[dst](schedule, y, t, _TO_EPS[src](schedule, y, t, value))
+
+
+def as_score_fn(field, schedule: Schedule, parameterisation: str = "velocity"):
+  """Wrap ``field(params, y, t)`` of a given parameterisation as a score ``s(params, y, t)``."""
+  def score(params, y, t):
+    return convert(schedule, y, t, field(params, y, t), parameterisation, "score")
+  return score
