@@ -1,0 +1,398 @@
+"""Curvature of the flow-matching loss over (a subset of) the weights.
+
+Everything here works on FLAT parameter vectors ``θ ∈ R^P``: a
+:class:`ParamSubset` maps between a Flax params pytree and the flat vector
+``θ_B`` of its selected ("Bayesian") leaves, with the other leaves frozen.
+
+* :func:`hvp` — gradient and Hessian-vector product ``(∇L, ∇²L v)`` from one
+  ``jax.jvp(jax.grad(L))`` call.
+* :func:`ggn_vp` — Gauss–Newton product ``2 s Jᵀ J v`` for ``L = s Σ_b ||r_b||²``.
+* :func:`curvature_loss` — the deterministic Laplace loss on frozen Monte-Carlo
+  triples ``L(θ_B) = s Σ_b ℓ_b(θ_B, θ_F*) + (α/2)||θ_B||²``.
+* :func:`lanczos_topk` — top-k Ritz pairs (matfree Lanczos, full reorthogonalisation).
+* :func:`hutchinson_trace` — stochastic trace with a standard error (matfree).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+from matfree import decomp, eig, stochtrace
+
+from memjax import _checks
+from memjax import training
+
+Array = jax.Array
+
+
+# ---------------------------------------------------------------------------
+# Products with the Hessian and the Gauss–Newton matrix.
+
+
+def _check_flat_pair(theta, v):
+  _checks.check_ndim("theta", theta, 1, "(P,)")
+  _checks.check_ndim("v", v, 1, "(P,)")
+  _checks.check_last_dim("v", v, np.shape(theta)[0], "(P,) like `theta`")
+  if jnp.result_type(v) != jnp.result_type(theta):
+    raise ValueError(f"`v` must have the dtype of `theta` ({jnp.result_type(theta)}); "
+                     f"got {jnp.result_type(v)}.")
+  _checks.check_finite("theta", theta)
+  _checks.check_finite("v", v)
+
+
+def hvp(loss_fn: Callable[[Array], Array], theta: Array, v: Array) -> tuple[Array, Array]:
+  """Gradient and Hessian-vector product from one forward-over-reverse call.
+
+  ``(g, Hv) = jax.jvp(∇L, (θ,), (v,))`` with ``g = ∇L(θ)`` and ``Hv = ∇²L(θ) v``.
+
+  Args:
+    loss_fn: scalar loss of a flat vector, ``(P,) -> ()``.
+    theta: point ``θ``, shape ``(P,)``.
+    v: direction, shape ``(P,)``.
+
+  Returns:
+    ``(g, Hv)``, both ``(P,)``.
+  """
+  _check_flat_pair(theta, v)
+  return jax.jvp(jax.grad(loss_fn), (theta,), (v,))
+
+
+def ggn_vp(residual_fn: Callable[[Array], Array], theta: Array, v: Array, scale) -> Array:
+  """Generalised Gauss–Newton product for a sum-of-squares loss.
+
+  For ``L(θ) = s Σ_b ||r_b(θ)||²`` the GGN is ``G = 2 s JᵀJ`` with
+  ``J = ∂r/∂θ``; returns ``G v = 2 s Jᵀ(J v)`` (one jvp and one vjp). Add
+  ``α v`` yourself for the prior term ``(α/2)||θ||²``.
+
+  Args:
+    residual_fn: ``(P,) -> r`` of any shape (e.g. ``(B, D)``).
+    theta: ``(P,)``.
+    v: ``(P,)``.
+    scale: the scalar ``s``.
+
+  Returns:
+    ``(P,)``.
+  """
+  _check_flat_pair(theta, v)
+  r, jv = jax.jvp(residual_fn, (theta,), (v,))
+  _, vjp = jax.vjp(residual_fn, theta)
+  (jtjv,) = vjp(jv.astype(r.dtype))
+  return 2.0 * scale * jtjv
+
+
+# ---------------------------------------------------------------------------
+# Parameter subsets.
+
+
+@jax.tree_util.register_pytree_node_class
+class ParamSubset:
+  """A selection of leaves of a params pytree, the rest frozen at fixed values.
+
+  ``flatten(params) -> θ_B`` concatenates the selected leaves (``ravel_pytree``
+  order); ``merge(θ_B) -> params`` puts them back into the frozen pytree. It is
+  a pytree itself (children: the frozen leaves), so it can be passed to ``jit``.
+  Build it with :func:`param_subset`.
+
+  Attributes:
+    frozen: the full params pytree supplying the unselected (frozen) values.
+    mask: tuple of Python bools, one per leaf (tree-flatten order).
+    names: tuple of leaf path strings (``jax.tree_util.keystr``).
+  """
+
+  def __init__(self, frozen, mask: Sequence[bool], names: Sequence[str]):
+    self.frozen = frozen
+    self.mask = tuple(bool(m) for m in mask)
+    self.names = tuple(names)
+
+  def tree_flatten(self):
+    leaves, treedef = jax.tree_util.tree_flatten(self.frozen)
+    return tuple(leaves), (treedef, self.mask, self.names)
+
+  @classmethod
+  def tree_unflatten(cls, aux, children):
+    treedef, mask, names = aux
+    return cls(jax.tree_util.tree_unflatten(treedef, children), mask, names)
+
+  def _selected(self, params):
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    if treedef != jax.tree_util.tree_structure(self.frozen):
+      raise ValueError("`params` must have the same tree structure as the params the subset was built "
+                       f"from; got {treedef}.")
+    return [leaf for leaf, m in zip(leaves, self.mask) if m]
+
+  @property
+  def selected_names(self) -> tuple[str, ...]:
+    return tuple(n for n, m in zip(self.names, self.mask) if m)
+
+  @property
+  def size(self) -> int:
+    """Number ``P_B`` of scalar parameters in the subset."""
+    return int(sum(np.size(x) for x in self._selected(self.frozen)))
+
+  @property
+  def theta(self) -> Array:
+    """``θ_B`` at the frozen values, ``(P_B,)``."""
+    return self.flatten(self.frozen)
+
+  def flatten(self, params) -> Array:
+    """Selected leaves of ``params`` as one flat vector ``(P_B,)``."""
+    return ravel_pytree(self._selected(params))[0]
+
+  def merge(self, theta_b: Array):
+    """Full params pytree with the selected leaves taken from ``theta_b`` ``(P_B,)``."""
+    _checks.check_ndim("theta_b", theta_b, 1, "(P_B,)")
+    sel, unravel = ravel_pytree(self._selected(self.frozen))
+    _checks.check_last_dim("theta_b", theta_b, sel.shape[0], "(P_B,)")
+    new_sel = iter(unravel(theta_b))
+    leaves, treedef = jax.tree_util.tree_flatten(self.frozen)
+    out = [next(new_sel) if m else leaf for leaf, m in zip(leaves, self.mask)]
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def param_subset(params, select: Any = None) -> ParamSubset:
+  """Select the Bayesian subset ``θ_B`` of ``params``; the rest is frozen at ``params``.
+
+  Args:
+    params: params pytree (e.g. a Flax ``{"params": ...}`` dict).
+    select: ``None`` (all leaves); a string or a sequence of strings — a leaf is
+      selected if any string is a substring of its path
+      ``jax.tree_util.keystr(path)``, e.g. ``"['params']['dense_0']['kernel']"``
+      (so ``"dense_0"`` also matches ``"dense_01"``; pass ``"['dense_0']"`` to be
+      exact); a callable ``(path_str, leaf) -> bool``; or a pytree of Python
+      bools with the structure of ``params``.
+
+  Returns:
+    A :class:`ParamSubset`.
+
+  Raises:
+    ValueError: if nothing is selected or a mask has the wrong structure.
+  """
+  flat, treedef = jax.tree_util.tree_flatten_with_path(params)
+  names = tuple(jax.tree_util.keystr(p) for p, _ in flat)
+  leaves = [x for _, x in flat]
+  if select is None:
+    mask = [True] * len(leaves)
+  elif isinstance(select, str) or (isinstance(select, (list, tuple)) and select
+                                   and all(isinstance(s, str) for s in select)):
+    pats = (select,) if isinstance(select, str) else tuple(select)
+    mask = [any(p in n for p in pats) for n in names]
+  elif callable(select):
+    mask = [bool(select(n, x)) for n, x in zip(names, leaves)]
+  else:
+    m_leaves, m_def = jax.tree_util.tree_flatten(select)
+    if m_def != treedef:
+      raise ValueError("`select` given as a mask must have the tree structure of `params`; "
+                       f"got {m_def}, expected {treedef}.")
+    mask = [bool(m) for m in m_leaves]
+  if not any(mask):
+    raise ValueError(f"`select`={select!r} selects no leaf of `params`; leaf paths are {names}.")
+  return ParamSubset(params, mask, names)
+
+
+# ---------------------------------------------------------------------------
+# The deterministic curvature loss on frozen Monte-Carlo triples.
+
+
+def make_triples(key: Array, data: Array, num: int) -> tuple[Array, Array, Array]:
+  """Draw frozen Monte-Carlo triples ``(x1_b, x0_b, t_b)``, b = 1..num.
+
+  ``x1_b`` uniformly from the rows of ``data`` (without replacement when
+  ``num ≤ N``), ``x0_b ~ N(0, I)``, ``t_b ~ U[0, 1]``.
+
+  Args:
+    key: PRNG key.
+    data: training set ``(N, D)``.
+    num: number of triples ``B``.
+
+  Returns:
+    ``x1 (B, D)``, ``x0 (B, D)``, ``t (B,)``.
+  """
+  _checks.check_ndim("data", data, 2, "(N, D)")
+  _checks.check_finite("data", data)
+  _checks.check_positive("num", num)
+  n = data.shape[0]
+  k_idx, k_x0, k_t = jax.random.split(key, 3)
+  idx = jax.random.choice(k_idx, n, (num,), replace=num > n)
+  x1 = data[idx]
+  x0 = jax.random.normal(k_x0, x1.shape, x1.dtype)
+  t = jax.random.uniform(k_t, (num,), x1.dtype)
+  return x1, x0, t
+
+
+def _check_triples(x1, x0, t):
+  _checks.check_ndim("x1", x1, 2, "(B, D)")
+  if np.shape(x0) != np.shape(x1):
+    raise ValueError(f"`x0` must have shape (B, D) = {np.shape(x1)} like `x1`; got {np.shape(x0)}.")
+  if np.shape(t) != np.shape(x1)[:1]:
+    raise ValueError(f"`t` must have shape (B,) = {np.shape(x1)[:1]}; got {np.shape(t)}.")
+  for name, x in (("x1", x1), ("x0", x0), ("t", t)):
+    _checks.check_finite(name, x)
+
+
+def _subset_or_all(params_map, subset):
+  """The subset's selection, with the frozen leaves taken from ``params_map``."""
+  if subset is None:
+    return param_subset(params_map, None)
+  if jax.tree_util.tree_structure(params_map) != jax.tree_util.tree_structure(subset.frozen):
+    raise ValueError("`subset` was built from params with a different tree structure than `params_map`.")
+  return ParamSubset(params_map, subset.mask, subset.names)
+
+
+def curvature_loss(apply_fn, params_map, x1: Array, x0: Array, t: Array, *,
+                   subset: ParamSubset | None = None, alpha, loss_scale=None,
+                   num_data: int | None = None) -> Callable[[Array], Array]:
+  """Deterministic Laplace loss of the subset parameters on frozen triples.
+
+  ``L(θ_B) = s Σ_b ℓ_b(merge(θ_B)) + (α/2)||θ_B||²`` with
+  ``ℓ_b = ||u_θ(x_t,b, t_b) − (x1_b − x0_b)||²`` and ``x_t,b = (1−t_b) x0_b + t_b x1_b``.
+
+  The scale ``s`` defaults to ``N/B`` (``num_data / B``), making ``s Σ_b ℓ_b``
+  an unbiased estimate of the full-data sum ``Σ_n E_{x0,t} ℓ``. The metric
+  ``G = I + ∇L∇Lᵀ`` used for Riemannian sampling is NOT invariant to rescaling
+  ``L``, so ``s`` changes the geodesics and must be chosen deliberately.
+
+  Args:
+    apply_fn: ``u(params, x, t)``.
+    params_map: MAP params pytree; unselected leaves are frozen at these values.
+    x1, x0: ``(B, D)``; t: ``(B,)`` (see :func:`make_triples`).
+    subset: a :class:`ParamSubset` (``None``: all parameters); only its
+      selection is used, the frozen leaves always come from ``params_map``.
+    alpha: prior precision ``α ≥ 0``.
+    loss_scale: ``s``; if ``None``, ``num_data / B``.
+    num_data: ``N``, required when ``loss_scale`` is ``None``.
+
+  Returns:
+    ``loss_fn(θ_B)``: ``(P_B,) -> ()``.
+  """
+  _check_triples(x1, x0, t)
+  if _checks.is_concrete(alpha) and not np.all(np.asarray(alpha) >= 0):
+    raise ValueError(f"`alpha` must be >= 0; got {alpha}.")
+  if loss_scale is None:
+    if num_data is None:
+      raise ValueError("`num_data` (N) is required when `loss_scale` is None (default s = N/B).")
+    _checks.check_positive("num_data", num_data)
+    loss_scale = num_data / np.shape(x1)[0]
+  subset = _subset_or_all(params_map, subset)
+
+  def loss_fn(theta_b: Array) -> Array:
+    per_ex = training.fm_loss_per_example(apply_fn, subset.merge(theta_b), x1, x0, t)
+    return loss_scale * jnp.sum(per_ex) + 0.5 * alpha * jnp.sum(theta_b ** 2)
+
+  return loss_fn
+
+
+def curvature_residual_fn(apply_fn, params_map, x1: Array, x0: Array, t: Array, *,
+                          subset: ParamSubset | None = None) -> Callable[[Array], Array]:
+  """Residuals ``r_b(θ_B) = u_θ(x_t,b, t_b) − (x1_b − x0_b)``, ``(P_B,) -> (B, D)``.
+
+  With these, the data term of :func:`curvature_loss` is ``s Σ_b ||r_b||²`` and
+  its GGN product is ``ggn_vp(residual_fn, θ, v, s) + α v``.
+  """
+  _check_triples(x1, x0, t)
+  subset = _subset_or_all(params_map, subset)
+
+  def residual_fn(theta_b: Array) -> Array:
+    params = subset.merge(theta_b)
+    xt = (1.0 - t[:, None]) * x0 + t[:, None] * x1
+    return apply_fn(params, xt, t) - (x1 - x0)
+
+  return residual_fn
+
+
+# ---------------------------------------------------------------------------
+# Lanczos and Hutchinson.
+
+
+class Eigenpairs(NamedTuple):
+  """Top-k Ritz pairs of a symmetric operator ``A``.
+
+  Attributes:
+    values: raw Ritz values ``λ_1 ≥ … ≥ λ_k`` (may be negative), ``(k,)``.
+    vectors: Ritz vectors as ROWS ``u_i``, ``(k, P)``, orthonormal up to round-off.
+    residuals: ``||A u_i − λ_i u_i||``, ``(k,)``.
+  """
+
+  values: Array
+  vectors: Array
+  residuals: Array
+
+
+def clip_nonnegative(pairs: Eigenpairs) -> Eigenpairs:
+  """Return ``pairs`` with ``λ_i ← max(λ_i, 0)`` (for the Laplace covariance).
+
+  Residuals are left as computed with the RAW values.
+  """
+  return pairs._replace(values=jnp.maximum(pairs.values, 0.0))
+
+
+def lanczos_topk(matvec: Callable[[Array], Array], dim: int, k: int, key: Array,
+                 num_iters: int | None = None, dtype=None) -> Eigenpairs:
+  """Top-k eigenpairs of a symmetric ``A`` by Lanczos with full reorthogonalisation.
+
+  Runs ``m = num_iters`` Lanczos steps from a Gaussian start vector
+  (``A Q ≈ Q T``, matfree ``tridiag_sym(m, reortho="full")``), diagonalises
+  the ``m × m`` tridiagonal ``T = S diag(θ) Sᵀ`` and returns the ``k`` largest
+  Ritz pairs ``(θ_i, Sᵀ_i Q)`` with explicit residuals ``||A u_i − θ_i u_i||``
+  (``k`` further matvecs, run sequentially). Values are raw (not clipped);
+  see :func:`clip_nonnegative`.
+
+  Args:
+    matvec: ``(dim,) -> (dim,)``, symmetric.
+    dim: ``P``.
+    k: number of pairs, ``1 ≤ k ≤ dim``.
+    key: PRNG key for the start vector.
+    num_iters: Krylov depth ``m``, ``k ≤ m ≤ dim``; default ``min(dim, 2k + 10)``.
+      Larger ``m`` converges the top pairs further. A Lanczos breakdown (an exactly
+      invariant Krylov space before ``m`` steps) produces NaNs; reduce ``m``.
+    dtype: dtype of the start vector (default: JAX's default float).
+
+  Returns:
+    :class:`Eigenpairs` with ``values`` descending.
+  """
+  if not (isinstance(dim, (int, np.integer)) and dim >= 1):
+    raise ValueError(f"`dim` must be a positive int; got {dim!r}.")
+  if not (isinstance(k, (int, np.integer)) and 1 <= k <= dim):
+    raise ValueError(f"`k` must be an int with 1 <= k <= dim={dim}; got {k!r}.")
+  m = min(dim, 2 * k + 10) if num_iters is None else num_iters
+  if not (isinstance(m, (int, np.integer)) and k <= m <= dim):
+    raise ValueError(f"`num_iters` must be an int with k={k} <= num_iters <= dim={dim}; got {m!r}.")
+  dtype = jnp.result_type(float) if dtype is None else dtype
+  v0 = jax.random.normal(key, (dim,), dtype)
+  vals, vecs = eig.eigh_partial(decomp.tridiag_sym(int(m), reortho="full"))(matvec, v0)
+  values = vals[::-1][:k]
+  vectors = vecs[::-1][:k]
+  av = jax.lax.map(matvec, vectors)
+  residuals = jnp.linalg.norm(av - values[:, None] * vectors, axis=-1)
+  return Eigenpairs(values, vectors, residuals)
+
+
+def hutchinson_trace(matvec: Callable[[Array], Array], dim: int, key: Array, num_probes: int,
+                     dtype=None, sampler: str = "signs") -> tuple[Array, Array]:
+  """Hutchinson estimate ``tr A ≈ (1/m) Σ_j z_jᵀ A z_j`` with its standard error.
+
+  Uses matfree's ``estimator_monte_carlo_mean_and_sem``; the ``m`` matvecs are
+  vmapped (memory ``m ×`` one matvec).
+
+  Args:
+    matvec: ``(dim,) -> (dim,)``.
+    dim: ``P``.
+    key: PRNG key.
+    num_probes: ``m``.
+    dtype: probe dtype (default: JAX's default float).
+    sampler: ``"signs"`` (Rademacher) or ``"normal"``.
+
+  Returns:
+    ``(estimate, sem)``, scalars; ``sem = std_j(z_jᵀAz_j)/√m``.
+  """
+  _checks.check_positive("num_probes", num_probes)
+  dtype = jnp.result_type(float) if dtype is None else dtype
+  like = jnp.zeros((dim,), dtype)
+  samplers = {"signs": stochtrace.sampler_signs, "normal": stochtrace.sampler_normal}
+  if sampler not in samplers:
+    raise ValueError(f"`sampler` must be one of {tuple(samplers)}; got {sampler!r}.")
+  est = stochtrace.estimator_monte_carlo_mean_and_sem(
+      stochtrace.monte_carlo_trace(), samplers[sampler](like, num=num_probes))
+  return est(matvec, key)

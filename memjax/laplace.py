@@ -1,0 +1,331 @@
+"""Laplace approximations over weights: tangent Gaussian, Euclidean and Riemannian samples.
+
+Given top-k eigenpairs ``(λ_i, u_i)`` of the Hessian of a loss ``L`` at its
+minimiser ``θ*`` (see :mod:`memjax.curvature`), the tangent Gaussian is
+
+  ``Σ = U diag(1/(λ+α)) Uᵀ + α⁻¹ (I − UUᵀ)``   (U: rows u_i, orthonormal),
+
+velocities are ``v = η Σ^{1/2} z`` and samples are either Euclidean,
+``θ_E = θ* + v``, or Riemannian, ``θ_R = γ(1)`` for the geodesic ``γ`` of the
+metric ``G(θ) = I + ∇L ∇Lᵀ`` (the metric of the loss graph ``(θ, L(θ))``)
+with ``γ(0) = θ*``, ``γ̇(0) = v``:
+
+  ``γ̈ = − g (γ̇ᵀ H γ̇) / (1 + gᵀg)``,  ``g = ∇L(γ)``,  ``H = ∇²L(γ)``.
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from memjax import _checks
+from memjax import curvature
+
+Array = jax.Array
+
+
+# ---------------------------------------------------------------------------
+# Tangent Gaussian.
+
+
+class TangentGaussian(NamedTuple):
+  """Low-rank-plus-isotropic Gaussian ``N(0, Σ)`` in the tangent space at ``θ*``.
+
+  Attributes:
+    values: eigenvalues ``λ`` used in ``Σ`` (already clipped if requested), ``(k,)``.
+    vectors: orthonormal rows ``U``, ``(k, P)``.
+    alpha: prior precision ``α > 0`` (scalar).
+  """
+
+  values: Array
+  vectors: Array
+  alpha: Array
+
+
+def _check_eig(eig):
+  values, vectors = eig.values, eig.vectors
+  _checks.check_ndim("eig.values", values, 1, "(k,)")
+  _checks.check_ndim("eig.vectors", vectors, 2, "(k, P)")
+  if np.shape(vectors)[0] != np.shape(values)[0]:
+    raise ValueError(f"`eig.vectors` must have shape (k, P) with k = {np.shape(values)[0]} "
+                     f"(len of eig.values); got {np.shape(vectors)}.")
+  _checks.check_finite("eig.values", values)
+  _checks.check_finite("eig.vectors", vectors)
+
+
+def tangent_gaussian(eig, alpha, clip: bool = True) -> TangentGaussian:
+  """Build the tangent Gaussian from eigenpairs (``clip``: ``λ ← max(λ, 0)``, as in DESIGN).
+
+  Args:
+    eig: anything with ``values (k,)`` and ``vectors (k, P)`` (e.g.
+      :class:`memjax.curvature.Eigenpairs`).
+    alpha: prior precision ``α > 0``.
+    clip: clip negative Ritz values to 0 so that ``λ + α ≥ α > 0``.
+  """
+  _check_eig(eig)
+  _checks.check_positive("alpha", alpha)
+  values = jnp.maximum(eig.values, 0.0) if clip else eig.values
+  return TangentGaussian(values, eig.vectors, jnp.asarray(alpha, eig.vectors.dtype))
+
+
+def _lift(x: Array, like: Array) -> Array:
+  """Reshape a ``(k,)`` vector to broadcast explicitly against ``like`` ``(..., k)``."""
+  return jnp.reshape(x, (1,) * (jnp.ndim(like) - 1) + jnp.shape(x))
+
+
+def tangent_covariance(tg: TangentGaussian) -> Callable[[Array], Array]:
+  """Matrix-free ``Σ w = Uᵀ diag(1/(λ+α)) U w + α⁻¹ (w − UᵀU w)`` for ``w`` of shape ``(..., P)``."""
+
+  def cov(w: Array) -> Array:
+    c = w @ tg.vectors.T  # (..., k)
+    low = (c / _lift(tg.values + tg.alpha, c)) @ tg.vectors
+    return low + (w - c @ tg.vectors) / tg.alpha
+
+  return cov
+
+
+def tangent_covariance_dense(tg: TangentGaussian) -> Array:
+  """Dense ``Σ`` of shape ``(P, P)`` — for tests and tiny P only."""
+  p = tg.vectors.shape[1]
+  return tangent_covariance(tg)(jnp.eye(p, dtype=tg.vectors.dtype))
+
+
+def tangent_sqrt(tg: TangentGaussian, z: Array, subspace_only: bool = False) -> Array:
+  """Apply the symmetric square root ``Σ^{1/2}`` to ``z`` of shape ``(..., P)``.
+
+  ``Σ^{1/2} z = Uᵀ diag((λ+α)^{-1/2}) U z + α^{-1/2} (z − UᵀU z)``; with
+  ``subspace_only`` the second (complement) term is dropped, giving a sample
+  with covariance ``Uᵀ diag(1/(λ+α)) U`` when ``z ~ N(0, I)``.
+  """
+  c = z @ tg.vectors.T
+  low = (c * _lift(jax.lax.rsqrt(tg.values + tg.alpha), c)) @ tg.vectors
+  if subspace_only:
+    return low
+  return low + (z - c @ tg.vectors) * jax.lax.rsqrt(tg.alpha)
+
+
+_MODES = ("full", "subspace", "single")
+
+
+def sample_velocities(eig, alpha, eta, key: Array, num: int, mode: str = "full",
+                      index: int | None = None, clip: bool = True) -> Array:
+  """Initial velocities ``v = η Σ^{1/2} z`` of the Laplace samples.
+
+  Modes (``z ~ N(0, I_P)``, ``ζ ~ N(0, 1)``):
+
+  * ``"full"``: ``v = η [Uᵀ diag((λ+α)^{-1/2}) U z + α^{-1/2}(z − UᵀU z)]``, ``Cov = η² Σ``.
+  * ``"subspace"``: ``v = η Uᵀ diag((λ+α)^{-1/2}) U z`` (top-k part only;
+    the same key gives the same ``z`` as ``"full"``).
+  * ``"single"``: ``v = η (λ_i+α)^{-1/2} ζ u_i`` with ``i = index``.
+
+  Args:
+    eig: ``values (k,)``, ``vectors (k, P)`` (orthonormal rows).
+    alpha: prior precision ``α > 0``.
+    eta: step scale ``η ≥ 0``.
+    key: PRNG key.
+    num: number of samples ``S``.
+    mode: one of ``"full"``, ``"subspace"``, ``"single"``.
+    index: eigenvector index for ``"single"``.
+    clip: use ``max(λ, 0)`` (see :func:`tangent_gaussian`).
+
+  Returns:
+    ``(S, P)``.
+  """
+  tg = tangent_gaussian(eig, alpha, clip=clip)
+  if _checks.is_concrete(eta) and not np.all(np.asarray(eta) >= 0):
+    raise ValueError(f"`eta` must be >= 0; got {eta}.")
+  _checks.check_positive("num", num)
+  if mode not in _MODES:
+    raise ValueError(f"`mode` must be one of {_MODES}; got {mode!r}.")
+  k, p = tg.vectors.shape
+  dtype = tg.vectors.dtype
+  if mode == "single":
+    if index is None:
+      raise ValueError("`index` (eigenvector index in [0, k)) is required for mode='single'.")
+    if _checks.is_concrete(index) and not 0 <= int(index) < k:
+      raise ValueError(f"`index` must be in [0, {k}); got {index}.")
+    zeta = jax.random.normal(key, (num, 1), dtype)
+    scale = eta * jax.lax.rsqrt(tg.values[index] + tg.alpha)
+    return scale * zeta * tg.vectors[index][None, :]
+  z = jax.random.normal(key, (num, p), dtype)
+  return eta * tangent_sqrt(tg, z, subspace_only=(mode == "subspace"))
+
+
+def euclidean(theta_map: Array, v: Array) -> Array:
+  """Euclidean Laplace samples ``θ_E = θ* + v``; ``θ*`` ``(P,)``, ``v`` ``(P,)`` or ``(S, P)``."""
+  _checks.check_ndim("theta_map", theta_map, 1, "(P,)")
+  _checks.check_ndim("v", v, (1, 2), "(P,) or (S, P)")
+  _checks.check_last_dim("v", v, np.shape(theta_map)[0], "(..., P) with P = len(theta_map)")
+  return jnp.expand_dims(theta_map, tuple(range(np.ndim(v) - 1))) + v
+
+
+# ---------------------------------------------------------------------------
+# Geodesics of G = I + g gᵀ.
+
+
+def geodesic_speed(loss_fn: Callable[[Array], Array], theta: Array, velocity: Array) -> Array:
+  """Squared speed ``γ̇ᵀ G γ̇ = ||γ̇||² + (gᵀγ̇)²`` with ``g = ∇L(θ)``; ``(P,)`` inputs -> ``()``."""
+  g = jax.grad(loss_fn)(theta)
+  return jnp.sum(velocity ** 2) + jnp.dot(g, velocity) ** 2
+
+
+def geodesic_rhs(loss_fn: Callable[[Array], Array]):
+  """First-order geodesic system for state ``(θ, θ̇)``, as a diffrax vector field.
+
+  ``d/dt (θ, θ̇) = (θ̇, − g (θ̇ᵀ H θ̇) / (1 + gᵀg))`` with ``(g, Hθ̇)`` from ONE
+  :func:`memjax.curvature.hvp` call (one jvp∘grad).
+
+  Returns:
+    ``rhs(t, state, args)`` with ``state = (θ (P,), θ̇ (P,))``.
+  """
+
+  def rhs(t, state, args):
+    del t, args
+    theta, vel = state
+    g, hv = curvature.hvp(loss_fn, theta, vel)
+    acc = -g * (jnp.dot(vel, hv) / (1.0 + jnp.dot(g, g)))
+    return vel, acc
+
+  return rhs
+
+
+class RiemannianResult(NamedTuple):
+  """Per-sample outcome of :func:`riemannian` (leading axis ``S``).
+
+  Attributes:
+    theta: ``γ(t_final)``, ``(S, P)``; for a failed sample this is the state
+      where the solver stopped (``t_final < t1``), NOT a valid sample.
+    velocity: ``γ̇(t_final)``, ``(S, P)``.
+    result: diffrax result code (``0`` = successful), ``(S,)`` int.
+    success: ``result == successful``, ``(S,)`` bool.
+    t_final: time reached, ``(S,)``.
+    num_steps, num_accepted_steps, num_rejected_steps: solver step counts, ``(S,)``.
+      For the FSAL solvers here each step costs 6 new RHS evaluations (= 6
+      jvp∘grad calls), plus O(1) at the start; diffrax does not count RHS calls.
+    speed_drift: ``|s(t_final) − s(0)| / s(0)`` with ``s = γ̇ᵀGγ̇``
+      (absolute difference when ``s(0) = 0``), ``(S,)``.
+    ts: the requested save times ``(T,)`` or ``None``.
+    trajectory: ``γ`` at ``ts``, ``(S, T, P)`` or ``None`` (``inf`` past a failure).
+    trajectory_velocity: ``γ̇`` at ``ts``, ``(S, T, P)`` or ``None``.
+  """
+
+  theta: Array
+  velocity: Array
+  result: Array
+  success: Array
+  t_final: Array
+  num_steps: Array
+  num_accepted_steps: Array
+  num_rejected_steps: Array
+  speed_drift: Array
+  ts: Array | None = None
+  trajectory: Array | None = None
+  trajectory_velocity: Array | None = None
+
+
+_SOLVERS = {"tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5, "dopri8": diffrax.Dopri8}
+
+
+def _check_riemannian_args(theta_map, v, solver, rtol, atol, t1, max_steps, saveat_ts):
+  _checks.check_ndim("theta_map", theta_map, 1, "(P,)")
+  _checks.check_ndim("v", v, 2, "(S, P)")
+  _checks.check_last_dim("v", v, np.shape(theta_map)[0], "(S, P) with P = len(theta_map)")
+  _checks.check_finite("theta_map", theta_map)
+  _checks.check_finite("v", v)
+  if solver not in _SOLVERS:
+    raise ValueError(f"`solver` must be one of {tuple(_SOLVERS)}; got {solver!r}.")
+  for name, val in (("rtol", rtol), ("atol", atol), ("t1", t1)):
+    _checks.check_positive(name, val)
+  if not (isinstance(max_steps, (int, np.integer)) and max_steps >= 1):
+    raise ValueError(f"`max_steps` must be a positive int; got {max_steps!r}.")
+  if saveat_ts is not None:
+    _checks.check_ndim("saveat_ts", saveat_ts, 1, "(T,)")
+    _checks.check_finite("saveat_ts", saveat_ts)
+    if _checks.is_concrete(saveat_ts) and _checks.is_concrete(t1):
+      ts = np.asarray(saveat_ts)
+      if ts.size and (np.any(np.diff(ts) <= 0) or ts[0] < 0 or ts[-1] > t1):
+        raise ValueError(f"`saveat_ts` must be strictly increasing within [0, t1={t1}]; got {ts}.")
+
+
+def riemannian(loss_fn: Callable[[Array], Array], theta_map: Array, v: Array, *,
+               solver: str = "tsit5", rtol=1e-6, atol=1e-8, t1=1.0, max_steps: int = 4096,
+               dt0=None, saveat_ts: Array | None = None) -> RiemannianResult:
+  """Riemannian Laplace samples ``θ_R = γ(t1)`` by solving the geodesic ODE per sample.
+
+  Solves ``γ̈ = − g (γ̇ᵀ H γ̇)/(1 + gᵀg)``, ``γ(0) = θ*``, ``γ̇(0) = v_s`` on
+  ``[0, t1]`` with diffrax (``solver`` + ``PIDController(rtol, atol)``,
+  ``throw=False``), vmapped over the samples so each has its own adaptive
+  steps and its own result code. Failed samples are reported, never replaced
+  (see :func:`summarise_failures`).
+
+  Args:
+    loss_fn: ``(P,) -> ()``, twice differentiable.
+    theta_map: ``θ*``, ``(P,)``.
+    v: initial velocities, ``(S, P)``.
+    solver: ``"tsit5"`` | ``"dopri5"`` | ``"dopri8"``.
+    rtol, atol: PID controller tolerances.
+    t1: end time (1 for the Laplace sample).
+    max_steps: diffrax step budget per sample (static).
+    dt0: initial step (``None``: chosen by diffrax).
+    saveat_ts: optional increasing times in ``[0, t1]``, ``(T,)``, to return a trajectory.
+
+  Returns:
+    :class:`RiemannianResult`.
+  """
+  _check_riemannian_args(theta_map, v, solver, rtol, atol, t1, max_steps, saveat_ts)
+  term = diffrax.ODETerm(geodesic_rhs(loss_fn))
+  controller = diffrax.PIDController(rtol=rtol, atol=atol)
+  if saveat_ts is None:
+    saveat = diffrax.SaveAt(t1=True)
+  else:
+    saveat = diffrax.SaveAt(ts=saveat_ts, t1=True)
+  s0_all = jax.vmap(lambda vs: geodesic_speed(loss_fn, theta_map, vs))(v)
+
+  def solve_one(v_s):
+    sol = diffrax.diffeqsolve(term, _SOLVERS[solver](), 0.0, t1, dt0, (theta_map, v_s),
+                              saveat=saveat, stepsize_controller=controller,
+                              max_steps=max_steps, throw=False)
+    thetas, vels = sol.ys
+    return (thetas, vels, sol.ts[-1], sol.result._value,  # pylint: disable=protected-access
+            sol.result == diffrax.RESULTS.successful, sol.stats["num_steps"],
+            sol.stats["num_accepted_steps"], sol.stats["num_rejected_steps"])
+
+  thetas, vels, t_final, code, ok, n_steps, n_acc, n_rej = jax.vmap(solve_one)(v)
+  theta, vel = thetas[:, -1], vels[:, -1]
+  s1 = jax.vmap(lambda th, ve: geodesic_speed(loss_fn, th, ve))(theta, vel)
+  diff = jnp.abs(s1 - s0_all)
+  drift = jnp.where(s0_all > 0, diff / jnp.where(s0_all > 0, s0_all, 1.0), diff)
+  traj = traj_v = None
+  if saveat_ts is not None:
+    traj, traj_v = thetas[:, :-1], vels[:, :-1]
+  return RiemannianResult(theta, vel, code, ok, t_final, n_steps, n_acc, n_rej, drift,
+                          saveat_ts, traj, traj_v)
+
+
+def _result_names() -> dict[int, str]:
+  # diffrax's RESULTS enumeration: name -> item with an integer code.
+  return {int(item._value): name  # pylint: disable=protected-access
+          for name, item in diffrax.RESULTS._name_to_item.items()}  # pylint: disable=protected-access
+
+
+def summarise_failures(res: RiemannianResult) -> dict:
+  """Count samples by diffrax outcome (needs concrete arrays; call outside ``jit``).
+
+  Returns:
+    ``{"total": S, "successful": n_ok, "failed": S − n_ok,
+    "by_result": {name: count}, "messages": {name: diffrax message}}`` where
+    ``name`` is the ``diffrax.RESULTS`` member name (e.g. ``"max_steps_reached"``).
+  """
+  codes = np.asarray(res.result).reshape(-1)
+  names = _result_names()
+  by_result, messages = {}, {}
+  for c in np.unique(codes):
+    name = names.get(int(c), f"code_{int(c)}")
+    by_result[name] = int(np.sum(codes == c))
+    messages[name] = diffrax.RESULTS._index_to_message[int(c)]  # pylint: disable=protected-access
+  n_ok = int(np.sum(np.asarray(res.success)))
+  return {"total": int(codes.size), "successful": n_ok, "failed": int(codes.size) - n_ok,
+          "by_result": by_result, "messages": messages}
