@@ -107,3 +107,53 @@ def two_point_density(x: jax.Array, t: jax.Array, m: float = 1.0) -> jax.Array:
   s = 1.0 - t
   g = lambda mu: jnp.exp(-0.5 * ((x - mu) / s) ** 2) / (s * jnp.sqrt(2 * jnp.pi))
   return 0.5 * (g(t * m) + g(-t * m))
+
+
+# ---------------------------------------------------------------------------
+# Images: scikit-learn digits (bundled, offline) and TFDS mnist / cifar10 (lazy import).
+
+
+def to_unit_range(images: np.ndarray, max_value: float) -> np.ndarray:
+  """Scale pixel values from ``[0, max_value]`` to ``[−1, 1]``."""
+  return (2.0 * np.asarray(images, np.float32) / max_value - 1.0).astype(np.float32)
+
+
+def load_digits(flatten: bool = False):
+  """scikit-learn's bundled 8×8 digits (1797 real images, no network), scaled to [−1, 1].
+
+  Returns ``(images (1797, 8, 8, 1) or (1797, 64), labels (1797,))`` as numpy arrays.
+  """
+  from sklearn import datasets
+  d = datasets.load_digits()
+  x = to_unit_range(d.images, 16.0)
+  x = x.reshape(len(x), -1) if flatten else x[..., None]
+  return x, d.target.astype(np.int32)
+
+
+def load_tfds(name: str, split: str = "train", max_examples: int | None = None, batch_size: int = 1024):
+  """Load ``mnist`` or ``cifar10`` through ``tfds.data_source`` (array_record; no tensorflow needed).
+
+  Images are scaled to [−1, 1] as ``float32 (N, H, W, C)``; labels ``int32 (N,)``.
+  Downloads need network: on an offline machine prepare the data beforehand
+  (tests use ``tfds.testing.mock_data``).
+  """
+  if name not in ("mnist", "cifar10"):
+    raise ValueError(f"`name` must be 'mnist' or 'cifar10'; got {name!r}.")
+  import tensorflow_datasets as tfds  # lazy: the core library works without TFDS
+  source = tfds.data_source(name, split=split)
+  n = len(source) if max_examples is None else min(max_examples, len(source))
+  images, labels = [], []
+  for start in range(0, n, batch_size):
+    batch = [source[i] for i in range(start, min(n, start + batch_size))]
+    images.append(np.stack([ex["image"] for ex in batch]))
+    labels.append(np.asarray([ex["label"] for ex in batch]))
+  return to_unit_range(np.concatenate(images), 255.0), np.concatenate(labels).astype(np.int32)
+
+
+def class_subset(key: jax.Array, images: np.ndarray, labels: np.ndarray, n: int, classes: Sequence[int] | None = None):
+  """Deterministic subset of ``n`` images (optionally restricted to ``classes``); returns ``(images, labels)``."""
+  idx = np.arange(len(images)) if classes is None else np.flatnonzero(np.isin(labels, list(classes)))
+  if not 0 < n <= len(idx):
+    raise ValueError(f"`n` must be in [1, {len(idx)}] for the selected classes; got {n}.")
+  pick = np.sort(np.asarray(jax.random.permutation(key, len(idx)))[:n])
+  return images[idx[pick]], labels[idx[pick]]
