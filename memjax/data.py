@@ -157,3 +157,160 @@ def class_subset(key: jax.Array, images: np.ndarray, labels: np.ndarray, n: int,
     raise ValueError(f"`n` must be in [1, {len(idx)}] for the selected classes; got {n}.")
   pick = np.sort(np.asarray(jax.random.permutation(key, len(idx)))[:n])
   return images[idx[pick]], labels[idx[pick]]
+
+
+# ---------------------------------------------------------------------------
+# Manifold mixtures with analytic local intrinsic dimension (seed 002).
+
+MANIFOLD_KINDS = ("affine", "sphere")
+
+
+class ManifoldMixture(NamedTuple):
+  """Equal-weight mixture of ``K`` manifolds in ``R^D`` with known dimensions.
+
+  Component ``k`` of kind ``"affine"`` is ``c_k + A_k u``, ``u ~ U[−h, h]^{d_k}``
+  (a flat ``d_k``-dim piece, LID = d_k); of kind ``"sphere"`` it is
+  ``c_k + r A_k v``, ``v`` uniform on the unit sphere ``S^{d_k} ⊂ R^{d_k+1}``
+  (curved, LID = d_k). ``A_k`` has orthonormal columns.
+  """
+
+  kinds: tuple       # (K,) strings in MANIFOLD_KINDS
+  dims: tuple        # (K,) ints, the analytic LID of each component
+  centres: jax.Array  # (K, D)
+  frames: tuple      # (K,) arrays (D, d_k) or (D, d_k + 1)
+  scale: float       # h (affine half-width) or r (sphere radius)
+
+  @property
+  def ambient_dim(self) -> int:
+    return int(self.centres.shape[-1])
+
+
+def manifold_mixture(key: jax.Array, dims: Sequence[int] = (2, 4, 8), kinds: Sequence[str] | None = None,
+                     ambient_dim: int = 10, scale: float = 1.5, separation: float = 8.0,
+                     dtype=jnp.float32) -> ManifoldMixture:
+  """Random frames and centres for a :class:`ManifoldMixture` (deterministic given ``key``).
+
+  Centres are ``separation·q_k`` with ``q_k`` orthonormal (``K ≤ D``), so pieces are
+  ``separation·√2`` apart; ``kinds`` defaults to alternating affine / sphere.
+  """
+  dims = tuple(int(d) for d in dims)
+  kinds = tuple(kinds) if kinds is not None else tuple(MANIFOLD_KINDS[i % 2] for i in range(len(dims)))
+  if len(kinds) != len(dims) or any(k not in MANIFOLD_KINDS for k in kinds):
+    raise ValueError(f"`kinds` must be {len(dims)} entries from {MANIFOLD_KINDS}; got {kinds}.")
+  if not 0 < len(dims) <= ambient_dim:
+    raise ValueError(f"need 1 <= len(dims) <= ambient_dim={ambient_dim}; got {len(dims)}.")
+  for d, kind in zip(dims, kinds):
+    if not 1 <= d + (kind == "sphere") <= ambient_dim:
+      raise ValueError(f"`dims` entry {d} ({kind}) does not fit in R^{ambient_dim}.")
+  _checks.check_positive("scale", scale)
+  _checks.check_positive("separation", separation)
+  kc, *kf = jax.random.split(key, len(dims) + 1)
+  orth = lambda k, m: jnp.linalg.qr(jax.random.normal(k, (ambient_dim, m)))[0]
+  centres = separation * orth(kc, len(dims)).T
+  frames = tuple(orth(k, d + (kind == "sphere")).astype(dtype) for k, d, kind in zip(kf, dims, kinds))
+  return ManifoldMixture(kinds, dims, centres.astype(dtype), frames, float(scale))
+
+
+def sample_manifold_mixture(key: jax.Array, mix: ManifoldMixture, n: int):
+  """Draw ``n`` points; returns ``(x (n, D), component (n,), lid (n,))`` with the analytic LID per point."""
+  kc, *ks = jax.random.split(key, len(mix.dims) + 1)
+  comp = jax.random.randint(kc, (n,), 0, len(mix.dims))
+  dtype = mix.centres.dtype
+  x = jnp.zeros((n, mix.ambient_dim), dtype)
+  for k, (kind, frame) in enumerate(zip(mix.kinds, mix.frames)):
+    m = frame.shape[1]
+    if kind == "affine":
+      u = jax.random.uniform(ks[k], (n, m), dtype, -mix.scale, mix.scale)
+    else:
+      g = jax.random.normal(ks[k], (n, m), dtype)
+      u = mix.scale * g / jnp.linalg.norm(g, axis=-1, keepdims=True)
+    x = jnp.where((comp == k)[:, None], mix.centres[k][None, :] + u @ frame.T, x)
+  return x, comp, jnp.asarray(mix.dims)[comp]
+
+
+class VonMisesAtom(NamedTuple):
+  """Training set of the von Mises toy: a circle plus a duplicated atom."""
+
+  x: jax.Array        # (n_circle + copies, 2)
+  is_atom: jax.Array  # (n_circle + copies,) bool
+  lid: jax.Array      # (n_circle + copies,) analytic LID*: 1 on the circle, 0 at the atom
+
+
+def von_mises_atom(key: jax.Array, n_circle: int = 100, kappa: float = 1.0, mu: float = 0.0,
+                   radius: float = 1.0, atom=(0.0, 0.0), copies: int = 20, dtype=jnp.float32) -> VonMisesAtom:
+  """Angles ``θ ~ vonMises(μ, κ)`` on a circle of ``radius`` plus ``copies`` identical atoms.
+
+  The density on the circle is ``∝ exp(κ cos(θ − μ))``, so the arc around ``μ + π``
+  is sparsely populated. Angles are drawn with numpy's ``Generator.vonmises`` seeded
+  from ``key`` (deterministic).
+  """
+  if n_circle < 1 or copies < 0:
+    raise ValueError(f"need `n_circle` >= 1 and `copies` >= 0; got {n_circle}, {copies}.")
+  _checks.check_positive("radius", radius)
+  seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
+  theta = np.random.default_rng(seed).vonmises(mu, kappa, n_circle)
+  circle = radius * np.stack([np.cos(theta), np.sin(theta)], -1)
+  atoms = np.broadcast_to(np.asarray(atom, np.float64), (copies, 2))
+  x = np.concatenate([circle, atoms]).astype(dtype)
+  is_atom = np.arange(n_circle + copies) >= n_circle
+  return VonMisesAtom(jnp.asarray(x), jnp.asarray(is_atom), jnp.asarray(np.where(is_atom, 0, 1)))
+
+
+# ---------------------------------------------------------------------------
+# Sharpness toys (seed 003).
+
+
+def sharp_broad_mixture(sharp_mean=(2.5, 2.5), sharp_std: float = 0.01, broad_std: float = 1.0,
+                        sharp_weight: float = 0.05, dtype=jnp.float32) -> GaussianMixture:
+  """2D ``w N(μ_s, s_s² I) + (1 − w) N(0, s_b² I)``: a sharp mode (tiny covariance, mass ``w = 5%``) and a broad one."""
+  if not 0 < sharp_weight < 1:
+    raise ValueError(f"`sharp_weight` must be in (0, 1); got {sharp_weight}.")
+  return gaussian_mixture([list(sharp_mean), [0.0] * len(sharp_mean)], [sharp_std, broad_std],
+                          [sharp_weight, 1.0 - sharp_weight], dtype=dtype)
+
+
+def duplicated_sample(key: jax.Array, gmm: GaussianMixture, n: int, duplicate: int = 0):
+  """``n`` draws from ``gmm`` where every draw of component ``duplicate`` is replaced by ONE shared draw.
+
+  Models a duplicated training point (the sharp mode). Returns ``(x (n, D), component (n,),
+  unique (U, D))`` with ``unique`` the distinct rows (for the nearest-neighbour ratio).
+  """
+  x, comp = sample_mixture(key, gmm, n)
+  x, comp = np.array(x), np.asarray(comp)
+  dup = comp == duplicate
+  if dup.any():
+    x[dup] = x[np.flatnonzero(dup)[0]]
+  unique = np.unique(x, axis=0)
+  return jnp.asarray(x), jnp.asarray(comp), jnp.asarray(unique)
+
+
+class DuplicatedDigits(NamedTuple):
+  """Class-conditional digits set: one class generalised, one image duplicated many times."""
+
+  x: np.ndarray         # (N, 64) training images (with the copies)
+  y: np.ndarray         # (N,) labels remapped to 0 (general class) and 1 (duplicated class)
+  unique: np.ndarray    # (U, 64) distinct training images
+  dup_image: np.ndarray  # (64,) the duplicated image
+  held_out: tuple       # (held-out class-0 images, held-out class-1 images)
+
+
+def duplicated_digits(key: jax.Array, general_class: int = 0, dup_class: int = 1, n_general: int = 120,
+                      n_dup_class_distinct: int = 20, copies: int = 100) -> DuplicatedDigits:
+  """Digits (flattened, [−1, 1]): ``n_general`` distinct images of ``general_class`` (label 0) and, with
+  label 1, ``n_dup_class_distinct`` distinct images of ``dup_class`` plus one of its images repeated ``copies``×.
+  The remaining images of each class are held out (for quality proxies)."""
+  images, labels = load_digits(flatten=True)
+  kg, kd = jax.random.split(key)
+  parts = []
+  for k, cls, n in ((kg, general_class, n_general), (kd, dup_class, n_dup_class_distinct + 1)):
+    idx = np.flatnonzero(labels == cls)
+    if not 0 < n < len(idx):
+      raise ValueError(f"class {cls} has {len(idx)} images; asked for {n} training images (keep some held out).")
+    perm = idx[np.asarray(jax.random.permutation(k, len(idx)))]
+    parts.append((images[perm[:n]], images[perm[n:]]))
+  (g_train, g_held), (d_train, d_held) = parts
+  dup = d_train[0]
+  x = np.concatenate([g_train, d_train[1:], np.repeat(dup[None], copies, 0)])
+  y = np.concatenate([np.zeros(len(g_train)), np.ones(len(d_train) - 1 + copies)]).astype(np.int32)
+  unique = np.concatenate([g_train, d_train])
+  return DuplicatedDigits(x, y, unique, dup, (g_held, d_held))

@@ -193,3 +193,36 @@ def as_score_fn(field, schedule: Schedule, parameterisation: str = "velocity"):
   def score(params, y, t):
     return convert(schedule, y, t, field(params, y, t), parameterisation, "score")
   return score
+
+
+# ---------------------------------------------------------------------------
+# EDM (Karras et al. 2022): time is the noise level.
+
+
+def edm(sigma_max: float = 80.0) -> Schedule:
+  """EDM / Karras schedule: ψ(t) = 1, σ(t) = t; data at t = 0, noise at ``t = σ_max``.
+
+  Times live in ``[σ_min, σ_max]`` (not ``[0, 1]``; typically σ_min = 0.002); see :func:`karras_sigmas` for the
+  sampling grid and :func:`edm_log_normal_times` for the training distribution.
+  """
+  return Schedule("edm", psi=lambda t: jnp.ones_like(t), sigma=lambda t: t, t_noise=float(sigma_max), t_data=0.0)
+
+
+def karras_sigmas(num: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> jax.Array:
+  """Karras noise levels ``σ_i = (σ_max^{1/ρ} + i/(n−1)(σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ``, ``i < n``, descending; ``(n,)``."""
+  if num < 2:
+    raise ValueError(f"`num` must be >= 2; got {num}.")
+  if not 0 < sigma_min < sigma_max:
+    raise ValueError(f"need 0 < `sigma_min` < `sigma_max`; got {sigma_min}, {sigma_max}.")
+  ramp = jnp.linspace(0.0, 1.0, num)
+  lo, hi = sigma_min ** (1.0 / rho), sigma_max ** (1.0 / rho)
+  return (hi + ramp * (lo - hi)) ** rho
+
+
+def edm_log_normal_times(key: jax.Array, shape, p_mean: float = -1.2, p_std: float = 1.2, dtype=jnp.float32):
+  """EDM training noise levels ``ln σ ~ N(P_mean, P_std²)``; returns ``t = σ`` of ``shape``."""
+  return jnp.exp(p_mean + p_std * jax.random.normal(key, shape, dtype))
+
+
+SCHEDULES["edm"] = edm
+PARAMETERISATIONS = tuple(sorted(_TO_EPS))

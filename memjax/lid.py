@@ -1,0 +1,410 @@
+"""Local intrinsic dimension (LID) and the manifold memorisation hypothesis (MMH).
+
+Model-based estimates of ``LIDθ`` from a trained field of any parameterisation
+(``eps``, ``score``, ``x0``, ``velocity``) and any :class:`memjax.paths.Schedule`:
+
+* FLIPD (Kamkari et al.): with ``ψ = ψ(t0)``, ``σ = σ(t0)`` and ``y = ψ x`` (the clean
+  point rescaled, no noise added),
+
+      FLIPD(x, t0) = D + σ² [tr ∇_y s(y, t0) + ||s(y, t0)||²]
+                   = D − σ tr ∇_y ε̂(y, t0) + ||ε̂(y, t0)||²      (ε̂ = −σ s),
+
+  computed in the ε form (no division by a small σ). The trace is exact (``D``
+  JVPs in chunks) or Hutchinson's ``(1/m) Σ_j z_jᵀ (∇ε̂) z_j``.
+* Normal bundle (Stanczuk et al.): singular values of ``K`` scores at
+  ``ψx + σz_i``; the normal dimension is the index of the largest gap.
+
+Data-based ``LID*``: local PCA on ``k`` nearest training points, Levina–Bickel
+MLE and TwoNN (chunked exact kNN in JAX). The MMH labels split memorised samples
+into overfitting-driven (``LIDθ < LID*``) and data-driven (``LIDθ ≈ LID*``, small).
+
+Fields are called as ``field(y, t)`` with ``y`` ``(B, D)`` and ``t`` ``(B,)``
+(close over parameters, e.g. ``functools.partial(apply_fn, params)``).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from memjax import _checks, curvature, paths
+
+Field = Callable[[jax.Array, jax.Array], jax.Array]  # field(y (B, D), t (B,)) -> (B, D)
+
+NOT_MEMORISED, OD_MEM, DD_MEM, OTHER_MEM = 0, 1, 2, 3
+MMH_NAMES = ("not_memorised", "od_mem", "dd_mem", "other_mem")
+
+
+def _check_field_inputs(x, t0, schedule, parameterisation):
+  _checks.check_ndim("x", x, 2, "(N, D)")
+  _checks.check_finite("x", x)
+  _checks.check_ndim("t0", t0, 0, "() (a scalar time)")
+  _checks.check_finite("t0", t0)
+  if not isinstance(schedule, paths.Schedule):
+    raise ValueError(f"`schedule` must be a memjax.paths.Schedule; got {type(schedule).__name__}.")
+  if parameterisation not in paths.PARAMETERISATIONS:
+    raise ValueError(f"`parameterisation` must be one of {paths.PARAMETERISATIONS}; got {parameterisation!r}.")
+  if _checks.is_concrete(t0):
+    sig = float(schedule.sigma(jnp.asarray(t0, jnp.result_type(float))))
+    if not sig > 0:
+      raise ValueError(f"`t0` must give σ(t0) > 0 for schedule {schedule.name!r}; got t0={t0} (σ={sig}).")
+
+
+def eps_fn(field: Field, schedule: paths.Schedule, parameterisation: str = "score"):
+  """Single-point ``ε̂(y, t)`` (``y`` ``(D,)``, scalar ``t``) from a batched ``field`` of any parameterisation."""
+  def eps(y, t):
+    out = field(y[None, :], jnp.reshape(t, (1,)))[0]
+    return paths.convert(schedule, y, t, out, parameterisation, "eps")
+  return eps
+
+
+# ---------------------------------------------------------------------------
+# FLIPD.
+
+
+class Flipd(NamedTuple):
+  """FLIPD and its ingredients, each ``(N,)``."""
+
+  lid: jax.Array      # D − σ tr∇ε̂ + ||ε̂||²
+  trace: jax.Array    # tr ∇_y ε̂(y, t0) (exact or Hutchinson estimate)
+  sq_norm: jax.Array  # ||ε̂(y, t0)||²
+  sem: jax.Array      # standard error of ``lid`` (σ · sem of the trace; 0 when exact)
+
+
+def exact_trace(f: Callable[[jax.Array], jax.Array], y: jax.Array, chunk_size: int = 64):
+  """``(f(y), tr ∇f(y))`` for ``f: (D,) -> (D,)`` by ``D`` JVPs ``e_iᵀ ∇f e_i``, ``chunk_size`` at a time."""
+  d = y.shape[-1]
+  chunk = max(1, min(int(chunk_size), d))
+  out, lin = jax.linearize(f, y)
+  basis = jnp.pad(jnp.eye(d, dtype=y.dtype), ((0, (-d) % chunk), (0, 0))).reshape(-1, chunk, d)
+  diag = jax.lax.map(lambda e: jnp.sum(jax.vmap(lin)(e) * e, axis=-1), basis)
+  return out, jnp.sum(diag)
+
+
+def _flipd_point(eps, t0, sig, n_probes, sampler, chunk_size, y, key):
+  f = lambda v: eps(v, t0)
+  if n_probes is None:
+    e, tr = exact_trace(f, y, chunk_size)
+    sem = jnp.zeros((), y.dtype)
+  else:
+    e, lin = jax.linearize(f, y)
+    tr, sem = curvature.hutchinson_trace(lin, y.shape[-1], key, n_probes, dtype=y.dtype, sampler=sampler)
+    sem = jnp.full_like(sem, jnp.inf) if n_probes == 1 else sem  # one probe: no spread to measure
+  sq = jnp.sum(e**2)
+  return Flipd(y.shape[-1] - sig * tr + sq, tr, sq, sig * sem)
+
+
+def flipd_details(field: Field, x: jax.Array, t0, schedule: paths.Schedule, *, parameterisation: str = "score",
+                  key: jax.Array | None = None, n_probes: int | None = None, sampler: str = "normal",
+                  chunk_size: int = 64, batch_size: int | None = None) -> Flipd:
+  """FLIPD at every row of ``x`` with its trace, squared norm and standard error.
+
+  ``FLIPD(x, t0) = D − σ tr ∇_y ε̂(y, t0) + ||ε̂(y, t0)||²`` at ``y = ψ(t0) x``,
+  ``ε̂ = −σ s`` derived from ``field`` via :func:`memjax.paths.convert`.
+
+  Args:
+    field: ``field(y (B, D), t (B,)) -> (B, D)`` in ``parameterisation``.
+    x: clean points ``(N, D)``.
+    t0: scalar time; near the data end (small σ). Flow matching: close to 1.
+    schedule: the path the field was trained on.
+    parameterisation: ``'eps' | 'score' | 'x0' | 'velocity'``.
+    key: PRNG key (required with ``n_probes``; split per point).
+    n_probes: ``None`` for the exact trace (``D`` JVPs per point), else ``m ≥ 1``
+      Hutchinson probes (``sampler`` ``'normal'`` or ``'signs'``).
+    chunk_size: JVPs vmapped at once in the exact trace.
+    batch_size: points processed at once (``lax.map``); ``None`` vmaps all.
+
+  Returns:
+    :class:`Flipd` of ``(N,)`` arrays; ``sem`` is ``inf`` for ``n_probes = 1``.
+  """
+  _check_field_inputs(x, jnp.asarray(t0), schedule, parameterisation)
+  if n_probes is not None:
+    if not (isinstance(n_probes, (int, np.integer)) and n_probes >= 1):
+      raise ValueError(f"`n_probes` must be None (exact) or an int >= 1; got {n_probes!r}.")
+    if key is None:
+      raise ValueError("`key` is required when `n_probes` is set (Hutchinson probes).")
+  if sampler not in ("normal", "signs"):
+    raise ValueError(f"`sampler` must be 'normal' or 'signs'; got {sampler!r}.")
+  _checks.check_positive("chunk_size", chunk_size)
+  t0 = jnp.asarray(t0, x.dtype)
+  psi, sig = schedule.psi(t0), schedule.sigma(t0)
+  keys = jax.random.split(key if key is not None else jax.random.PRNGKey(0), x.shape[0])
+  point = functools.partial(_flipd_point, eps_fn(field, schedule, parameterisation), t0, sig,
+                            n_probes, sampler, chunk_size)
+  args = (psi * x, keys)
+  if batch_size is None:
+    return jax.vmap(point)(*args)
+  return jax.lax.map(lambda a: point(*a), args, batch_size=int(batch_size))
+
+
+def flipd(field: Field, x: jax.Array, t0, schedule: paths.Schedule, **kwargs) -> jax.Array:
+  """FLIPD estimates ``(N,)``; see :func:`flipd_details` for the equation and arguments."""
+  return flipd_details(field, x, t0, schedule, **kwargs).lid
+
+
+def flipd_curve(field: Field, x: jax.Array, t0s: jax.Array, schedule: paths.Schedule, **kwargs) -> jax.Array:
+  """FLIPD over a grid of times: ``(T, N)`` for ``t0s`` ``(T,)`` (one :func:`flipd` per time, sequentially)."""
+  _checks.check_ndim("t0s", t0s, 1, "(T,)")
+  _checks.check_finite("t0s", t0s)
+  for t in np.asarray(t0s):
+    _check_field_inputs(x, jnp.asarray(t), schedule, kwargs.get("parameterisation", "score"))
+  return jax.lax.map(lambda t: flipd(field, x, t, schedule, **kwargs), jnp.asarray(t0s, x.dtype))
+
+
+def knee_index(x: jax.Array, y: jax.Array, curve: str = "concave", direction: str = "decreasing") -> jax.Array:
+  """Kneedle knee of the curve ``y(x)`` (Satopää et al. 2011); returns the index into ``x``.
+
+  ``x`` and ``y`` ``(T,)`` are normalised to ``[0, 1]`` (``x`` along the grid order,
+  ``x_n = (x − x_0)/(x_{T−1} − x_0)``). The difference curve
+  ``d = c·(y_n − x̃)``, ``x̃ = x_n`` (increasing) or ``1 − x_n`` (decreasing),
+  ``c = +1`` (concave) or ``−1`` (convex), peaks at the knee. For a FLIPD curve over
+  a grid of increasing noise (plateau at the LID, then a drop) use the defaults.
+  """
+  _checks.check_ndim("x", x, 1, "(T,)")
+  _checks.check_ndim("y", y, 1, "(T,)")
+  if x.shape != y.shape or x.shape[0] < 3:
+    raise ValueError(f"`x` and `y` must have equal shapes (T,) with T >= 3; got {x.shape}, {y.shape}.")
+  if curve not in ("concave", "convex") or direction not in ("increasing", "decreasing"):
+    raise ValueError(f"`curve` must be 'concave'/'convex' and `direction` 'increasing'/'decreasing'; "
+                     f"got {curve!r}, {direction!r}.")
+  x, y = jnp.asarray(x), jnp.asarray(y)
+  xn = (x - x[0]) / (x[-1] - x[0])
+  yn = (y - jnp.min(y)) / jnp.maximum(jnp.max(y) - jnp.min(y), jnp.finfo(y.dtype).tiny)
+  xt = xn if direction == "increasing" else 1.0 - xn
+  sign = 1.0 if curve == "concave" else -1.0
+  return jnp.argmax(sign * (yn - xt))
+
+
+def auto_t0(t0s: jax.Array, curves: jax.Array, schedule: paths.Schedule | None = None,
+            curve: str = "convex", direction: str = "decreasing"):
+  """``(t0, index)`` at the Kneedle knee of the mean FLIPD curve; ``curves`` ``(T, N)`` from :func:`flipd_curve`.
+
+  With ``schedule`` the knee is found against ``log σ(t0)`` (so VP, VE, EDM and FM
+  grids are treated alike); otherwise against ``t0``. ``t0s`` must be ordered by
+  increasing noise. The defaults suit learned fields: FLIPD falls from ≈ D at tiny
+  noise (unresolved by the model) onto the LID plateau, and the convex-decreasing
+  knee is where the plateau starts. For exact scores (plateau first, then a drop)
+  use ``curve="concave"``.
+  """
+  _checks.check_ndim("curves", curves, 2, "(T, N)")
+  t0s = jnp.asarray(t0s)
+  x = t0s if schedule is None else jnp.log(schedule.sigma(t0s))
+  i = knee_index(x, jnp.mean(curves, axis=1), curve, direction)
+  return t0s[i], i
+
+
+# ---------------------------------------------------------------------------
+# Normal bundle.
+
+
+class NormalBundle(NamedTuple):
+  """Normal-bundle estimate per point."""
+
+  lid: jax.Array              # (N,) D − normal_dim
+  normal_dim: jax.Array       # (N,) 1 + index of the largest gap
+  singular_values: jax.Array  # (N, min(K, D)) of the (K, D) score matrix, descending
+
+
+def gap_dimension(singular_values: jax.Array, skip_first_gap: bool = False) -> jax.Array:
+  """Normal dimension ``1 + argmax_j (s_j − s_{j+1})`` of descending singular values ``(..., R)``.
+
+  With ``skip_first_gap`` the gap ``s_0 − s_1`` is ignored (a published variant that
+  guards against one dominant direction, e.g. the uncentred mean score).
+  """
+  gaps = singular_values[..., :-1] - singular_values[..., 1:]
+  if skip_first_gap:
+    gaps = gaps.at[..., 0].set(-jnp.inf)
+  return jnp.argmax(gaps, axis=-1) + 1
+
+
+def normal_bundle(field: Field, x: jax.Array, t0, schedule: paths.Schedule, key: jax.Array, *,
+                  parameterisation: str = "score", num_samples: int | None = None, centre: bool = False,
+                  skip_first_gap: bool = False, batch_size: int | None = None) -> NormalBundle:
+  """Normal-bundle LID: ``LID = D − argmax-gap`` of the scores ``S_i = s(ψx + σz_i, t0)``, ``i < K``.
+
+  At small σ the scores near a manifold point span its normal space, so the
+  ``(K, D)`` matrix ``S`` has ``D − d`` large singular values. ``centre`` subtracts
+  the mean score first. ``K`` defaults to ``4D``; ``z_i ~ N(0, I)``; ``x`` ``(N, D)``.
+  The score is ``−ε̂/σ`` from ``field`` in any ``parameterisation``.
+  """
+  _check_field_inputs(x, jnp.asarray(t0), schedule, parameterisation)
+  n, d = x.shape
+  k = 4 * d if num_samples is None else int(num_samples)
+  if k < 2:
+    raise ValueError(f"`num_samples` must be >= 2; got {num_samples}.")
+  t0 = jnp.asarray(t0, x.dtype)
+  psi, sig = schedule.psi(t0), schedule.sigma(t0)
+
+  def point(xi, ki):
+    y = psi * xi[None, :] + sig * jax.random.normal(ki, (k, d), x.dtype)
+    out = field(y, jnp.full((k,), t0, x.dtype))
+    s = paths.convert(schedule, y, t0, out, parameterisation, "score")
+    if centre:
+      s = s - jnp.mean(s, axis=0, keepdims=True)
+    sv = jnp.linalg.svd(s, compute_uv=False)
+    nd = gap_dimension(sv, skip_first_gap)
+    return NormalBundle(d - nd, nd, sv)
+
+  keys = jax.random.split(key, n)
+  if batch_size is None:
+    return jax.vmap(point)(x, keys)
+  return jax.lax.map(lambda a: point(*a), (x, keys), batch_size=int(batch_size))
+
+
+# ---------------------------------------------------------------------------
+# Exact k nearest neighbours (chunked) and data-based LID*.
+
+
+@functools.partial(jax.jit, static_argnames=("k", "exclude_self", "chunk_size"))
+def _knn(queries, ref, k, exclude_self, chunk_size):
+  q_pad = jnp.pad(queries, ((0, (-queries.shape[0]) % chunk_size), (0, 0)))
+  r_norm = jnp.sum(ref**2, -1)
+  kk = k + 1 if exclude_self else k
+  own = jnp.arange(q_pad.shape[0]).reshape(-1, chunk_size)
+
+  def chunk(args):
+    q, ids = args
+    d2 = jnp.sum(q**2, -1, keepdims=True) - 2.0 * q @ ref.T + r_norm[None, :]
+    _, idx = jax.lax.top_k(-d2, kk)
+    dist = jnp.sqrt(jnp.sum((q[:, None, :] - ref[idx]) ** 2, -1))  # exact, no cancellation
+    if exclude_self:
+      dist = jnp.where(idx == ids[:, None], jnp.inf, dist)
+    neg, pos = jax.lax.top_k(-dist, k)
+    return -neg, jnp.take_along_axis(idx, pos, 1)
+
+  d, i = jax.lax.map(chunk, (q_pad.reshape(-1, chunk_size, queries.shape[1]), own))
+  return d.reshape(-1, k)[:queries.shape[0]], i.reshape(-1, k)[:queries.shape[0]]
+
+
+def knn(queries: jax.Array, ref: jax.Array, k: int, *, exclude_self: bool = False, chunk_size: int = 256):
+  """Exact ``k`` nearest rows of ``ref`` ``(N, D)`` for each query ``(Q, D)``: ``(dists, idx)``, each ``(Q, k)``.
+
+  Sorted by distance (ties in any order). ``exclude_self`` (``queries`` is ``ref``)
+  drops each point's own index. Peak memory ``O(chunk_size · N)``; selected
+  distances are recomputed as ``||q − r||`` (no ``|q|² − 2qr + |r|²`` cancellation).
+  """
+  for name, arr in (("queries", queries), ("ref", ref)):
+    _checks.check_ndim(name, arr, 2, "(n, D)")
+    _checks.check_finite(name, arr)
+  _checks.check_last_dim("queries", queries, ref.shape[1], "(Q, D) matching `ref` (N, D)")
+  if exclude_self and queries.shape != ref.shape:
+    raise ValueError(f"`exclude_self` needs `queries` to be `ref`; got shapes {queries.shape}, {ref.shape}.")
+  if not 1 <= k <= ref.shape[0] - int(exclude_self):
+    raise ValueError(f"`k` must be in [1, {ref.shape[0] - int(exclude_self)}]; got {k}.")
+  chunk = max(1, min(int(chunk_size), queries.shape[0]))
+  dtype = jnp.result_type(queries, ref)
+  return _knn(queries.astype(dtype), ref.astype(dtype), int(k), bool(exclude_self), chunk)
+
+
+def _pca_count(nb, threshold, explained_variance, atol):
+  """LID of one neighbourhood ``nb`` ``(k, D)`` from its covariance eigenvalues ``λ_1 ≥ …``."""
+  centred = nb - jnp.mean(nb, axis=0, keepdims=True)
+  lam = jnp.linalg.svd(centred, compute_uv=False) ** 2 / nb.shape[0]
+  if explained_variance is None:
+    return jnp.sum(lam > jnp.maximum(threshold * lam[0], atol))
+  frac = jnp.cumsum(lam) / jnp.maximum(jnp.sum(lam), atol)
+  return jnp.where(jnp.sum(lam) > atol, 1 + jnp.sum(frac < explained_variance), 0)
+
+
+def lpca(train: jax.Array, k: int = 100, *, queries: jax.Array | None = None, threshold: float = 0.05,
+         explained_variance: float | None = None, atol: float = 1e-10, chunk_size: int = 256) -> jax.Array:
+  """Local-PCA ``LID*`` of each training point, or of each query's nearest training point.
+
+  For a training point, its ``k`` nearest training points (itself included) have
+  covariance eigenvalues ``λ_1 ≥ … ≥ λ_D``; ``LID* = #{i : λ_i > max(threshold·λ_1, atol)}``,
+  or with ``explained_variance = v`` the smallest ``m`` with ``Σ_{i≤m} λ_i ≥ v Σ λ``
+  (0 for a neighbourhood of identical points). ``train`` ``(N, D)``; returns int ``(N,)``
+  or ``(Q,)`` for ``queries`` ``(Q, D)``.
+  """
+  _checks.check_positive("threshold", threshold)
+  if explained_variance is not None and not 0 < explained_variance <= 1:
+    raise ValueError(f"`explained_variance` must be in (0, 1]; got {explained_variance}.")
+  _, idx = knn(train, train, k, chunk_size=chunk_size)
+  count = functools.partial(_pca_count, threshold=threshold, explained_variance=explained_variance, atol=atol)
+  lid_train = jax.lax.map(lambda i: count(train[i]), idx, batch_size=max(1, min(chunk_size, idx.shape[0])))
+  if queries is None:
+    return lid_train
+  _, nearest = knn(queries, train, 1, chunk_size=chunk_size)
+  return lid_train[nearest[:, 0]]
+
+
+def mle(x: jax.Array, k: int = 20, *, unbiased: bool = False, aggregate: str = "harmonic", chunk_size: int = 256):
+  """Levina–Bickel MLE: ``(global, pointwise (N,))``.
+
+  ``m̂(x_i) = (k − 1) / Σ_{j=1}^{k} log(T_k(x_i) / T_j(x_i))`` with ``T_j`` the distance to the
+  ``j``-th neighbour (self excluded; ``k − 2`` with ``unbiased``). ``aggregate``:
+  ``'harmonic'`` (``1 / mean(1/m̂)``, MacKay–Ghahramani, scikit-dimension's default
+  ``comb='mle'``), ``'mean'`` (Levina–Bickel's average) or ``'median'``.
+  """
+  if aggregate not in ("harmonic", "mean", "median"):
+    raise ValueError(f"`aggregate` must be 'harmonic', 'mean' or 'median'; got {aggregate!r}.")
+  if k < 3:
+    raise ValueError(f"`k` must be >= 3; got {k}.")
+  dists, _ = knn(x, x, k, exclude_self=True, chunk_size=chunk_size)
+  logs = jnp.sum(jnp.log(dists[:, -1:] / dists), axis=1)
+  pw = (k - 2 if unbiased else k - 1) / logs
+  agg = {"harmonic": lambda v: 1.0 / jnp.mean(1.0 / v), "mean": jnp.mean, "median": jnp.median}[aggregate]
+  return agg(pw), pw
+
+
+def twonn(x: jax.Array, *, discard_fraction: float = 0.1, method: str = "linear", chunk_size: int = 256):
+  """TwoNN (Facco et al. 2017) global ID from ``μ_i = r_2(x_i) / r_1(x_i)``.
+
+  Points with non-finite ``μ`` (duplicates) are dropped; of the ``N`` left, the
+  ``n = ⌊N(1 − f)⌋`` smallest ``μ`` are kept, ``F_i = i/N``. ``method='linear'``:
+  least-squares slope through the origin of ``−log(1 − F_i)`` on ``log μ_(i)``;
+  ``'mle'``: ``(n − 1) / (Σ_{i≤n} log μ_(i) + (N − n) log μ_(n))``. Matches scikit-dimension.
+  """
+  if method not in ("linear", "mle"):
+    raise ValueError(f"`method` must be 'linear' or 'mle'; got {method!r}.")
+  if not 0 <= discard_fraction < 1:
+    raise ValueError(f"`discard_fraction` must be in [0, 1); got {discard_fraction}.")
+  dists, _ = knn(x, x, 2, exclude_self=True, chunk_size=chunk_size)
+  mu = dists[:, 1] / dists[:, 0]
+  ok = jnp.isfinite(mu)
+  n_valid = jnp.sum(ok)
+  log_mu = jnp.log(jnp.sort(jnp.where(ok, mu, jnp.inf)))
+  n_keep = jnp.floor(n_valid * (1.0 - discard_fraction)).astype(jnp.int32)
+  rank = jnp.arange(mu.shape[0])
+  keep = rank < n_keep
+  if method == "mle":
+    last = log_mu[jnp.maximum(n_keep - 1, 0)]
+    return (n_keep - 1) / (jnp.sum(jnp.where(keep, log_mu, 0.0)) + (n_valid - n_keep) * last)
+  femp = (rank + 1) / n_valid
+  lx = jnp.where(keep, log_mu, 0.0)
+  ly = jnp.where(keep, -jnp.log1p(-jnp.where(keep, femp, 0.0)), 0.0)
+  return jnp.sum(lx * ly) / jnp.sum(lx * lx)
+
+
+# ---------------------------------------------------------------------------
+# Manifold memorisation hypothesis labels.
+
+
+def mmh_labels(lid_model: jax.Array, lid_star: jax.Array, memorised: jax.Array, *, tol: float = 0.5,
+               dd_max_lid: float = 0.5) -> jax.Array:
+  """MMH class of each sample: ``NOT_MEMORISED`` (0), ``OD_MEM`` (1), ``DD_MEM`` (2), ``OTHER_MEM`` (3).
+
+  A memorised sample is OD-Mem when ``LIDθ < LID* − tol`` (the model's manifold is
+  too thin there), DD-Mem when ``|LIDθ − LID*| ≤ tol`` and ``LID* ≤ dd_max_lid``
+  (the data itself is low-dimensional there, e.g. duplicates), otherwise
+  ``OTHER_MEM``. All inputs ``(N,)``; ``memorised`` boolean (e.g. ``nn_ratio ≤ 1/3``).
+  """
+  for name, arr in (("lid_model", lid_model), ("lid_star", lid_star), ("memorised", memorised)):
+    _checks.check_ndim(name, arr, 1, "(N,)")
+  if not lid_model.shape == lid_star.shape == memorised.shape:
+    raise ValueError(f"`lid_model`, `lid_star`, `memorised` must share shape (N,); got "
+                     f"{lid_model.shape}, {lid_star.shape}, {memorised.shape}.")
+  _checks.check_finite("lid_model", lid_model)
+  od = lid_model < lid_star - tol
+  dd = (jnp.abs(lid_model - lid_star) <= tol) & (lid_star <= dd_max_lid)
+  mem_class = jnp.where(od, OD_MEM, jnp.where(dd, DD_MEM, OTHER_MEM))
+  return jnp.where(jnp.asarray(memorised, bool), mem_class, NOT_MEMORISED)
+
+
+def mmh_counts(labels: jax.Array) -> dict:
+  """Counts per MMH class as a plain dict (for results.json)."""
+  labels = np.asarray(labels)
+  return {name: int(np.sum(labels == i)) for i, name in enumerate(MMH_NAMES)}
