@@ -22,7 +22,7 @@ $(STAMP): requirements.txt setup.cfg pyproject.toml
 
 ## Main job on the embedded default config: writes figures + results.json under runs/.
 demo: $(STAMP)
-	$(PY) -m experiments.fm_toy --config=experiments/configs/fm_toy.py
+	$(PY) -m experiments.two_point_1d --config=experiments/configs/two_point_1d.py
 
 ## Default (non-slow) test suite, including every experiment's :smoke config end to end.
 test: $(STAMP)

@@ -329,3 +329,40 @@ def summarise_failures(res: RiemannianResult) -> dict:
   n_ok = int(np.sum(np.asarray(res.success)))
   return {"total": int(codes.size), "successful": n_ok, "failed": int(codes.size) - n_ok,
           "by_result": by_result, "messages": messages}
+
+
+# ---------------------------------------------------------------------------
+# Convenience: the whole tangent-space fit from a flat loss.
+
+
+def fit_eigenpairs(loss_fn: Callable[[Array], Array], theta_map: Array, k: int, key: Array,
+                   num_iters: int | None = None) -> curvature.Eigenpairs:
+  """Top-k Ritz pairs of ``H = ∇²L(θ*)`` by Lanczos on HVPs (``jvp∘grad``), raw (unclipped) values.
+
+  Args:
+    loss_fn: ``(P,) -> ()``.
+    theta_map: ``θ*``, ``(P,)``.
+    k: number of eigenpairs.
+    key: PRNG key for the Lanczos start vector.
+    num_iters: Lanczos iterations (default as in :func:`memjax.curvature.lanczos_topk`).
+  """
+  _checks.check_ndim("theta_map", theta_map, 1, "(P,)")
+  _checks.check_finite("theta_map", theta_map)
+
+  @jax.jit
+  def run(theta, key):
+    matvec = lambda v: curvature.hvp(loss_fn, theta, v)[1]
+    return curvature.lanczos_topk(matvec, theta.shape[0], k, key, num_iters=num_iters, dtype=theta.dtype)
+
+  return run(theta_map, key)
+
+
+def paired_samples(loss_fn: Callable[[Array], Array], theta_map: Array, eig, alpha, eta, key: Array,
+                   num: int, *, mode: str = "full", **riemannian_kw):
+  """Euclidean and Riemannian Laplace samples from the SAME tangent velocities ``v``.
+
+  Returns ``(v (S, P), θ_E (S, P), RiemannianResult)``; pass the same ``key`` for
+  several ``eta`` to get samples that differ only in scale (paired across η).
+  """
+  v = sample_velocities(eig, alpha, eta, key, num, mode=mode)
+  return v, euclidean(theta_map, v), riemannian(loss_fn, theta_map, v, **riemannian_kw)
