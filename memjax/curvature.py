@@ -23,7 +23,7 @@ from jax.flatten_util import ravel_pytree
 from matfree import decomp, eig, stochtrace
 
 from memjax import _checks
-from memjax import training
+from memjax import paths, training
 
 Array = jax.Array
 
@@ -295,9 +295,8 @@ def curvature_residual_fn(apply_fn, params_map, x1: Array, x0: Array, t: Array, 
   subset = _subset_or_all(params_map, subset)
 
   def residual_fn(theta_b: Array) -> Array:
-    params = subset.merge(theta_b)
-    xt = (1.0 - t[:, None]) * x0 + t[:, None] * x1
-    return apply_fn(params, xt, t) - (x1 - x0)
+    xt, target = paths.fm_interpolate(x1, x0, t)
+    return apply_fn(subset.merge(theta_b), xt, t) - target
 
   return residual_fn
 

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from memjax import _checks, curvature, paths
+from memjax import _checks, curvature, distributed, paths
 
 Field = Callable[[jax.Array, jax.Array], jax.Array]  # field(y (B, D), t (B,)) -> (B, D)
 
@@ -97,9 +97,16 @@ def _flipd_point(eps, t0, sig, n_probes, sampler, chunk_size, y, key):
   return Flipd(y.shape[-1] - sig * tr + sq, tr, sq, sig * sem)
 
 
+def _batched(point, batch_size):
+  """``point`` over the leading axis of its arguments: vmapped, or ``lax.map`` in batches of ``batch_size``."""
+  if batch_size is None:
+    return jax.vmap(point)
+  return lambda *args: jax.lax.map(lambda a: point(*a), args, batch_size=int(batch_size))
+
+
 def flipd_details(field: Field, x: jax.Array, t0, schedule: paths.Schedule, *, parameterisation: str = "score",
                   key: jax.Array | None = None, n_probes: int | None = None, sampler: str = "normal",
-                  chunk_size: int = 64, batch_size: int | None = None) -> Flipd:
+                  chunk_size: int = 64, batch_size: int | None = None, mesh=None) -> Flipd:
   """FLIPD at every row of ``x`` with its trace, squared norm and standard error.
 
   ``FLIPD(x, t0) = D − σ tr ∇_y ε̂(y, t0) + ||ε̂(y, t0)||²`` at ``y = ψ(t0) x``,
@@ -116,6 +123,8 @@ def flipd_details(field: Field, x: jax.Array, t0, schedule: paths.Schedule, *, p
       Hutchinson probes (``sampler`` ``'normal'`` or ``'signs'``).
     chunk_size: JVPs vmapped at once in the exact trace.
     batch_size: points processed at once (``lax.map``); ``None`` vmaps all.
+    mesh: optional 1-D device mesh (:mod:`memjax.distributed`): points are split
+      over its devices (per-point keys are drawn first, so results match).
 
   Returns:
     :class:`Flipd` of ``(N,)`` arrays; ``sem`` is ``inf`` for ``n_probes = 1``.
@@ -134,10 +143,7 @@ def flipd_details(field: Field, x: jax.Array, t0, schedule: paths.Schedule, *, p
   keys = jax.random.split(key if key is not None else jax.random.PRNGKey(0), x.shape[0])
   point = functools.partial(_flipd_point, eps_fn(field, schedule, parameterisation), t0, sig,
                             n_probes, sampler, chunk_size)
-  args = (psi * x, keys)
-  if batch_size is None:
-    return jax.vmap(point)(*args)
-  return jax.lax.map(lambda a: point(*a), args, batch_size=int(batch_size))
+  return distributed.map_rows(_batched(point, batch_size), psi * x, keys, mesh=mesh)
 
 
 def flipd(field: Field, x: jax.Array, t0, schedule: paths.Schedule, **kwargs) -> jax.Array:
@@ -222,13 +228,14 @@ def gap_dimension(singular_values: jax.Array, skip_first_gap: bool = False) -> j
 
 def normal_bundle(field: Field, x: jax.Array, t0, schedule: paths.Schedule, key: jax.Array, *,
                   parameterisation: str = "score", num_samples: int | None = None, centre: bool = False,
-                  skip_first_gap: bool = False, batch_size: int | None = None) -> NormalBundle:
+                  skip_first_gap: bool = False, batch_size: int | None = None, mesh=None) -> NormalBundle:
   """Normal-bundle LID: ``LID = D − argmax-gap`` of the scores ``S_i = s(ψx + σz_i, t0)``, ``i < K``.
 
   At small σ the scores near a manifold point span its normal space, so the
   ``(K, D)`` matrix ``S`` has ``D − d`` large singular values. ``centre`` subtracts
   the mean score first. ``K`` defaults to ``4D``; ``z_i ~ N(0, I)``; ``x`` ``(N, D)``.
-  The score is ``−ε̂/σ`` from ``field`` in any ``parameterisation``.
+  The score is ``−ε̂/σ`` from ``field`` in any ``parameterisation``. ``mesh``: optional
+  1-D device mesh (:mod:`memjax.distributed`) to split the points over devices.
   """
   _check_field_inputs(x, jnp.asarray(t0), schedule, parameterisation)
   n, d = x.shape
@@ -248,10 +255,7 @@ def normal_bundle(field: Field, x: jax.Array, t0, schedule: paths.Schedule, key:
     nd = gap_dimension(sv, skip_first_gap)
     return NormalBundle(d - nd, nd, sv)
 
-  keys = jax.random.split(key, n)
-  if batch_size is None:
-    return jax.vmap(point)(x, keys)
-  return jax.lax.map(lambda a: point(*a), (x, keys), batch_size=int(batch_size))
+  return distributed.map_rows(_batched(point, batch_size), x, jax.random.split(key, n), mesh=mesh)
 
 
 # ---------------------------------------------------------------------------

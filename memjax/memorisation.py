@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from memjax import _checks
+from memjax import _checks, distributed
 
 DEFAULT_CS = (0.1, 0.2, 0.25, 1.0 / 3.0, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
@@ -83,11 +83,13 @@ def _flatten(name, x):
 
 
 def nearest_two(queries: jax.Array, train: jax.Array, *, query_chunk: int = 1024,
-                train_chunk: int = 4096) -> Nearest:
+                train_chunk: int = 4096, mesh=None) -> Nearest:
   """Nearest and second-nearest training points of each query (Euclidean, flattened).
 
   ``queries`` ``(Q, ...)`` and ``train`` ``(N, ...)`` with equal trailing shapes,
   ``N ≥ 2``. Peak memory is ``O(query_chunk · train_chunk + train_chunk · D)``.
+  With ``mesh`` (:mod:`memjax.distributed`) the queries are split over its
+  devices and the training set is replicated.
   """
   q, t = _flatten("queries", queries), _flatten("train", train)
   if q.shape[1] != t.shape[1]:
@@ -98,9 +100,11 @@ def nearest_two(queries: jax.Array, train: jax.Array, *, query_chunk: int = 1024
   _checks.check_finite("queries", q)
   _checks.check_finite("train", t)
   dtype = jnp.result_type(q, t)
-  qc = max(1, min(query_chunk, q.shape[0]))
+  n_local = q.shape[0] if mesh is None else -(-q.shape[0] // mesh.size)
+  qc = max(1, min(query_chunk, n_local))
   tc = max(2, min(train_chunk, t.shape[0]))
-  return _nearest_two(q.astype(dtype), t.astype(dtype), qc, tc)
+  t = t.astype(dtype)
+  return distributed.map_rows(lambda qq: _nearest_two(qq, t, qc, tc), q.astype(dtype), mesh=mesh)
 
 
 def ratio_from_nearest(nn: Nearest, squared: bool = False) -> jax.Array:

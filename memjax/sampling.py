@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from memjax import _checks
+from memjax import _checks, distributed
 
 SOLVERS = {"tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5, "dopri8": diffrax.Dopri8,
            "heun": diffrax.Heun, "euler": diffrax.Euler}
@@ -73,17 +73,19 @@ def _generate(apply_fn, params, x0, **kw) -> SampleResult:
 
 
 def generate(apply_fn, params, x0: jax.Array, *, solver: str = "tsit5", t0: float = 0.0, t1: float = 1.0,
-             rtol: float = 1e-5, atol: float = 1e-5, num_steps: int = 100, max_steps: int = 4096) -> SampleResult:
+             rtol: float = 1e-5, atol: float = 1e-5, num_steps: int = 100, max_steps: int = 4096,
+             mesh=None) -> SampleResult:
   """Generate ``x̂_n = g_θ(x0_n)`` for a batch of noise ``x0`` of shape ``(N, D)``.
 
   The default flow-matching convention integrates from ``t0 = 0`` (noise) to
   ``t1 = 1`` (data). Returns :class:`SampleResult` with per-sample result codes.
+  With ``mesh`` (:mod:`memjax.distributed`) the noise rows are split over devices.
   """
   _checks.check_ndim("x0", x0, 2, "(N, D)")
   _checks.check_finite("x0", x0)
   _solver(solver)
-  return _generate(apply_fn, params, x0, solver=solver, t0=t0, t1=t1, rtol=rtol, atol=atol,
-                   num_steps=num_steps, max_steps=max_steps)
+  kw = dict(solver=solver, t0=t0, t1=t1, rtol=rtol, atol=atol, num_steps=num_steps, max_steps=max_steps)
+  return distributed.map_rows(lambda x: _generate(apply_fn, params, x, **kw), x0, mesh=mesh)
 
 
 def generate_multi(apply_fn, params_stack, x0: jax.Array, **kw) -> SampleResult:
