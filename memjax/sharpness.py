@@ -1,0 +1,270 @@
+r"""Sharpness of the log-density ``log p_t``: Hessian spectra, traces, detectors and SAIL (seed 003).
+
+For a score field ``s(x, t) = ∇_x log p_t(x)`` the Hessian of the log-density is
+``H(x, t) = ∇_x s(x, t)`` (``D × D``), never materialised: every function uses
+``jax.linearize`` (one forward pass, then JVPs ``H v``) and its transpose (VJPs ``Hᵀ v``).
+
+**Symmetrisation.** The exact ``H`` is symmetric, but a *learned* score is not
+a gradient field, so ``∇_x s_θ`` need not be symmetric. Lanczos needs a symmetric
+operator, so spectra are those of ``H_sym = ½(H + Hᵀ)`` (one JVP + one VJP per
+product). ``H_sym`` has the same trace and the same quadratic form ``vᵀHv`` as
+``H``, and equals ``H`` whenever the field is conservative. (Arnoldi on ``H`` would
+give complex Ritz values with no ordering meaning "sharpest direction".)
+
+Sharpness scores (larger = sharper = more likely memorised): ``−tr H``, ``−λ_min(H_sym)``
+and ``||s||²``; Gaussian lemma: for ``p_t = N(m, C)``, ``E||s||² = tr C⁻¹ = −tr H``.
+
+Conditional models (classifier-free guidance) use ``s^Δ(x, t, c) = s(x, t, c) − s(x, t, ∅)``:
+
+* Wen et al.: ``||ε̂(x_t, c) − ε̂(x_t, ∅)||`` (and the velocity analogue ``||u(x_t,c) − u(x_t,∅)||``);
+* the paper's detector ``||H^Δ s^Δ||²`` with ``H^Δ = ∇_x s^Δ`` (one forward pass + one JVP);
+
+both evaluated at the first sampling step and averaged over ``n`` generations.
+
+SAIL (sharpness-aware initialisation) minimises over the initial noise ``x_T``
+
+    L(x_T) = ||g(x_T + δ g(x_T)) − g(x_T)||² + α ||x_T||²,
+
+with ``g = s^Δ(·, t_first, c)`` (or any field, e.g. an unconditional score at the
+state reached from ``x_T``). ``g(x + δg) − g(x) = δ H^Δ g + O(δ²)``, so ``L`` is a
+finite-difference form of ``δ²||H^Δ s^Δ||² − 2α log N(x_T; 0, I)`` up to a constant.
+Adam (learning rate 0.05) is run until ``L ≤ threshold`` (per sample) or ``max_iters``.
+
+Conventions: per-point functions take ``x`` of shape ``(D,)`` and a scalar ``t``;
+``score_fn(x (D,), t ()) -> (D,)``; build one from a batched network field with
+:func:`point_score` / :func:`point_cond_score`.
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from memjax import _checks, curvature, paths
+
+Array = jax.Array
+PointField = Callable[[Array, Array], Array]      # (x (D,), t ()) -> (D,)
+
+
+# ---------------------------------------------------------------------------
+# Adapters.
+
+
+def point_score(field, schedule: paths.Schedule, parameterisation: str = "velocity") -> PointField:
+  """Per-point score ``s(x (D,), t ()) -> (D,)`` of a batched field ``field(x (..., D), t (...))``.
+
+  The output is converted with :func:`memjax.paths.convert` (``parameterisation`` → ``score``).
+  """
+  _check_param(parameterisation)
+
+  def s(x, t):
+    t = jnp.asarray(t, x.dtype)
+    v = field(x[None], t[None])[0]
+    return paths.convert(schedule, x, t, v, parameterisation, "score")
+
+  return s
+
+
+def point_cond_score(field, schedule: paths.Schedule, parameterisation: str = "velocity"):
+  """Per-point conditional score ``s(x (D,), t (), c ()) -> (D,)`` of ``field(x (B, D), t (B,), y (B,))``."""
+  _check_param(parameterisation)
+
+  def s(x, t, c):
+    t = jnp.asarray(t, x.dtype)
+    v = field(x[None], t[None], jnp.asarray(c)[None])[0]
+    return paths.convert(schedule, x, t, v, parameterisation, "score")
+
+  return s
+
+
+def _check_param(parameterisation):
+  if parameterisation not in paths.PARAMETERISATIONS:
+    raise ValueError(f"`parameterisation` must be one of {paths.PARAMETERISATIONS}; got {parameterisation!r}.")
+
+
+def _check_point(x):
+  _checks.check_ndim("x", x, 1, "(D,)")
+  _checks.check_finite("x", x)
+
+
+# ---------------------------------------------------------------------------
+# Hessian operators of one point.
+
+
+def symmetrised_hessian(score_fn: PointField, x: Array, t) -> tuple[Array, Callable[[Array], Array]]:
+  """``(s(x,t), v ↦ ½(H + Hᵀ) v)`` with ``H = ∇_x s(x, t)`` by ``jax.linearize`` and its transpose.
+
+  ``x``: ``(D,)``; the matvec maps ``(D,) -> (D,)`` (one JVP + one VJP, no ``D × D`` matrix).
+  """
+  s, jvp = jax.linearize(lambda y: score_fn(y, t), x)
+  vjp = jax.linear_transpose(jvp, x)
+  return s, lambda v: 0.5 * (jvp(v) + vjp(v)[0])
+
+
+class Spectrum(NamedTuple):
+  """Extreme eigenvalues of ``H_sym = ½(H + Hᵀ)`` at one point (batched: leading axes added)."""
+
+  top: Array     # (k,) largest eigenvalues, descending
+  bottom: Array  # (k,) smallest (most negative = sharpest) eigenvalues, ascending
+
+
+def hessian_eigs(score_fn: PointField, x: Array, t, k: int, key: Array, num_iters: int | None = None) -> Spectrum:
+  """Top-k and bottom-k eigenvalues of ``H_sym`` by Lanczos (:func:`memjax.curvature.lanczos_topk`).
+
+  Two Lanczos runs of ``num_iters`` steps (default ``min(D, 2k + 10)``) on ``+H_sym`` and
+  ``−H_sym``; ``x``: ``(D,)``. Returns :class:`Spectrum` with fields of shape ``(k,)``.
+  """
+  _check_point(x)
+  _, mv = symmetrised_hessian(score_fn, x, t)
+  d = x.shape[0]
+  k_top, k_bot = jax.random.split(key)
+  top = curvature.lanczos_topk(mv, d, k, k_top, num_iters, dtype=x.dtype).values
+  bottom = -curvature.lanczos_topk(lambda v: -mv(v), d, k, k_bot, num_iters, dtype=x.dtype).values
+  return Spectrum(top, bottom)
+
+
+def hessian_trace(score_fn: PointField, x: Array, t, key: Array | None = None,
+                  num_probes: int | None = None) -> tuple[Array, Array]:
+  """``tr H(x, t)`` and its standard error: exact (``D`` JVPs, sem 0) or Hutchinson with ``num_probes``.
+
+  ``tr H = tr H_sym``, so the JVP of ``H`` alone is used. ``x``: ``(D,)``; returns two scalars.
+  """
+  _check_point(x)
+  _, jvp = jax.linearize(lambda y: score_fn(y, t), x)
+  d = x.shape[0]
+  if num_probes is None:
+    eye = jnp.eye(d, dtype=x.dtype)
+    return jnp.sum(jnp.diagonal(jax.vmap(jvp)(eye))), jnp.zeros((), x.dtype)
+  if key is None:
+    raise ValueError("`key` is required when `num_probes` is given (Hutchinson estimate).")
+  return curvature.hutchinson_trace(jvp, d, key, num_probes, dtype=x.dtype)
+
+
+def score_norm_sq(score_fn: PointField, x: Array, t) -> Array:
+  """``||s(x, t)||²`` for ``x`` of shape ``(D,)``; a scalar."""
+  return jnp.sum(score_fn(x, t) ** 2)
+
+
+class Profile(NamedTuple):
+  """Sharpness of ``N`` points at ``T`` times: eigenvalues of ``H_sym``, ``tr H`` and ``||s||²``."""
+
+  top: Array       # (T, N, k)
+  bottom: Array    # (T, N, k)
+  trace: Array     # (T, N) exact tr H, or Hutchinson with `num_probes`
+  score_sq: Array  # (T, N)
+
+
+def sharpness_profile(score_fn: PointField, xs: Array, ts: Array, key: Array, k: int = 2,
+                      num_iters: int | None = None, num_probes: int | None = None) -> Profile:
+  """All sharpness quantities vmapped over points ``xs (N, D)`` (or ``(T, N, D)``, one set per time) and ``ts (T,)``."""
+  _checks.check_ndim("xs", xs, (2, 3), "(N, D) or (T, N, D)")
+  _checks.check_ndim("ts", ts, 1, "(T,)")
+  _checks.check_finite("xs", xs)
+  if xs.ndim == 3 and xs.shape[0] != ts.shape[0]:
+    raise ValueError(f"`xs` of shape (T, N, D) must match `ts` (T,); got {xs.shape} and {ts.shape}.")
+
+  def one(x, t, kk):
+    ke, kt = jax.random.split(kk)
+    spec = hessian_eigs(score_fn, x, t, k, ke, num_iters)
+    tr, _ = hessian_trace(score_fn, x, t, kt, num_probes)
+    return spec.top, spec.bottom, tr, score_norm_sq(score_fn, x, t)
+
+  def at_time(x_t, t, kk):
+    keys = jax.random.split(kk, x_t.shape[0])
+    return jax.vmap(one, in_axes=(0, None, 0))(x_t, t, keys)
+
+  keys = jax.random.split(key, ts.shape[0])
+  x_axis = 0 if xs.ndim == 3 else None
+  return Profile(*jax.vmap(at_time, in_axes=(x_axis, 0, 0))(xs, ts, keys))
+
+
+# ---------------------------------------------------------------------------
+# Conditional (classifier-free guidance) detectors.
+
+
+def score_delta(cond_score, x: Array, t, c, null) -> Array:
+  """``s^Δ(x, t, c) = s(x, t, c) − s(x, t, ∅)`` with ``∅`` the label index ``null``; ``(D,)``."""
+  return cond_score(x, t, c) - cond_score(x, t, null)
+
+
+def wen_metric(cond_field, x: Array, t, c, null) -> Array:
+  """Wen et al.'s ``||f(x, t, c) − f(x, t, ∅)||`` for a per-point field ``f`` (``ε̂`` or velocity ``u``).
+
+  Pass the ε-prediction for the original metric and the velocity for its FM analogue; a scalar.
+  """
+  return jnp.linalg.norm(cond_field(x, t, c) - cond_field(x, t, null))
+
+
+def hs_detector(cond_score, x: Array, t, c, null) -> Array:
+  """The paper's detector ``||H^Δ s^Δ||²``, ``H^Δ = ∇_x s^Δ(x, t, c)``: one linearisation + one JVP; scalar."""
+  sd, jvp = jax.linearize(lambda y: score_delta(cond_score, y, t, c, null), x)
+  return jnp.sum(jvp(sd) ** 2)
+
+
+def averaged_over_generations(metric: Callable[[Array], Array], xs: Array) -> Array:
+  """``(1/n) Σ_i metric(x_i)`` over ``n`` generations ``xs (n, D)`` (same condition); a scalar."""
+  _checks.check_ndim("xs", xs, 2, "(n, D)")
+  return jnp.mean(jax.vmap(metric)(xs))
+
+
+# ---------------------------------------------------------------------------
+# SAIL.
+
+
+def sail_objective(g: Callable[[Array], Array], x: Array, alpha: float, delta: float) -> Array:
+  """``L(x) = ||g(x + δ g(x)) − g(x)||² + α ||x||²`` for one initial noise ``x (D,)``; a scalar.
+
+  With ``g = s^Δ(·, t_first, c)`` this is the finite-difference form of
+  ``δ² ||H^Δ s^Δ||² − 2α log N(x; 0, I)`` (up to a constant and ``O(δ³)``).
+  """
+  gx = g(x)
+  return jnp.sum((g(x + delta * gx) - gx) ** 2) + alpha * jnp.sum(x**2)
+
+
+class SailResult(NamedTuple):
+  x: Array           # (N, D) optimised initial noise
+  losses: Array      # (N, max_iters + 1) L after 0, 1, ... steps (frozen once converged)
+  iterations: Array  # (N,) Adam steps taken until L ≤ threshold (max_iters if never)
+  converged: Array   # (N,) bool
+
+
+def sail(g: Callable[[Array], Array], x0: Array, *, alpha: float = 0.02, delta: float = 0.1,
+         threshold: float = 0.0, lr: float = 0.05, max_iters: int = 50) -> SailResult:
+  """Optimise each initial noise ``x0[n] (D,)`` by Adam(``lr``) on :func:`sail_objective`.
+
+  Each sample stops (its ``x`` is frozen) at the first iterate with ``L ≤ threshold``;
+  ``max_iters`` steps are scanned so trajectories have a fixed shape. ``x0``: ``(N, D)``.
+  """
+  _checks.check_ndim("x0", x0, 2, "(N, D)")
+  _checks.check_finite("x0", x0)
+  if not (isinstance(max_iters, int) and max_iters >= 1):
+    raise ValueError(f"`max_iters` must be an int >= 1; got {max_iters!r}.")
+  for name, v in (("lr", lr), ("delta", delta)):
+    _checks.check_positive(name, v)
+  if alpha < 0:
+    raise ValueError(f"`alpha` must be >= 0; got {alpha}.")
+  return _sail(g, x0, alpha, delta, threshold, lr, max_iters)
+
+
+def _sail(g, x0, alpha, delta, threshold, lr, max_iters):
+  opt = optax.adam(lr)
+  loss_grad = jax.value_and_grad(lambda x: sail_objective(g, x, alpha, delta))
+
+  def one(x):
+    def step(carry, _):
+      x, state, done, iters = carry
+      loss, grad = loss_grad(x)
+      done = done | (loss <= threshold)
+      upd, new_state = opt.update(grad, state, x)
+      x = jnp.where(done, x, optax.apply_updates(x, upd))
+      state = jax.tree.map(lambda a, b: jnp.where(done, a, b), state, new_state)
+      return (x, state, done, iters + (~done).astype(jnp.int32)), loss
+
+    init = (x, opt.init(x), jnp.asarray(False), jnp.asarray(0, jnp.int32))
+    (x, _, _, iters), losses = jax.lax.scan(step, init, None, length=max_iters)
+    final = sail_objective(g, x, alpha, delta)
+    return x, jnp.concatenate([losses, final[None]]), iters, final <= threshold
+
+  return SailResult(*jax.vmap(one)(x0))

@@ -1,0 +1,187 @@
+"""Sharpness (seed 003): Gaussian lemma, Lanczos / Hutchinson vs dense Jacobians, ||H^Δ s^Δ||², SAIL, CFG."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from memjax import data, nets, paths, sharpness, training
+
+D = 4
+
+
+def _gaussian(key):
+  a = jax.random.normal(key, (D, D), jnp.float64)
+  return jnp.linspace(-1.0, 1.0, D), a @ a.T / D + 0.1 * jnp.eye(D)
+
+
+def _analytic_score(mu, sigma_mat, sched):
+  """s(y, t) = −C⁻¹(y − ψμ), C = ψ²Σ + σ²I (written independently of memjax.sharpness)."""
+  def s(y, t):
+    c = sched.psi(t) ** 2 * sigma_mat + sched.sigma(t) ** 2 * jnp.eye(D)
+    return -jnp.linalg.solve(c, y - sched.psi(t) * mu)
+  return s
+
+
+@pytest.mark.parametrize("sched_name,t", [("linear_fm", 0.3), ("linear_fm", 0.9), ("vp_linear", 0.05),
+                                          ("ve", 0.2)])
+def test_gaussian_lemma_expected_score_norm_equals_minus_trace(sched_name, t):
+  sched = paths.get_schedule(sched_name)
+  mu, sig = _gaussian(jax.random.PRNGKey(0))
+  s = _analytic_score(mu, sig, sched)
+  t = jnp.asarray(t, jnp.float64)
+  c = sched.psi(t) ** 2 * sig + sched.sigma(t) ** 2 * jnp.eye(D)
+  # Through the velocity adapter: s → u → point_score(u) must give back s.
+  field = lambda y, tt: paths.convert(sched, y, tt, jax.vmap(s)(y, tt), "score", "velocity")
+  s_pt = sharpness.point_score(field, sched, "velocity")
+  y = (sched.psi(t) * mu)[None] + jax.random.multivariate_normal(jax.random.PRNGKey(1), jnp.zeros(D), c, (20000,))
+  sq = jax.vmap(lambda x: sharpness.score_norm_sq(s_pt, x, t))(y)
+  tr, sem = sharpness.hessian_trace(s_pt, y[0], t)
+  np.testing.assert_allclose(tr, -jnp.trace(jnp.linalg.inv(c)), rtol=1e-8)
+  assert float(sem) == 0.0
+  mc_sem = float(jnp.std(sq) / jnp.sqrt(sq.shape[0]))
+  assert abs(float(jnp.mean(sq)) + float(tr)) < 4 * mc_sem, (float(jnp.mean(sq)), float(tr), mc_sem)
+  spec = sharpness.hessian_eigs(s_pt, y[0], t, 2, jax.random.PRNGKey(2), num_iters=D)
+  ev = np.linalg.eigvalsh(-np.linalg.inv(np.asarray(c)))
+  np.testing.assert_allclose(spec.top, ev[::-1][:2], rtol=1e-7)
+  np.testing.assert_allclose(spec.bottom, ev[:2], rtol=1e-7)
+
+
+@functools.lru_cache(None)
+def _mlp():
+  module = nets.MLPField(dim=5, hidden=(16, 16), time_dim=8)
+  params = nets.init_params(module, jax.random.PRNGKey(3), 5, jnp.float64)
+  field = functools.partial(nets.velocity_fn(module), params)
+  return sharpness.point_score(field, paths.linear_fm(), "velocity")
+
+
+def test_lanczos_matches_dense_symmetrised_jacobian():
+  s = _mlp()
+  x, t = jax.random.normal(jax.random.PRNGKey(4), (5,), jnp.float64), jnp.asarray(0.6, jnp.float64)
+  jac = jax.jacfwd(lambda y: s(y, t))(x)
+  assert float(jnp.max(jnp.abs(jac - jac.T))) > 1e-4  # a learned H is not symmetric
+  ev = np.linalg.eigvalsh(0.5 * np.asarray(jac + jac.T))
+  spec = jax.jit(lambda x, k: sharpness.hessian_eigs(s, x, t, 2, k, num_iters=5))(x, jax.random.PRNGKey(5))
+  np.testing.assert_allclose(spec.top, ev[::-1][:2], rtol=1e-7, atol=1e-9)
+  np.testing.assert_allclose(spec.bottom, ev[:2], rtol=1e-7, atol=1e-9)
+  _, mv = sharpness.symmetrised_hessian(s, x, t)
+  v = jnp.arange(5.0, dtype=jnp.float64)
+  np.testing.assert_allclose(mv(v), 0.5 * (jac + jac.T) @ v, rtol=1e-10)
+  # Vmapped profile over (T, N) agrees with the per-point call.
+  xs = jnp.stack([x, -x])
+  prof = sharpness.sharpness_profile(s, xs, jnp.asarray([0.6, 0.2]), jax.random.PRNGKey(6), k=2, num_iters=5)
+  assert prof.top.shape == (2, 2, 2) and prof.trace.shape == (2, 2)
+  np.testing.assert_allclose(prof.bottom[0, 0], ev[:2], rtol=1e-7, atol=1e-9)
+  np.testing.assert_allclose(prof.trace[0, 0], jnp.trace(jac), rtol=1e-10)
+  np.testing.assert_allclose(prof.score_sq[0, 0], jnp.sum(s(x, t) ** 2), rtol=1e-12)
+
+
+def test_hutchinson_within_four_standard_errors():
+  s = _mlp()
+  x, t = jax.random.normal(jax.random.PRNGKey(7), (5,), jnp.float64), jnp.asarray(0.4, jnp.float64)
+  exact = jnp.trace(jax.jacfwd(lambda y: s(y, t))(x))
+  est, sem = sharpness.hessian_trace(s, x, t, jax.random.PRNGKey(8), num_probes=64)
+  assert float(sem) > 0
+  assert abs(float(est - exact)) < 4 * float(sem)
+
+
+@functools.lru_cache(None)
+def _cond():
+  module = nets.CondMLPField(dim=D, num_classes=2, hidden=(16, 16), time_dim=8)
+  params = nets.init_cond_params(module, jax.random.PRNGKey(9), D, jnp.float64)
+  return module, params, nets.cond_velocity_fn(module)
+
+
+def test_hs_detector_matches_dense_jacobian_and_wen_metric():
+  module, params, u = _cond()
+  cs = sharpness.point_cond_score(functools.partial(u, params), paths.linear_fm(), "velocity")
+  x, t, null = jax.random.normal(jax.random.PRNGKey(10), (D,), jnp.float64), jnp.asarray(0.3, jnp.float64), 2
+  sd = lambda y: cs(y, t, 1) - cs(y, t, null)
+  dense = jnp.sum((jax.jacfwd(sd)(x) @ sd(x)) ** 2)
+  np.testing.assert_allclose(sharpness.hs_detector(cs, x, t, 1, null), dense, rtol=1e-10)
+  np.testing.assert_allclose(sharpness.score_delta(cs, x, t, 1, null), sd(x), rtol=1e-12)
+  uf = lambda y, tt, c: u(params, y, tt, c)
+  np.testing.assert_allclose(sharpness.wen_metric(uf, x, t, 1, null),
+                             np.linalg.norm(np.asarray(u(params, x, t, 1) - u(params, x, t, null))), rtol=1e-12)
+  xs = jnp.stack([x, 2 * x])
+  avg = sharpness.averaged_over_generations(lambda y: sharpness.hs_detector(cs, y, t, 1, null), xs)
+  np.testing.assert_allclose(avg, 0.5 * (sharpness.hs_detector(cs, x, t, 1, null)
+                                         + sharpness.hs_detector(cs, 2 * x, t, 1, null)), rtol=1e-12)
+
+
+def test_sail_objective_definition_and_decrease():
+  a = jnp.asarray([[2.0, 0.5, 0, 0], [0.5, 1.0, 0, 0], [0, 0, 3.0, 0], [0, 0, 0, 0.1]], jnp.float64)
+  g = lambda x: a @ x
+  x = jnp.asarray([1.0, -2.0, 0.5, 3.0], jnp.float64)
+  alpha, delta = 0.03, 0.1
+  # g linear: g(x + δg(x)) − g(x) = δ A A x exactly.
+  want = jnp.sum((delta * a @ a @ x) ** 2) + alpha * jnp.sum(x**2)
+  np.testing.assert_allclose(sharpness.sail_objective(g, x, alpha, delta), want, rtol=1e-12)
+  x0 = jnp.stack([x, -2 * x])
+  res = sharpness.sail(g, x0, alpha=alpha, delta=delta, threshold=0.0, max_iters=40)
+  assert res.losses.shape == (2, 41)
+  assert np.all(np.asarray(res.losses[:, -1]) < 0.5 * np.asarray(res.losses[:, 0]))
+  assert np.all(np.asarray(res.iterations) == 40) and not np.any(res.converged)
+  # Threshold above the start: no step taken, x unchanged.
+  res0 = sharpness.sail(g, x0, alpha=alpha, delta=delta, threshold=1e6, max_iters=5)
+  np.testing.assert_array_equal(res0.x, x0)
+  assert np.all(np.asarray(res0.iterations) == 0) and np.all(res0.converged)
+  # Stops at the first iterate at or below a mid threshold, and stays there.
+  thr = float(0.5 * (res.losses[0, 0] + res.losses[0, -1]))
+  res1 = sharpness.sail(g, x0[:1], alpha=alpha, delta=delta, threshold=thr, max_iters=40)
+  n = int(res1.iterations[0])
+  assert 0 < n < 40 and float(res1.losses[0, n]) <= thr < float(res1.losses[0, n - 1])
+  np.testing.assert_allclose(res1.losses[0, n:], res1.losses[0, n], rtol=1e-12)
+
+
+def test_cfg_velocity_algebra_and_cond_objective():
+  module, params, u = _cond()
+  x = jax.random.normal(jax.random.PRNGKey(11), (3, D), jnp.float64)
+  t, y = jnp.full((3,), 0.4, jnp.float64), jnp.asarray([0, 1, 1])
+  uc, un = u(params, x, t, y), u(params, x, t, jnp.full((3,), 2))
+  np.testing.assert_allclose(training.cfg_velocity(u, 1.0, 2)(params, x, t, y), uc, rtol=1e-12)
+  np.testing.assert_allclose(training.cfg_velocity(u, 0.0, 2)(params, x, t, y), un, rtol=1e-12)
+  np.testing.assert_allclose(training.cfg_velocity(u, 5.0, 2)(params, x, t, y), 5 * uc - 4 * un, rtol=1e-10)
+  xs, ys = jax.random.normal(jax.random.PRNGKey(12), (10, D), jnp.float64), jnp.arange(10) % 2
+  loss = training.cond_fm_objective(u, xs, ys, 2, batch_size=8, p_uncond=0.2)(params, jax.random.PRNGKey(0))
+  assert np.isfinite(float(loss))
+  # p_uncond = 1 trains only the null label: the loss ignores the labels.
+  l1 = training.cond_fm_objective(u, xs, ys, 2, batch_size=8, p_uncond=1.0)(params, jax.random.PRNGKey(0))
+  l2 = training.cond_fm_objective(u, xs, 1 - ys, 2, batch_size=8, p_uncond=1.0)(params, jax.random.PRNGKey(0))
+  np.testing.assert_allclose(l1, l2, rtol=1e-12)
+
+
+def test_data_helpers():
+  gmm = data.sharp_broad_mixture(dtype=jnp.float64)
+  np.testing.assert_allclose(gmm.weights, [0.05, 0.95])
+  x, comp, uniq = data.duplicated_sample(jax.random.PRNGKey(0), gmm, 200)
+  n_dup = int(np.sum(np.asarray(comp) == 0))
+  assert n_dup > 1 and uniq.shape[0] == 200 - n_dup + 1
+  dd = data.duplicated_digits(jax.random.PRNGKey(0), n_general=50, n_dup_class_distinct=5, copies=30)
+  assert dd.x.shape == (50 + 5 + 30, 64) and dd.unique.shape == (56, 64)
+  assert np.sum(dd.y == 1) == 35 and np.sum(np.all(dd.x == dd.dup_image, axis=1)) >= 30
+
+
+def test_validation_errors():
+  s = _mlp()
+  with pytest.raises(ValueError, match="`x`"):
+    sharpness.hessian_eigs(s, jnp.zeros((2, 5)), 0.5, 1, jax.random.PRNGKey(0))
+  with pytest.raises(ValueError, match="`key`"):
+    sharpness.hessian_trace(s, jnp.zeros(5), 0.5, num_probes=3)
+  with pytest.raises(ValueError, match="`parameterisation`"):
+    sharpness.point_score(lambda x, t: x, paths.linear_fm(), "noise")
+  with pytest.raises(ValueError, match="`alpha`"):
+    sharpness.sail(lambda x: x, jnp.zeros((1, 2)), alpha=-1.0)
+  with pytest.raises(ValueError, match="`x0`"):
+    sharpness.sail(lambda x: x, jnp.zeros(2))
+  with pytest.raises(ValueError, match="`max_iters`"):
+    sharpness.sail(lambda x: x, jnp.zeros((1, 2)), max_iters=0)
+  with pytest.raises(ValueError, match="`ts`"):
+    sharpness.sharpness_profile(s, jnp.zeros((3, 5)), jnp.asarray(0.5), jax.random.PRNGKey(0))
+  with pytest.raises(ValueError, match="`labels`"):
+    training.cond_fm_objective(lambda *a: a[1], jnp.zeros((4, 2)), jnp.zeros((3,)), 2)
+  with pytest.raises(ValueError, match="`p_uncond`"):
+    training.cond_fm_objective(lambda *a: a[1], jnp.zeros((4, 2)), jnp.zeros((4,)), 2, p_uncond=1.5)
+  with pytest.raises(ValueError, match="`sharp_weight`"):
+    data.sharp_broad_mixture(sharp_weight=1.0)
