@@ -24,9 +24,13 @@ $(STAMP): requirements.txt setup.cfg pyproject.toml
 demo: $(STAMP)
 	$(PY) -m experiments.two_point_1d --config=experiments/configs/two_point_1d.py
 
-## Default (non-slow) test suite, including every experiment's :smoke config end to end.
+## Default (non-slow) test suite: unit/property tests, every experiment's :smoke config end to end, and
+## every notebook executed with nbmake (SMALL = True).
 test: $(STAMP)
-	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "not slow" --durations=15 tests
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "not slow" --durations=15 tests --nbmake notebooks
+
+notebooks: $(STAMP)
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --nbmake notebooks
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -m slow tests
