@@ -35,7 +35,6 @@ def _timed(fn):
 
 def child(n):
   import jax
-  import jax.numpy as jnp
   from memjax import curvature, data, distributed, laplace, lid, nets, paths, sampling
   s = SIZES[_SIZE.value]
   mesh = distributed.make_mesh(jax.devices()[:n])

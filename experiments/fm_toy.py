@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from absl import app, flags, logging
+from absl import app, logging
 import jax
 import jax.numpy as jnp
 import matplotlib

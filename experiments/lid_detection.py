@@ -29,12 +29,8 @@ _CONFIG = config_flags.DEFINE_config_file(
 
 
 def detection(scores, labels) -> dict:
-  """AUROC and TPR@1%FPR of ``scores`` (higher = memorised), or NaN when a class is empty."""
-  labels = np.asarray(labels, bool)
-  if labels.all() or not labels.any():
-    return {"auroc": float("nan"), "tpr_at_1pct_fpr": float("nan"), "num_positive": int(labels.sum())}
-  return {"auroc": metrics.auroc(scores, labels), "tpr_at_1pct_fpr": metrics.tpr_at_fpr(scores, labels, 0.01),
-          "num_positive": int(labels.sum())}
+  """AUROC and TPR@1%/3%FPR of ``scores`` (higher = memorised); see :func:`memjax.metrics.detection_report`."""
+  return metrics.detection_report(scores, labels)
 
 
 def plot(path, samples, flipd, mem, t0s, curves):

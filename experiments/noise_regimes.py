@@ -18,10 +18,9 @@ For 2D ring-mixture subsets and digits subsets (d = 64) of several sizes n:
 """
 from __future__ import annotations
 
-import functools
 import os
 
-from absl import app, flags, logging  # noqa: F401
+from absl import app, logging
 import jax
 import jax.numpy as jnp
 import matplotlib

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from absl import app, logging
+from absl import app
 import jax
 import jax.numpy as jnp
 import matplotlib

@@ -67,3 +67,24 @@ def symmetry_score(apply_fn, params, xs: jax.Array, ts: jax.Array) -> jax.Array:
     return jnp.sum((up + um) ** 2), jnp.sum((up - um) ** 2)
   num, den = jax.vmap(at)(ts)
   return jnp.sum(num) / jnp.sum(den)
+
+
+def detection_report(scores, labels, fprs=(0.01, 0.03)) -> dict:
+  """AUROC and TPR at each FPR in ``fprs`` for a detector (higher score = positive), as plain Python.
+
+  Non-finite scores are not replaced: those rows are excluded and counted in
+  ``num_nonfinite``. When a class is empty the metrics are NaN (and say so via
+  ``num_positive`` / ``num_negative``) instead of raising, so sweeps can report them.
+  """
+  scores = np.asarray(scores, np.float64).ravel()
+  labels = np.asarray(labels).ravel().astype(bool)
+  if scores.shape != labels.shape:
+    raise ValueError(f"`scores` and `labels` must have the same length; got {scores.shape} and {labels.shape}.")
+  finite = np.isfinite(scores)
+  s, y = scores[finite], labels[finite]
+  out = {"num_positive": int(y.sum()), "num_negative": int((~y).sum()), "num_nonfinite": int((~finite).sum())}
+  ok = y.any() and not y.all()
+  out["auroc"] = auroc(s, y) if ok else float("nan")
+  for f in fprs:
+    out[f"tpr_at_{f * 100:g}pct_fpr"] = tpr_at_fpr(s, y, f) if ok else float("nan")
+  return out

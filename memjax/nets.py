@@ -13,7 +13,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from memjax import _checks
 
 Field = Callable[..., jax.Array]  # u(params, x, t) -> (..., D)
 
@@ -83,7 +82,7 @@ def velocity_fn(module: nn.Module) -> Field:
   def u(params, x: jax.Array, t) -> jax.Array:
     x = jnp.asarray(x)
     if x.ndim < 1:
-      raise ValueError(f"`x` must have shape (..., D); got a scalar.")
+      raise ValueError("`x` must have shape (..., D); got a scalar.")
     if dim is not None and x.shape[-1] != dim:
       raise ValueError(f"`x` must have shape (..., {dim}); got {x.shape}.")
     t = jnp.asarray(t)

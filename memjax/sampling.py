@@ -101,6 +101,26 @@ def generate_multi(apply_fn, params_stack, x0: jax.Array, **kw) -> SampleResult:
   return jax.vmap(lambda p, x: generate(apply_fn, p, x, **kw), in_axes=in_axes)(params_stack, x0)
 
 
+def euler_trajectory(field, x0: jax.Array, num_steps: int, t0: float = 0.0, t1: float = 1.0) -> jax.Array:
+  """All states of fixed-step Euler for ``ẋ = field(x, t)``: ``x_{k+1} = x_k + h field(x_k, t_k)``, ``h = (t1 − t0)/n``.
+
+  ``field(x (N, D), t (N,))`` (close over parameters); ``x0`` ``(N, D)``. Returns
+  ``(num_steps + 1, N, D)`` at ``t_k = t0 + k h`` — the intermediate states that
+  sharpness profiles and SAIL need (``generate(solver="euler")`` returns only the end).
+  """
+  _checks.check_ndim("x0", x0, 2, "(N, D)")
+  if num_steps < 1:
+    raise ValueError(f"`num_steps` must be >= 1; got {num_steps}.")
+  h = (t1 - t0) / num_steps
+
+  def step(x, k):
+    x = x + h * field(x, jnp.full(x.shape[:1], t0 + k * h, x.dtype))
+    return x, x
+
+  _, xs = jax.lax.scan(step, x0, jnp.arange(num_steps))
+  return jnp.concatenate([x0[None], xs])
+
+
 def summarise(result: SampleResult) -> dict:
   """Counts of solver outcomes and step statistics (plain Python, for results.json)."""
   res = np.asarray(result.result).ravel()

@@ -59,3 +59,13 @@ def test_symmetry_score():
   # Σ(2·0.5)² / Σ(2 sin x)²
   expected = 4 * 5 * 0.25 / float(jnp.sum(4 * jnp.sin(xs) ** 2))
   assert float(metrics.symmetry_score(shifted, None, xs, ts)) == pytest.approx(expected, rel=1e-12)
+
+
+def test_detection_report_excludes_nonfinite_and_handles_one_class():
+  s = np.array([0.9, 0.8, np.nan, 0.1, 0.2, np.inf])
+  y = np.array([1, 1, 1, 0, 0, 0])
+  rep = metrics.detection_report(s, y)
+  assert rep["num_nonfinite"] == 2 and rep["num_positive"] == 2 and rep["num_negative"] == 2
+  assert rep["auroc"] == 1.0 and rep["tpr_at_1pct_fpr"] == 1.0 and rep["tpr_at_3pct_fpr"] == 1.0
+  one = metrics.detection_report([0.1, 0.2], [1, 1])
+  assert np.isnan(one["auroc"]) and one["num_negative"] == 0

@@ -114,3 +114,13 @@ def test_memorisation_validation():
     mem.nn_ratio(jnp.array([[np.inf, 0.0]]), jnp.ones((4, 2)))
   with pytest.raises(ValueError, match="`c`"):
     mem.apollonius_ball(jnp.zeros(2), jnp.ones(2), 1.0)
+
+
+def test_euler_trajectory_matches_generate_euler_and_closed_form_steps():
+  field = lambda x, t: linear_field(0.7, x, t)
+  traj = sampling.euler_trajectory(field, X0, 10)
+  assert traj.shape == (11, 6, 3)
+  np.testing.assert_allclose(traj[-1], sampling.generate(linear_field, 0.7, X0, solver="euler", num_steps=10).x,
+                             rtol=1e-12)
+  # One step by hand: x1 = x0 + h·a·x0·(1 + 0).
+  np.testing.assert_allclose(traj[1], X0 * (1 + 0.1 * 0.7), rtol=1e-12)
