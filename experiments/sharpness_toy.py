@@ -96,6 +96,14 @@ def main(argv):
   sail_samples = jax.jit(functools.partial(euler_path, field, num_steps=cfg.num_steps))(res.x)[-1]
   r_plain, r_sail = (memorisation.nn_ratio(s, unique) for s in (samples, sail_samples))
   ref, _ = data.sample_mixture(k_ref, gmm, 2000)
+  # Lemma E||s||² = −E tr H on y ~ p_t of the training distribution (y = t x + (1 − t) ε): the learned score's gap.
+  k_lem_x, k_lem_z = jax.random.split(k_ref)
+  xl = train[jax.random.randint(k_lem_x, (cfg.num_samples,), 0, train.shape[0])]
+  zl = jax.random.normal(k_lem_z, xl.shape, xl.dtype)
+  lemma = {}
+  for t in (0.3, 0.5, 0.7, 0.9):
+    chk = sharpness.lemma_check(score, sched.sample(xl, zl, jnp.full((xl.shape[0],), t, xl.dtype)), t)
+    lemma[f"{t:g}"] = {k: float(v) for k, v in chk._asdict().items()}
   quality = lambda s: float(jnp.mean(memorisation.nearest_two(s, ref).d1))
   results = {
       "config": cfg.to_dict(), "train_seconds": t_fit.seconds, "profile_seconds": t_prof.seconds,
@@ -105,6 +113,7 @@ def main(argv):
       "memorised_fraction": float(mem.mean()), "t_grid": np.asarray(ts).tolist(), "t_detect": float(ts[i_det]),
       "detection_at_t_detect": {name: det[name][f"{float(ts[i_det]):g}"] for name in det},
       "detection_over_t": det,
+      "lemma_gap_trained_model": lemma,
       "median_lambda_min": {"memorised": np.median(np.asarray(prof.bottom[:, mem, 0]), 1).tolist() if mem.any() else None,
                             "not_memorised": np.median(np.asarray(prof.bottom[:, ~mem, 0]), 1).tolist()},
       "sail": {"t_s": t_s, "M_c_plain": float(np.mean(np.asarray(r_plain) <= cfg.mem_c)),

@@ -185,3 +185,27 @@ def test_validation_errors():
     training.cond_fm_objective(lambda *a: a[1], jnp.zeros((4, 2)), jnp.zeros((4,)), 2, p_uncond=1.5)
   with pytest.raises(ValueError, match="`sharp_weight`"):
     data.sharp_broad_mixture(sharp_weight=1.0)
+
+
+def test_lemma_check_closed_form_and_mixture():
+  """Exact Gaussian score: the gap is within Monte-Carlo error; a non-Gaussian (mixture) score too."""
+  import jax
+  import jax.numpy as jnp
+  from memjax import data as mdata
+  from memjax import sharpness as sh
+  cov = jnp.array([[1.0, 0.3], [0.3, 0.5]])
+  prec = jnp.linalg.inv(cov)
+  score = lambda y, t: -prec @ y
+  ys = jax.random.multivariate_normal(jax.random.PRNGKey(0), jnp.zeros(2), cov, (20000,))
+  chk = sh.lemma_check(score, ys, 0.5)
+  assert abs(float(chk.mean_neg_trace) - float(jnp.trace(prec))) < 1e-12
+  assert abs(float(chk.gap)) < 4 * float(chk.gap_sem)
+  gmm = mdata.gaussian_mixture([[-1.0, 0.0], [1.5, 0.5]], [0.4, 0.7], [0.3, 0.7], dtype=jnp.float64)
+  mscore = lambda y, t: jax.grad(lambda z: mdata.mixture_log_prob(gmm, z[None])[0])(y)
+  ys, _ = mdata.sample_mixture(jax.random.PRNGKey(1), gmm, 20000)
+  chk = sh.lemma_check(mscore, ys, 0.5)
+  assert abs(float(chk.gap)) < 4 * float(chk.gap_sem) and float(chk.mean_score_sq) > 1.0
+  # A non-gradient / wrongly scaled field fails the identity.
+  bad = sh.lemma_check(lambda y, t: -2.0 * prec @ y, jax.random.multivariate_normal(
+      jax.random.PRNGKey(0), jnp.zeros(2), cov, (20000,)), 0.5)
+  assert abs(float(bad.gap)) > 10 * float(bad.gap_sem)
