@@ -86,14 +86,14 @@ def run_eta_sweep(post, cfg, key, extra_metrics):
   comparison stays paired); nothing is replaced.
   """
   k_v, k_x0 = jax.random.split(key)
-  x0 = jax.random.normal(k_x0, (cfg.num_gen, post["train"].shape[1]), jnp.float64)
+  x0 = jax.random.normal(k_x0, (cfg.num_gen, post["train"].shape[1]), post["theta_map"].dtype)
   riem_kw = dict(solver=cfg.geo_solver, rtol=cfg.geo_rtol, atol=cfg.geo_atol, max_steps=cfg.geo_max_steps)
   sample = jax.jit(lambda eta: laplace.paired_samples(post["loss_fn"], post["theta_map"], post["eig"], cfg.alpha,
                                                       eta, k_v, cfg.num_posterior, mode=cfg.mode, **riem_kw))
   rows, keep = [], {}
   for eta in tqdm.tqdm(cfg.etas, desc="eta sweep", disable=not cfg.progress):
     with common.Timer() as t_geo:
-      v, theta_e, res = jax.block_until_ready(sample(jnp.asarray(eta, jnp.float64)))
+      v, theta_e, res = jax.block_until_ready(sample(jnp.asarray(eta, post["theta_map"].dtype)))
     fails = laplace.summarise_failures(res)
     ok = np.asarray(res.success)
     if fails["failed"]:

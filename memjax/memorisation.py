@@ -79,6 +79,8 @@ def _flatten(name, x):
   x = jnp.asarray(x)
   if x.ndim < 2:
     raise ValueError(f"`{name}` must have shape (N, ...) with one row per point; got {x.shape}.")
+  if x.shape[0] < 1:
+    raise ValueError(f"`{name}` must hold at least one point; got shape {x.shape}.")
   return x.reshape(x.shape[0], -1)
 
 

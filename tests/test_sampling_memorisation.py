@@ -112,6 +112,8 @@ def test_memorisation_validation():
     mem.nn_ratio(jnp.ones((3, 2)), jnp.ones((4, 3)))
   with pytest.raises(ValueError, match="`queries`"):
     mem.nn_ratio(jnp.array([[np.inf, 0.0]]), jnp.ones((4, 2)))
+  with pytest.raises(ValueError, match="at least one point"):
+    mem.nn_ratio(jnp.ones((0, 2)), jnp.ones((4, 2)))
   with pytest.raises(ValueError, match="`c`"):
     mem.apollonius_ball(jnp.zeros(2), jnp.ones(2), 1.0)
 
