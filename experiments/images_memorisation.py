@@ -120,7 +120,7 @@ def plot_grid(path, keep, gen_map, train, shape, k):
     a.imshow(strip[..., 0] if shape[-1] == 1 else strip, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     a.set_ylabel(title, rotation=0, ha="right", va="center", fontsize=8)
     a.set_xticks([]), a.set_yticks([])
-  fig.tight_layout()
+  fig.tight_layout(rect=(0.08, 0.0, 1.0, 1.0))
   fig.savefig(path, dpi=110)
   plt.close(fig)
 

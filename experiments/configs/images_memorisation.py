@@ -38,7 +38,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.lanczos_k = 20
   # Posterior samples (paired: same z for every η, same x0 for every model).
   c.mode = "full"
-  c.etas = (0.03, 0.1)
+  c.etas = (0.1, 0.3, 0.6)
   c.num_posterior = 4
   c.geo_solver = "tsit5"
   c.geo_rtol = 1e-4
