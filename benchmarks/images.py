@@ -10,13 +10,13 @@ The UNet is randomly initialised with a perturbed output layer (timings do not d
 """
 from __future__ import annotations
 
-import time
 
 from absl import app, flags
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+import timing  # benchmarks/timing.py (the script directory is on sys.path)
 from memjax import curvature, laplace, nets, unet
 
 _SIZE = flags.DEFINE_enum("size", "small", ["small", "large"], "problem size")
@@ -27,16 +27,6 @@ SIZES = {"small": dict(shape=(8, 8, 1), widths=(16, 32), attention=False, groups
                        num_triples=128, S=6, eta=0.2, k=10),
          "large": dict(shape=(32, 32, 3), widths=(64, 128, 256), attention=True, groups=32, conv="lax",
                        num_triples=256, S=16, eta=0.2, k=10)}
-
-
-def best_time(fn, repeats):
-  out = jax.block_until_ready(fn())  # compile + warm up
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - t)
-  return min(times), out
 
 
 def main(argv):
@@ -62,9 +52,9 @@ def main(argv):
   hvp1 = jax.jit(lambda th, w: curvature.hvp(loss_fn, th, w))
   hvp_b = jax.jit(jax.vmap(lambda w: curvature.hvp(loss_fn, theta, w)))
   geo = jax.jit(lambda w: laplace.riemannian(loss_fn, theta, w, rtol=1e-5, atol=1e-7))
-  t_hvp1, _ = best_time(lambda: hvp1(theta, v[0]), _REPEATS.value)
-  t_hvpb, _ = best_time(lambda: hvp_b(v), _REPEATS.value)
-  t_geo, res = best_time(lambda: geo(v), _REPEATS.value)
+  t_hvp1, _ = timing.measure(lambda: hvp1(theta, v[0]), repeats=_REPEATS.value)
+  t_hvpb, _ = timing.measure(lambda: hvp_b(v), repeats=_REPEATS.value)
+  t_geo, res = timing.measure(lambda: geo(v), repeats=_REPEATS.value)
   steps = np.asarray(res.num_steps)
   rhs_batched = 6 * int(steps.max()) + 1
   rhs_single = 6 * int(steps.sum()) + len(steps)

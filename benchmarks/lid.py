@@ -11,29 +11,17 @@ from __future__ import annotations
 
 import argparse
 import functools
-import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+import timing  # benchmarks/timing.py (the script directory is on sys.path)
 from memjax import lid, nets, paths
 
 SIZES = {
     "small": dict(dim=64, hidden=(256, 256, 256), num_points=256, chunk_size=64, repeats=5),
     "large": dict(dim=3072, hidden=(2048, 2048, 2048), num_points=1024, chunk_size=256, repeats=5),
 }
-
-
-def _time(fn, *args, repeats):
-  """Median wall time of ``fn(*args)`` after one warm-up (compilation) call."""
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
 
 
 def run(size: str) -> dict:
@@ -53,9 +41,9 @@ def run(size: str) -> dict:
     return lid.flipd(functools.partial(apply_fn, p), y, t0, sched, parameterisation="velocity", key=k,
                      n_probes=n_probes, chunk_size=cfg["chunk_size"])
 
-  t_fwd = _time(forward, params, x, repeats=cfg["repeats"])
-  t_one = _time(lambda p, y, k: flipd(p, y, k, 1), params, x, key, repeats=cfg["repeats"])
-  t_exact = _time(lambda p, y, k: flipd(p, y, k, None), params, x, key, repeats=max(1, cfg["repeats"] // 2))
+  t_fwd = timing.median_time(forward, params, x, repeats=cfg["repeats"])
+  t_one = timing.median_time(lambda p, y, k: flipd(p, y, k, 1), params, x, key, repeats=cfg["repeats"])
+  t_exact = timing.median_time(lambda p, y, k: flipd(p, y, k, None), params, x, key, repeats=max(1, cfg["repeats"] // 2))
   return {"size": size, "device": str(jax.devices()[0]), "dim": d, "num_points": n,
           "forward_points_per_s": n / t_fwd, "flipd_1probe_points_per_s": n / t_one,
           "flipd_exact_points_per_s": n / t_exact, "ratio_1probe_to_forward": t_one / t_fwd,

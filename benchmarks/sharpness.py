@@ -12,29 +12,17 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+import timing  # benchmarks/timing.py (the script directory is on sys.path)
 from memjax import nets, paths, sharpness
 
 SIZES = {
     "small": dict(dim=64, hidden=(256, 256, 256), num_points=64, k=4, iters=16, sail_iters=20, repeats=3),
     "large": dict(dim=3072, hidden=(2048, 2048, 2048), num_points=256, k=8, iters=32, sail_iters=50, repeats=3),
 }
-
-
-def _time(fn, *args, repeats):
-  """Median wall time of ``fn(*args)`` after one warm-up (compilation) call."""
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
 
 
 def run(size: str) -> dict:
@@ -51,9 +39,9 @@ def run(size: str) -> dict:
   hs = jax.jit(jax.vmap(lambda xx: sharpness.hs_detector(cs, xx, t, 1, 2)))
   g = lambda xx: sharpness.score_delta(cs, xx, jnp.asarray(0.2), 1, 2)
   sail = jax.jit(lambda xx: sharpness.sail(g, xx, threshold=-1.0, max_iters=cfg["sail_iters"]).x)
-  t_eig = _time(eigs, x, keys, repeats=cfg["repeats"])
-  t_hs = _time(hs, x, repeats=cfg["repeats"])
-  t_sail = _time(sail, x, repeats=cfg["repeats"])
+  t_eig = timing.median_time(eigs, x, keys, repeats=cfg["repeats"])
+  t_hs = timing.median_time(hs, x, repeats=cfg["repeats"])
+  t_sail = timing.median_time(sail, x, repeats=cfg["repeats"])
   return {"size": size, "device": str(jax.devices()[0]), "dim": d, "num_points": n, "k": cfg["k"],
           "lanczos_iters": cfg["iters"], "topk_and_bottomk_points_per_s": n / t_eig,
           "hs_detector_points_per_s": n / t_hs,
