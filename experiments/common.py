@@ -1,25 +1,46 @@
-"""Small helpers shared by the experiment scripts: output folders, JSON, timing."""
+"""Scaffolding shared by every experiment: run dirs, JSON, timing, stats, model fitting, the absl main.
+
+Each experiment module exposes ``run(cfg, workdir) -> dict`` (all the computing, saving and
+plotting; returns the results that were written to ``results.json``) and a three-line ``main``
+built with :func:`absl_main`. Tests call ``run(get_config("smoke"), tmp_path)`` in-process.
+"""
+
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
+import logging as py_logging
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
+import jax
 import numpy as np
+import optax
+from absl import app, flags, logging
+
+from memjax import nets, training
+
+# Library loggers that flood an experiment's output at INFO (orbax's async-save chatter, the
+# TPU probe of jax, absl's own), kept at WARNING unless --verbosity asks for more.
+_NOISY_LOGGERS = ("orbax", "absl", "jax", "jax._src.xla_bridge", "tensorstore", "etils")
 
 
 def make_run_dir(name: str, root: str = "runs", workdir: str | None = None) -> str:
   """``runs/NAME/<UTC timestamp>/`` (or ``workdir`` if given), created."""
-  path = workdir or os.path.join(root, name, datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S-%f"))
+  stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
+  path = workdir or os.path.join(root, name, stamp)
   os.makedirs(path, exist_ok=True)
-  return path
+  return str(path)
 
 
 def to_jsonable(obj: Any):
+  """Nested dicts/lists of numbers from arrays, NamedTuples, ConfigDicts and numpy scalars."""
   if isinstance(obj, dict):
     return {str(k): to_jsonable(v) for k, v in obj.items()}
+  if hasattr(obj, "_asdict"):
+    return to_jsonable(obj._asdict())
   if isinstance(obj, (list, tuple)):
     return [to_jsonable(v) for v in obj]
   if hasattr(obj, "to_dict"):
@@ -31,9 +52,15 @@ def to_jsonable(obj: Any):
 
 
 def write_json(path: str, obj: Any) -> str:
+  """Write ``obj`` (see :func:`to_jsonable`) as indented JSON; returns ``path``."""
   with open(path, "w") as f:
     json.dump(to_jsonable(obj), f, indent=2, allow_nan=True)
   return path
+
+
+def read_json(path: str) -> Any:
+  with open(path) as f:
+    return json.load(f)
 
 
 class Timer:
@@ -47,25 +74,114 @@ class Timer:
     self.seconds = time.perf_counter() - self.start
 
 
-def fit_fm(data, *, key, hidden, time_dim, steps, batch_size, lr, ema_decay=None, progress=True,
-           checkpoint_dir=None, chunk_size=500):
-  """Train an :class:`memjax.nets.MLPField` by flow matching on ``data`` ``(N, D)``.
+def stats(x) -> dict:
+  """``{"mean", "median", "std"}`` of an array (plain floats, for results.json)."""
+  x = np.asarray(x)
+  return {"mean": float(np.mean(x)), "median": float(np.median(x)), "std": float(np.std(x))}
 
-  Adam with a cosine-decayed learning rate; returns ``(apply_fn, params, losses, module)``
-  where ``params`` are the EMA parameters when ``ema_decay`` is set.
+
+# ---------------------------------------------------------------------------
+# Model fitting: the one recipe every experiment uses.
+
+
+def cosine_adam(lr: float, steps: int, warmup: int = 0, final_fraction: float = 0.05):
+  """Adam with a cosine-decayed learning rate (optionally after a linear warm-up)."""
+  if warmup:
+    sched = optax.warmup_cosine_decay_schedule(0.0, lr, warmup, steps, lr * final_fraction)
+  else:
+    sched = optax.cosine_decay_schedule(lr, steps, alpha=final_fraction)
+  return optax.adam(sched)
+
+
+def fit(loss_fn: Callable, params, train_cfg, key, *, checkpoint_dir: str | None = None,
+        metadata: dict | None = None, progress: bool = True, chunk_size: int = 500):
+  """Minimise ``loss_fn(params, key)`` with :func:`cosine_adam` under :func:`memjax.training.train`.
+
+  ``train_cfg`` holds ``steps``, ``lr`` and optionally ``warmup`` and ``ema_decay``. Returns
+  ``(params, losses, result)`` where ``params`` are the EMA parameters when ``ema_decay`` is set.
   """
-  import jax
-  import optax
+  steps = int(train_cfg.steps)
+  ema = train_cfg.get("ema_decay", None)
+  opt = cosine_adam(train_cfg.lr, steps, int(train_cfg.get("warmup", 0) or 0))
+  res = training.train(loss_fn, params, opt, steps, key, chunk_size=min(chunk_size, steps),
+                       ema_decay=ema, checkpoint_dir=checkpoint_dir or None, progress=progress,
+                       metadata=metadata)
+  out = res.state.ema_params if ema is not None else res.state.params
+  return out, res.losses, res
 
-  from memjax import nets, training
 
+def fit_mlp(data, model_cfg, train_cfg, key, *, objective: str = "fm", schedule=None,
+            parameterisation: str = "velocity", t_min: float = 1e-3, checkpoint_dir=None,
+            progress: bool = True):
+  """Train a :class:`memjax.nets.MLPField` on ``data`` ``(N, D)``.
+
+  ``objective="fm"`` uses :func:`memjax.training.fm_objective`; ``"denoising"`` uses
+  :func:`memjax.training.denoising_objective` with ``schedule`` and ``parameterisation``.
+  ``model_cfg`` holds ``hidden`` and ``time_dim``; ``train_cfg`` holds ``steps``, ``lr``,
+  ``batch_size`` and optionally ``ema_decay``. Returns ``(apply_fn, params, losses)``.
+  """
   k_init, k_train = jax.random.split(key)
-  module = nets.MLPField(dim=data.shape[1], hidden=tuple(hidden), time_dim=time_dim)
+  d = data.shape[1]
+  module = nets.MLPField(dim=d, hidden=tuple(model_cfg.hidden), time_dim=model_cfg.time_dim)
   apply_fn = nets.velocity_fn(module)
-  params = nets.init_params(module, k_init, data.shape[1], data.dtype)
-  opt = optax.adam(optax.cosine_decay_schedule(lr, steps, alpha=0.05))
-  res = training.train(training.fm_objective(apply_fn, data, batch_size), params, opt, steps, k_train,
-                       chunk_size=min(chunk_size, steps), ema_decay=ema_decay, checkpoint_dir=checkpoint_dir,
-                       progress=progress)
-  out = res.state.ema_params if ema_decay is not None else res.state.params
-  return apply_fn, out, res.losses, module
+  params = nets.init_params(module, k_init, d, data.dtype)
+  if objective == "fm":
+    loss_fn = training.fm_objective(apply_fn, data, train_cfg.batch_size)
+  elif objective == "denoising":
+    loss_fn = training.denoising_objective(apply_fn, schedule, data, train_cfg.batch_size,
+                                           parameterisation, t_min)
+  else:
+    raise ValueError(f"`objective` must be 'fm' or 'denoising'; got {objective!r}.")
+  params, losses, _ = fit(loss_fn, params, train_cfg, k_train, checkpoint_dir=checkpoint_dir,
+                          progress=progress)
+  return apply_fn, params, losses
+
+
+# ---------------------------------------------------------------------------
+# Running an experiment.
+
+
+def quiet_libraries(level: int = py_logging.WARNING) -> None:
+  """Set the loggers of orbax, jax, absl and friends to ``level`` (WARNING by default)."""
+  for name in _NOISY_LOGGERS:
+    py_logging.getLogger(name).setLevel(level)
+
+
+@contextlib.contextmanager
+def x64(enabled: bool):
+  """Run a block with ``jax_enable_x64`` set to ``enabled`` and restore the previous value."""
+  before = bool(jax.config.jax_enable_x64)
+  jax.config.update("jax_enable_x64", bool(enabled))
+  try:
+    yield
+  finally:
+    jax.config.update("jax_enable_x64", before)
+
+
+def absl_main(run: Callable, config_flag, summarise: Callable | None = None) -> Callable:
+  """A ``main(argv)`` for ``app.run`` that calls ``run(cfg, workdir)`` and prints a summary.
+
+  ``workdir`` is ``--config.workdir`` when set, else ``runs/<name>/<timestamp>``. Library
+  loggers stay at WARNING unless ``--verbosity`` is raised (``--verbosity=1`` shows them).
+  ``summarise(results, workdir) -> str`` gives the experiment's own closing lines.
+  """
+
+  def main(argv):
+    del argv
+    if flags.FLAGS["verbosity"].value < 1:
+      quiet_libraries()
+    cfg = config_flag.value
+    name = run.__module__.rsplit(".", 1)[-1]
+    workdir = make_run_dir(name, workdir=cfg.get("workdir") or None)
+    results = run(cfg, workdir)
+    logging.info("%s finished", name)
+    print(f"results: {os.path.join(workdir, 'results.json')}")
+    if summarise is not None:
+      print(summarise(results, workdir))
+
+  return main
+
+
+def run_app(run: Callable, config_flag, summarise: Callable | None = None) -> None:
+  """``app.run(absl_main(run, config_flag, summarise))``."""
+  app.run(absl_main(run, config_flag, summarise))

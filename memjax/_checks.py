@@ -46,3 +46,14 @@ def check_last_dim(name: str, x, dim: int, expected: str) -> None:
 def check_positive(name: str, value) -> None:
   if is_concrete(value) and not np.all(np.asarray(value) > 0):
     raise ValueError(f"`{name}` must be > 0; got {value}.")
+
+
+def check_point_sets(ref_name: str, ref, query_name: str, queries) -> None:
+  """``ref`` ``(N, d)`` with ``N ≥ 1`` and ``queries`` ``(Q, d)``, both finite."""
+  check_ndim(ref_name, ref, 2, "(N, d)")
+  check_ndim(query_name, queries, 2, "(Q, d)")
+  if np.shape(ref)[0] < 1:
+    raise ValueError(f"`{ref_name}` must hold at least one point.")
+  check_last_dim(query_name, queries, np.shape(ref)[1], "(Q, d)")
+  check_finite(ref_name, ref)
+  check_finite(query_name, queries)

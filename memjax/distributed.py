@@ -44,7 +44,8 @@ def default_mesh() -> Mesh | None:
   return make_mesh() if jax.device_count() > 1 else None
 
 
-def _pad_rows(x: jax.Array, multiple: int) -> jax.Array:
+def pad_rows(x: jax.Array, multiple: int) -> jax.Array:
+  """Pad the leading axis of ``x`` to a multiple of ``multiple`` by repeating row 0."""
   n = x.shape[0]
   pad = (-n) % multiple
   if pad == 0:
@@ -54,7 +55,7 @@ def _pad_rows(x: jax.Array, multiple: int) -> jax.Array:
 
 def shard_rows(x: jax.Array, mesh: Mesh, axis_name: str = AXIS) -> jax.Array:
   """Pad the leading axis of ``x`` to a multiple of the mesh size and place it row-sharded on the mesh."""
-  return jax.device_put(_pad_rows(jnp.asarray(x), mesh.shape[axis_name]),
+  return jax.device_put(pad_rows(jnp.asarray(x), mesh.shape[axis_name]),
                         NamedSharding(mesh, P(axis_name)))
 
 

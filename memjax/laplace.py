@@ -1,7 +1,7 @@
 """Laplace approximations over weights: tangent Gaussian, Euclidean and Riemannian samples.
 
 Given top-k eigenpairs ``(λ_i, u_i)`` of the Hessian of a loss ``L`` at its
-minimiser ``θ*`` (see :mod:`memjax.curvature`), the tangent Gaussian is
+minimiser ``θ*`` (:func:`fit`; products and Lanczos from :mod:`memjax.linalg`), the tangent Gaussian is
 
   ``Σ = U diag(1/(λ+α)) Uᵀ + α⁻¹ (I − UUᵀ)``   (U: rows u_i, orthonormal),
 
@@ -21,8 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from memjax import _checks
-from memjax import curvature, distributed, sampling
+from memjax import _checks, curvature, distributed, linalg, sampling
 
 Array = jax.Array
 
@@ -61,7 +60,7 @@ def tangent_gaussian(eig, alpha, clip: bool = True) -> TangentGaussian:
 
   Args:
     eig: anything with ``values (k,)`` and ``vectors (k, P)`` (e.g.
-      :class:`memjax.curvature.Eigenpairs`).
+      :class:`memjax.linalg.Eigenpairs`).
     alpha: prior precision ``α > 0``.
     clip: clip negative Ritz values to 0 so that ``λ + α ≥ α > 0``.
   """
@@ -176,7 +175,7 @@ def geodesic_rhs(loss_fn: Callable[[Array], Array]):
   """First-order geodesic system for state ``(θ, θ̇)``, as a diffrax vector field.
 
   ``d/dt (θ, θ̇) = (θ̇, − g (θ̇ᵀ H θ̇) / (1 + gᵀg))`` with ``(g, Hθ̇)`` from ONE
-  :func:`memjax.curvature.hvp` call (one jvp∘grad).
+  :func:`memjax.linalg.hvp` call (one jvp∘grad).
 
   Returns:
     ``rhs(t, state, args)`` with ``state = (θ (P,), θ̇ (P,))``.
@@ -185,7 +184,7 @@ def geodesic_rhs(loss_fn: Callable[[Array], Array]):
   def rhs(t, state, args):
     del t, args
     theta, vel = state
-    g, hv = curvature.hvp(loss_fn, theta, vel)
+    g, hv = linalg.hvp(loss_fn, theta, vel)
     acc = -g * (jnp.dot(vel, hv) / (1.0 + jnp.dot(g, g)))
     return vel, acc
 
@@ -307,12 +306,6 @@ def riemannian(loss_fn: Callable[[Array], Array], theta_map: Array, v: Array, *,
                           saveat_ts, traj, traj_v)
 
 
-def _result_names() -> dict[int, str]:
-  # diffrax's RESULTS enumeration: name -> item with an integer code.
-  return {int(item._value): name  # pylint: disable=protected-access
-          for name, item in diffrax.RESULTS._name_to_item.items()}  # pylint: disable=protected-access
-
-
 def summarise_failures(res: RiemannianResult) -> dict:
   """Count samples by diffrax outcome (needs concrete arrays; call outside ``jit``).
 
@@ -322,12 +315,8 @@ def summarise_failures(res: RiemannianResult) -> dict:
     ``name`` is the ``diffrax.RESULTS`` member name (e.g. ``"max_steps_reached"``).
   """
   codes = np.asarray(res.result).reshape(-1)
-  names = _result_names()
-  by_result, messages = {}, {}
-  for c in np.unique(codes):
-    name = names.get(int(c), f"code_{int(c)}")
-    by_result[name] = int(np.sum(codes == c))
-    messages[name] = diffrax.RESULTS._index_to_message[int(c)]  # pylint: disable=protected-access
+  by_result = sampling.count_results(codes)
+  messages = {sampling.result_name(c): sampling.result_message(c) for c in np.unique(codes)}
   n_ok = int(np.sum(np.asarray(res.success)))
   return {"total": int(codes.size), "successful": n_ok, "failed": int(codes.size) - n_ok,
           "by_result": by_result, "messages": messages}
@@ -338,7 +327,7 @@ def summarise_failures(res: RiemannianResult) -> dict:
 
 
 def fit_eigenpairs(loss_fn: Callable[[Array], Array], theta_map: Array, k: int, key: Array,
-                   num_iters: int | None = None) -> curvature.Eigenpairs:
+                   num_iters: int | None = None) -> linalg.Eigenpairs:
   """Top-k Ritz pairs of ``H = ∇²L(θ*)`` by Lanczos on HVPs (``jvp∘grad``), raw (unclipped) values.
 
   Args:
@@ -346,15 +335,15 @@ def fit_eigenpairs(loss_fn: Callable[[Array], Array], theta_map: Array, k: int, 
     theta_map: ``θ*``, ``(P,)``.
     k: number of eigenpairs.
     key: PRNG key for the Lanczos start vector.
-    num_iters: Lanczos iterations (default as in :func:`memjax.curvature.lanczos_topk`).
+    num_iters: Lanczos iterations (default as in :func:`memjax.linalg.lanczos_topk`).
   """
   _checks.check_ndim("theta_map", theta_map, 1, "(P,)")
   _checks.check_finite("theta_map", theta_map)
 
   @jax.jit
   def run(theta, key):
-    matvec = lambda v: curvature.hvp(loss_fn, theta, v)[1]
-    return curvature.lanczos_topk(matvec, theta.shape[0], k, key, num_iters=num_iters, dtype=theta.dtype)
+    matvec = lambda v: linalg.hvp(loss_fn, theta, v)[1]
+    return linalg.lanczos_topk(matvec, theta.shape[0], k, key, num_iters=num_iters, dtype=theta.dtype)
 
   return run(theta_map, key)
 
@@ -368,3 +357,128 @@ def paired_samples(loss_fn: Callable[[Array], Array], theta_map: Array, eig, alp
   """
   v = sample_velocities(eig, alpha, eta, key, num, mode=mode)
   return v, euclidean(theta_map, v), riemannian(loss_fn, theta_map, v, **riemannian_kw)
+
+
+# ---------------------------------------------------------------------------
+# The typed pipeline: one fit, named samplers that share one protocol.
+
+
+class LaplaceFit(NamedTuple):
+  """Everything a posterior sampler needs, from :func:`fit`.
+
+  Attributes:
+    apply_fn: the network field ``u(params, x, t)``.
+    subset: :class:`memjax.curvature.ParamSubset` of the Bayesian leaves (frozen at the MAP);
+      ``subset.merge(θ_B)`` gives full params.
+    loss_fn: the curvature loss ``L(θ_B)`` on the frozen triples.
+    theta_map: ``θ*_B``, ``(P,)``.
+    eig: top-k :class:`memjax.linalg.Eigenpairs` of ``∇²L(θ*)`` (raw Ritz values).
+    alpha: prior precision ``α`` of the tangent Gaussian.
+    triples: the frozen curvature triples ``(x1 (B, D), x0 (B, D), t (B,))``.
+  """
+
+  apply_fn: Callable
+  subset: curvature.ParamSubset
+  loss_fn: Callable[[Array], Array]
+  theta_map: Array
+  eig: linalg.Eigenpairs
+  alpha: Array
+  triples: tuple[Array, Array, Array]
+
+
+def fit(apply_fn, params, data: Array, key: Array, *, k: int, alpha, num_triples: int,
+        select=None, loss_scale=None, num_data: int | None = None,
+        num_iters: int | None = None, lanczos_key: Array | None = None) -> LaplaceFit:
+  """Fit the tangent Gaussian of a flow-matching model at its MAP ``params``.
+
+  Draws ``num_triples`` frozen triples from ``data`` (:func:`memjax.curvature.make_triples`),
+  builds the curvature loss ``L(θ_B) = s Σ_b ℓ_b + (α/2)||θ_B||²`` on the leaves chosen by
+  ``select`` (:func:`memjax.curvature.param_subset`) and runs Lanczos on its Hessian-vector
+  products (:func:`fit_eigenpairs`). Arrays keep the dtype they are given (cast ``params`` and
+  ``data`` to float64 first for a float64 posterior).
+
+  Args:
+    apply_fn: ``u(params, x, t)``.
+    params: MAP params pytree.
+    data: training set ``(N, D)``.
+    key: PRNG key of the frozen triples.
+    k: number of eigenpairs.
+    alpha: prior precision ``α > 0``.
+    num_triples: ``B``.
+    select: leaf selection (``None``: all parameters).
+    loss_scale: ``s`` (``None``: ``num_data / B``).
+    num_data: ``N`` for the default ``s``.
+    num_iters: Lanczos depth (default ``min(P, 2k + 10)``).
+    lanczos_key: PRNG key of the Lanczos start vector (default ``fold_in(key, 1)``).
+
+  Returns:
+    :class:`LaplaceFit`.
+  """
+  k_lan = jax.random.fold_in(key, 1) if lanczos_key is None else lanczos_key
+  subset = curvature.param_subset(params, select or None)
+  triples = curvature.make_triples(key, data, num_triples)
+  loss_fn = curvature.curvature_loss(apply_fn, params, *triples, subset=subset, alpha=alpha,
+                                     loss_scale=loss_scale, num_data=num_data)
+  theta_map = subset.theta
+  eig = fit_eigenpairs(loss_fn, theta_map, k, k_lan, num_iters=num_iters)
+  return LaplaceFit(apply_fn, subset, loss_fn, theta_map, eig,
+                    jnp.asarray(alpha, theta_map.dtype), triples)
+
+
+class PosteriorSamples(NamedTuple):
+  """Output of a posterior sampler (leading axis ``S``).
+
+  Attributes:
+    theta: flat samples ``(S, P)``; rows with ``success = False`` are NOT valid samples.
+    success: ``(S,)`` bool.
+    details: sampler-specific diagnostics (:class:`RiemannianResult` for geodesics) or ``None``.
+  """
+
+  theta: Array
+  success: Array
+  details: RiemannianResult | None = None
+
+
+def euclidean_sampler(lfit: LaplaceFit, v: Array, **options) -> PosteriorSamples:
+  """Euclidean Laplace samples ``θ* + v`` (always successful; no options)."""
+  if options:
+    raise ValueError(f"the euclidean sampler takes no options; got {sorted(options)}.")
+  theta = euclidean(lfit.theta_map, v)
+  return PosteriorSamples(theta, jnp.ones(theta.shape[:1], bool), None)
+
+
+def riemannian_sampler(lfit: LaplaceFit, v: Array, **options) -> PosteriorSamples:
+  """Riemannian Laplace samples ``γ(1)`` (:func:`riemannian`; ``options`` are its keywords)."""
+  res = riemannian(lfit.loss_fn, lfit.theta_map, v, **options)
+  return PosteriorSamples(res.theta, res.success, res)
+
+
+SAMPLERS: dict[str, Callable[..., PosteriorSamples]] = {
+    "euclidean": euclidean_sampler,
+    "riemannian": riemannian_sampler,
+}
+
+
+def posterior_samples(lfit: LaplaceFit, eta, key: Array, num: int, *,
+                      samplers=("euclidean", "riemannian"), mode: str = "full",
+                      options: dict | None = None) -> tuple[Array, dict[str, PosteriorSamples]]:
+  """Samples of several named samplers from the SAME tangent velocities ``v`` (paired).
+
+  ``v = η Σ^{1/2} z`` (:func:`sample_velocities` with ``lfit.eig``, ``lfit.alpha``); each name
+  in ``samplers`` is looked up in :data:`SAMPLERS` and called as ``sampler(lfit, v, **opts)``
+  with ``opts = options.get(name, {})``. Pass the same ``key`` for several ``eta`` to get
+  samples that differ only in scale.
+
+  Returns:
+    ``(v (S, P), {name: PosteriorSamples})``.
+
+  Raises:
+    ValueError: for an unknown sampler name.
+  """
+  unknown = [n for n in samplers if n not in SAMPLERS]
+  if unknown:
+    raise ValueError(f"`samplers` must name entries of laplace.SAMPLERS {tuple(SAMPLERS)}; "
+                     f"got {unknown}.")
+  options = options or {}
+  v = sample_velocities(lfit.eig, lfit.alpha, eta, key, num, mode=mode)
+  return v, {n: SAMPLERS[n](lfit, v, **options.get(n, {})) for n in samplers}

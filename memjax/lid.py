@@ -15,10 +15,10 @@ Model-based estimates of ``LIDθ`` from a trained field of any parameterisation
   ``ψx + σz_i``; the normal dimension is the index of the largest gap.
 
 Data-based ``LID*``: local PCA on ``k`` nearest training points, Levina–Bickel
-MLE and TwoNN (chunked exact kNN in JAX). The MMH labels split memorised samples
+MLE and TwoNN (chunked exact k-NN from :mod:`memjax.neighbours`). The MMH labels split memorised samples
 into overfitting-driven (``LIDθ < LID*``) and data-driven (``LIDθ ≈ LID*``, small).
 
-Fields are called as ``field(y, t)`` with ``y`` ``(B, D)`` and ``t`` ``(B,)``
+Fields are :data:`memjax.paths.BatchField` callables ``field(y (B, D), t (B,))``
 (close over parameters, e.g. ``functools.partial(apply_fn, params)``).
 """
 from __future__ import annotations
@@ -30,9 +30,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from memjax import _checks, curvature, distributed, paths
+from memjax import _checks, distributed, linalg, neighbours, paths
 
-Field = Callable[[jax.Array, jax.Array], jax.Array]  # field(y (B, D), t (B,)) -> (B, D)
+BatchField = paths.BatchField
 
 NOT_MEMORISED, OD_MEM, DD_MEM, OTHER_MEM = 0, 1, 2, 3
 MMH_NAMES = ("not_memorised", "od_mem", "dd_mem", "other_mem")
@@ -53,14 +53,6 @@ def _check_field_inputs(x, t0, schedule, parameterisation):
       raise ValueError(f"`t0` must give σ(t0) > 0 for schedule {schedule.name!r}; got t0={t0} (σ={sig}).")
 
 
-def eps_fn(field: Field, schedule: paths.Schedule, parameterisation: str = "score"):
-  """Single-point ``ε̂(y, t)`` (``y`` ``(D,)``, scalar ``t``) from a batched ``field`` of any parameterisation."""
-  def eps(y, t):
-    out = field(y[None, :], jnp.reshape(t, (1,)))[0]
-    return paths.convert(schedule, y, t, out, parameterisation, "eps")
-  return eps
-
-
 # ---------------------------------------------------------------------------
 # FLIPD.
 
@@ -74,24 +66,14 @@ class Flipd(NamedTuple):
   sem: jax.Array      # standard error of ``lid`` (σ · sem of the trace; 0 when exact)
 
 
-def exact_trace(f: Callable[[jax.Array], jax.Array], y: jax.Array, chunk_size: int = 64):
-  """``(f(y), tr ∇f(y))`` for ``f: (D,) -> (D,)`` by ``D`` JVPs ``e_iᵀ ∇f e_i``, ``chunk_size`` at a time."""
-  d = y.shape[-1]
-  chunk = max(1, min(int(chunk_size), d))
-  out, lin = jax.linearize(f, y)
-  basis = jnp.pad(jnp.eye(d, dtype=y.dtype), ((0, (-d) % chunk), (0, 0))).reshape(-1, chunk, d)
-  diag = jax.lax.map(lambda e: jnp.sum(jax.vmap(lin)(e) * e, axis=-1), basis)
-  return out, jnp.sum(diag)
-
-
 def _flipd_point(eps, t0, sig, n_probes, sampler, chunk_size, y, key):
   f = lambda v: eps(v, t0)
   if n_probes is None:
-    e, tr = exact_trace(f, y, chunk_size)
+    e, tr = linalg.exact_trace(f, y, chunk_size)
     sem = jnp.zeros((), y.dtype)
   else:
     e, lin = jax.linearize(f, y)
-    tr, sem = curvature.hutchinson_trace(lin, y.shape[-1], key, n_probes, dtype=y.dtype, sampler=sampler)
+    tr, sem = linalg.hutchinson_trace(lin, y.shape[-1], key, n_probes, dtype=y.dtype, sampler=sampler)
     sem = jnp.full_like(sem, jnp.inf) if n_probes == 1 else sem  # one probe: no spread to measure
   sq = jnp.sum(e**2)
   return Flipd(y.shape[-1] - sig * tr + sq, tr, sq, sig * sem)
@@ -104,7 +86,7 @@ def _batched(point, batch_size):
   return lambda *args: jax.lax.map(lambda a: point(*a), args, batch_size=int(batch_size))
 
 
-def flipd_details(field: Field, x: jax.Array, t0, schedule: paths.Schedule, *, parameterisation: str = "score",
+def flipd_details(field: BatchField, x: jax.Array, t0, schedule: paths.Schedule, *, parameterisation: str = "score",
                   key: jax.Array | None = None, n_probes: int | None = None, sampler: str = "normal",
                   chunk_size: int = 64, batch_size: int | None = None, mesh=None) -> Flipd:
   """FLIPD at every row of ``x`` with its trace, squared norm and standard error.
@@ -141,17 +123,17 @@ def flipd_details(field: Field, x: jax.Array, t0, schedule: paths.Schedule, *, p
   t0 = jnp.asarray(t0, x.dtype)
   psi, sig = schedule.psi(t0), schedule.sigma(t0)
   keys = jax.random.split(key if key is not None else jax.random.PRNGKey(0), x.shape[0])
-  point = functools.partial(_flipd_point, eps_fn(field, schedule, parameterisation), t0, sig,
+  point = functools.partial(_flipd_point, paths.point_fn(field, schedule, parameterisation, "eps"), t0, sig,
                             n_probes, sampler, chunk_size)
   return distributed.map_rows(_batched(point, batch_size), psi * x, keys, mesh=mesh)
 
 
-def flipd(field: Field, x: jax.Array, t0, schedule: paths.Schedule, **kwargs) -> jax.Array:
+def flipd(field: BatchField, x: jax.Array, t0, schedule: paths.Schedule, **kwargs) -> jax.Array:
   """FLIPD estimates ``(N,)``; see :func:`flipd_details` for the equation and arguments."""
   return flipd_details(field, x, t0, schedule, **kwargs).lid
 
 
-def flipd_curve(field: Field, x: jax.Array, t0s: jax.Array, schedule: paths.Schedule, **kwargs) -> jax.Array:
+def flipd_curve(field: BatchField, x: jax.Array, t0s: jax.Array, schedule: paths.Schedule, **kwargs) -> jax.Array:
   """FLIPD over a grid of times: ``(T, N)`` for ``t0s`` ``(T,)`` (one :func:`flipd` per time, sequentially)."""
   _checks.check_ndim("t0s", t0s, 1, "(T,)")
   _checks.check_finite("t0s", t0s)
@@ -226,7 +208,7 @@ def gap_dimension(singular_values: jax.Array, skip_first_gap: bool = False) -> j
   return jnp.argmax(gaps, axis=-1) + 1
 
 
-def normal_bundle(field: Field, x: jax.Array, t0, schedule: paths.Schedule, key: jax.Array, *,
+def normal_bundle(field: BatchField, x: jax.Array, t0, schedule: paths.Schedule, key: jax.Array, *,
                   parameterisation: str = "score", num_samples: int | None = None, centre: bool = False,
                   skip_first_gap: bool = False, batch_size: int | None = None, mesh=None) -> NormalBundle:
   """Normal-bundle LID: ``LID = D − argmax-gap`` of the scores ``S_i = s(ψx + σz_i, t0)``, ``i < K``.
@@ -259,48 +241,7 @@ def normal_bundle(field: Field, x: jax.Array, t0, schedule: paths.Schedule, key:
 
 
 # ---------------------------------------------------------------------------
-# Exact k nearest neighbours (chunked) and data-based LID*.
-
-
-@functools.partial(jax.jit, static_argnames=("k", "exclude_self", "chunk_size"))
-def _knn(queries, ref, k, exclude_self, chunk_size):
-  q_pad = jnp.pad(queries, ((0, (-queries.shape[0]) % chunk_size), (0, 0)))
-  r_norm = jnp.sum(ref**2, -1)
-  kk = k + 1 if exclude_self else k
-  own = jnp.arange(q_pad.shape[0]).reshape(-1, chunk_size)
-
-  def chunk(args):
-    q, ids = args
-    d2 = jnp.sum(q**2, -1, keepdims=True) - 2.0 * q @ ref.T + r_norm[None, :]
-    _, idx = jax.lax.top_k(-d2, kk)
-    dist = jnp.sqrt(jnp.sum((q[:, None, :] - ref[idx]) ** 2, -1))  # exact, no cancellation
-    if exclude_self:
-      dist = jnp.where(idx == ids[:, None], jnp.inf, dist)
-    neg, pos = jax.lax.top_k(-dist, k)
-    return -neg, jnp.take_along_axis(idx, pos, 1)
-
-  d, i = jax.lax.map(chunk, (q_pad.reshape(-1, chunk_size, queries.shape[1]), own))
-  return d.reshape(-1, k)[:queries.shape[0]], i.reshape(-1, k)[:queries.shape[0]]
-
-
-def knn(queries: jax.Array, ref: jax.Array, k: int, *, exclude_self: bool = False, chunk_size: int = 256):
-  """Exact ``k`` nearest rows of ``ref`` ``(N, D)`` for each query ``(Q, D)``: ``(dists, idx)``, each ``(Q, k)``.
-
-  Sorted by distance (ties in any order). ``exclude_self`` (``queries`` is ``ref``)
-  drops each point's own index. Peak memory ``O(chunk_size · N)``; selected
-  distances are recomputed as ``||q − r||`` (no ``|q|² − 2qr + |r|²`` cancellation).
-  """
-  for name, arr in (("queries", queries), ("ref", ref)):
-    _checks.check_ndim(name, arr, 2, "(n, D)")
-    _checks.check_finite(name, arr)
-  _checks.check_last_dim("queries", queries, ref.shape[1], "(Q, D) matching `ref` (N, D)")
-  if exclude_self and queries.shape != ref.shape:
-    raise ValueError(f"`exclude_self` needs `queries` to be `ref`; got shapes {queries.shape}, {ref.shape}.")
-  if not 1 <= k <= ref.shape[0] - int(exclude_self):
-    raise ValueError(f"`k` must be in [1, {ref.shape[0] - int(exclude_self)}]; got {k}.")
-  chunk = max(1, min(int(chunk_size), queries.shape[0]))
-  dtype = jnp.result_type(queries, ref)
-  return _knn(queries.astype(dtype), ref.astype(dtype), int(k), bool(exclude_self), chunk)
+# Data-based LID* (k-NN from memjax.neighbours).
 
 
 def _pca_count(nb, threshold, explained_variance, atol):
@@ -326,12 +267,12 @@ def lpca(train: jax.Array, k: int = 100, *, queries: jax.Array | None = None, th
   _checks.check_positive("threshold", threshold)
   if explained_variance is not None and not 0 < explained_variance <= 1:
     raise ValueError(f"`explained_variance` must be in (0, 1]; got {explained_variance}.")
-  _, idx = knn(train, train, k, chunk_size=chunk_size)
+  _, idx = neighbours.knn(train, train, k, query_chunk=chunk_size, names=("train", "train"))
   count = functools.partial(_pca_count, threshold=threshold, explained_variance=explained_variance, atol=atol)
   lid_train = jax.lax.map(lambda i: count(train[i]), idx, batch_size=max(1, min(chunk_size, idx.shape[0])))
   if queries is None:
     return lid_train
-  _, nearest = knn(queries, train, 1, chunk_size=chunk_size)
+  _, nearest = neighbours.knn(queries, train, 1, query_chunk=chunk_size, names=("queries", "train"))
   return lid_train[nearest[:, 0]]
 
 
@@ -347,7 +288,7 @@ def mle(x: jax.Array, k: int = 20, *, unbiased: bool = False, aggregate: str = "
     raise ValueError(f"`aggregate` must be 'harmonic', 'mean' or 'median'; got {aggregate!r}.")
   if k < 3:
     raise ValueError(f"`k` must be >= 3; got {k}.")
-  dists, _ = knn(x, x, k, exclude_self=True, chunk_size=chunk_size)
+  dists, _ = neighbours.knn(x, x, k, exclude_self=True, query_chunk=chunk_size, names=("x", "x"))
   logs = jnp.sum(jnp.log(dists[:, -1:] / dists), axis=1)
   pw = (k - 2 if unbiased else k - 1) / logs
   agg = {"harmonic": lambda v: 1.0 / jnp.mean(1.0 / v), "mean": jnp.mean, "median": jnp.median}[aggregate]
@@ -366,7 +307,7 @@ def twonn(x: jax.Array, *, discard_fraction: float = 0.1, method: str = "linear"
     raise ValueError(f"`method` must be 'linear' or 'mle'; got {method!r}.")
   if not 0 <= discard_fraction < 1:
     raise ValueError(f"`discard_fraction` must be in [0, 1); got {discard_fraction}.")
-  dists, _ = knn(x, x, 2, exclude_self=True, chunk_size=chunk_size)
+  dists, _ = neighbours.knn(x, x, 2, exclude_self=True, query_chunk=chunk_size, names=("x", "x"))
   mu = dists[:, 1] / dists[:, 0]
   ok = jnp.isfinite(mu)
   n_valid = jnp.sum(ok)

@@ -11,14 +11,31 @@ conversions between the four common network outputs are derived from them:
 Time conventions differ between schedules and are recorded on the schedule:
 flow matching (``linear_fm``) has noise at ``t = 0`` and data at ``t = 1``
 (ψ = t, σ = 1 − t); VP and VE have data at ``t = 0`` and noise at ``t = 1``.
+
+The vocabulary of user callables is defined here, once:
+
+* :data:`Field` — a network field ``f(params, x (B, D), t (B,)) -> (B, D)``;
+* :data:`BatchField` — the same with the parameters closed over, ``f(x (B, D), t (B,))``;
+* :data:`PointField` — one point at a time, ``f(x (D,), t ()) -> (D,)``;
+* :data:`Denoiser` — a VE-view denoiser ``D(y (Q, d), σ ()) -> x̂ (Q, d)``.
+
+:func:`point_fn` turns a batched field of one parameterisation into a point field of
+another (e.g. a velocity network into a per-point ε̂ or score).
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+
+Array = jax.Array
+Field = Callable[[Any, Array, Array], Array]     # f(params, x (B, D), t (B,)) -> (B, D)
+BatchField = Callable[[Array, Array], Array]     # f(x (B, D), t (B,)) -> (B, D)
+PointField = Callable[[Array, Array], Array]     # f(x (D,), t ()) -> (D,)
+Denoiser = Callable[[Array, Array], Array]       # D(y (Q, d), σ ()) -> x̂ (Q, d)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,10 +199,65 @@ _FROM_EPS = {"eps": lambda s, y, t, v: v, "score": eps_to_score, "x0": eps_to_x0
 
 def convert(schedule: Schedule, y, t, value, src: str, dst: str):
   """Convert a network output between parameterisations ``{'eps','score','x0','velocity'}``."""
-  for name, arg in (("src", src), ("dst", dst)):
-    if arg not in _TO_EPS:
-      raise ValueError(f"`{name}` must be one of {sorted(_TO_EPS)}; got {arg!r}.")
+  _check_parameterisation("src", src)
+  _check_parameterisation("dst", dst)
   return _FROM_EPS[dst](schedule, y, t, _TO_EPS[src](schedule, y, t, value))
+
+
+def _check_parameterisation(name: str, value: str) -> None:
+  if value not in _TO_EPS:
+    raise ValueError(f"`{name}` must be one of {sorted(_TO_EPS)}; got {value!r}.")
+
+
+def point_fn(field: BatchField, schedule: Schedule, src: str = "velocity",
+             dst: str = "score") -> PointField:
+  """Per-point ``f(x (D,), t ()) -> (D,)`` in parameterisation ``dst`` from a batched ``field``.
+
+  ``field(x (B, D), t (B,))`` outputs parameterisation ``src``; the result is
+  ``convert(schedule, x, t, field(x[None], t[None])[0], src, dst)``. Typical uses:
+  ``point_fn(f, sched, "eps", "eps")`` (FLIPD) and ``point_fn(f, sched, "velocity", "score")``
+  (sharpness).
+
+  Raises:
+    ValueError: if ``src`` or ``dst`` is not a known parameterisation.
+  """
+  _check_parameterisation("src", src)
+  _check_parameterisation("dst", dst)
+
+  def f(x, t):
+    t = jnp.asarray(t, x.dtype)
+    out = field(x[None, :], jnp.reshape(t, (1,)))[0]
+    return convert(schedule, x, t, out, src, dst)
+
+  return f
+
+
+def point_cond_fn(field, schedule: Schedule, src: str = "velocity", dst: str = "score"):
+  """Conditional :func:`point_fn`: ``f(x (D,), t (), c ()) -> (D,)`` from ``field(x, t, y)`` batched."""
+  _check_parameterisation("src", src)
+  _check_parameterisation("dst", dst)
+
+  def f(x, t, c):
+    t = jnp.asarray(t, x.dtype)
+    out = field(x[None, :], jnp.reshape(t, (1,)), jnp.asarray(c)[None])[0]
+    return convert(schedule, x, t, out, src, dst)
+
+  return f
+
+
+def fm_sigma_to_t(sigma):
+  """VE noise level → linear-FM time: ``t = 1/(1 + σ)``.
+
+  FM has ``x_t = t x + (1 − t) ε`` (data at t = 1), so ``x_t / t = x + ((1 − t)/t) ε``
+  is a VE point with ``σ = (1 − t)/t``; inverting gives ``t = 1/(1 + σ)`` and
+  ``y_FM = t · y_VE``. Since ``y_VE ↦ y_FM`` is a bijection, ``E[x | y_VE] = E[x | x_t]``.
+  """
+  return 1.0 / (1.0 + sigma)
+
+
+def fm_t_to_sigma(t):
+  """Linear-FM time → VE noise level ``σ = (1 − t)/t`` (inverse of :func:`fm_sigma_to_t`)."""
+  return (1.0 - t) / t
 
 
 def as_score_fn(field, schedule: Schedule, parameterisation: str = "velocity"):

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from memjax import _checks, distributed
+from memjax import _checks, distributed, paths
 
 SOLVERS = {"tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5, "dopri8": diffrax.Dopri8,
            "heun": diffrax.Heun, "euler": diffrax.Euler}
@@ -32,14 +32,44 @@ class SampleResult(NamedTuple):
     return self.result == 0
 
 
+# diffrax outcomes we name, in code order (0 = successful). Codes are memjax's own, derived with
+# the public ``==`` of diffrax's RESULTS items, so no diffrax internals are read.
+RESULT_NAMES = tuple(n for n in (
+    "successful", "max_steps_reached", "singular", "breakdown", "stagnation", "conlim",
+    "nonfinite_input", "nonlinear_max_steps_reached", "nonlinear_divergence", "nonfinite",
+    "dt_min_reached", "event_occurred", "max_steps_rejected", "internal_error")
+    if hasattr(diffrax.RESULTS, n))
+
+
 def result_code(result) -> jax.Array:
-  """Integer code of a diffrax ``RESULTS`` value (0 = successful); works under vmap."""
-  return jnp.asarray(result._value)  # diffrax exposes no public accessor for the code
+  """Integer code of a diffrax ``RESULTS`` value (index into :data:`RESULT_NAMES`; 0 = successful).
+
+  Works under ``vmap`` and ``jit``; an outcome memjax does not name maps to ``len(RESULT_NAMES)``.
+  """
+  code = jnp.asarray(len(RESULT_NAMES), jnp.int32)
+  for i, name in reversed(list(enumerate(RESULT_NAMES))):
+    code = jnp.where(result == getattr(diffrax.RESULTS, name), jnp.int32(i), code)
+  return code
+
+
+def result_name(code: int) -> str:
+  """Name of a result code from :func:`result_code` (e.g. ``"max_steps_reached"``)."""
+  code = int(code)
+  return RESULT_NAMES[code] if 0 <= code < len(RESULT_NAMES) else f"code_{code}"
 
 
 def result_message(code: int) -> str:
-  """Human-readable diffrax message for an integer result code."""
-  return diffrax.RESULTS._index_to_message[int(code)] or "successful"
+  """Human-readable diffrax message for a result code from :func:`result_code`."""
+  name = result_name(code)
+  if not hasattr(diffrax.RESULTS, name):
+    return "unknown outcome"
+  return diffrax.RESULTS[getattr(diffrax.RESULTS, name)] or "successful"
+
+
+def count_results(codes) -> dict[str, int]:
+  """``{name: count}`` of result codes (concrete arrays; call outside ``jit``)."""
+  codes = np.asarray(codes).reshape(-1)
+  return {result_name(c): int(np.sum(codes == c)) for c in np.unique(codes)}
 
 
 def _solver(name: str):
@@ -128,3 +158,48 @@ def summarise(result: SampleResult) -> dict:
   return {"num_samples": int(res.size), "num_failed": int(np.sum(res != 0)),
           "failures": {result_message(c): int(np.sum(res == c)) for c in np.unique(res[res != 0])},
           "mean_steps": float(np.mean(steps)), "max_steps": int(np.max(steps))}
+
+
+# ---------------------------------------------------------------------------
+# Deterministic VE probability-flow sampler (a denoiser D(y, σ) instead of a velocity).
+
+
+class PFSample(NamedTuple):
+  """Output of :func:`sample_pf`: samples and fixed-grid solver diagnostics."""
+
+  x: jax.Array          # (Q, d) final samples D(y_K, σ_K)
+  local_error: jax.Array  # (Q,) max over steps of ||y_Heun − y_Euler|| (embedded error estimate)
+  num_evals: int          # denoiser evaluations per sample (2K + 1)
+
+
+def sample_pf(denoiser: paths.Denoiser, z: jax.Array, sigmas) -> PFSample:
+  """Integrate the VE probability-flow ODE ``dy/dσ = (y − D(y, σ))/σ`` from ``σ_0`` down to 0.
+
+  Heun's method (second order, EDM-style) on the decreasing grid ``sigmas``
+  ``(K+1,)`` starting from ``y_0 = σ_0 z`` (``z`` ``(Q, d)`` standard normal), then
+  the exact Euler step to ``σ = 0``, which returns ``x = D(y_K, σ_K)``. Pure and
+  jit-able (``denoiser`` is closed over); the Heun–Euler difference of each step
+  is reported as a local error estimate.
+  """
+  z = jnp.asarray(z)
+  _checks.check_ndim("z", z, 2, "(Q, d)")
+  sigmas = jnp.asarray(sigmas, z.dtype)
+  _checks.check_ndim("sigmas", sigmas, 1, "(K + 1,)")
+  if sigmas.shape[0] < 2:
+    raise ValueError(f"`sigmas` must hold at least 2 levels; got {sigmas.shape[0]}.")
+  _checks.check_positive("sigmas", sigmas)
+  if _checks.is_concrete(sigmas) and np.any(np.diff(np.asarray(sigmas)) >= 0):
+    raise ValueError("`sigmas` must be strictly decreasing (noise → data).")
+
+  def step(carry, pair):
+    y, err = carry
+    s0, s1 = pair
+    d0 = (y - denoiser(y, s0)) / s0
+    y_euler = y + (s1 - s0) * d0
+    d1 = (y_euler - denoiser(y_euler, s1)) / s1
+    y_new = y + (s1 - s0) * 0.5 * (d0 + d1)
+    return (y_new, jnp.maximum(err, jnp.linalg.norm(y_new - y_euler, axis=1))), None
+
+  init = (sigmas[0] * z, jnp.zeros(z.shape[:1], z.dtype))
+  (y, err), _ = jax.lax.scan(step, init, (sigmas[:-1], sigmas[1:]))
+  return PFSample(denoiser(y, sigmas[-1]), err, 2 * (sigmas.shape[0] - 1) + 1)

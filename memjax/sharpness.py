@@ -1,4 +1,4 @@
-r"""Sharpness of the log-density ``log p_t``: Hessian spectra, traces, detectors and SAIL (seed 003).
+r"""Sharpness of the log-density ``log p_t``: Hessian spectra, traces, detectors and SAIL.
 
 For a score field ``s(x, t) = ∇_x log p_t(x)`` the Hessian of the log-density is
 ``H(x, t) = ∇_x s(x, t)`` (``D × D``), never materialised: every function uses
@@ -32,7 +32,7 @@ Adam (learning rate 0.05) is run until ``L ≤ threshold`` (per sample) or ``max
 
 Conventions: per-point functions take ``x`` of shape ``(D,)`` and a scalar ``t``;
 ``score_fn(x (D,), t ()) -> (D,)``; build one from a batched network field with
-:func:`point_score` / :func:`point_cond_score`.
+:func:`memjax.paths.point_fn` / :func:`memjax.paths.point_cond_fn`.
 """
 from __future__ import annotations
 
@@ -42,46 +42,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from memjax import _checks, curvature, paths
+from memjax import _checks, linalg, paths
 
 Array = jax.Array
-PointField = Callable[[Array, Array], Array]      # (x (D,), t ()) -> (D,)
-
-
-# ---------------------------------------------------------------------------
-# Adapters.
-
-
-def point_score(field, schedule: paths.Schedule, parameterisation: str = "velocity") -> PointField:
-  """Per-point score ``s(x (D,), t ()) -> (D,)`` of a batched field ``field(x (..., D), t (...))``.
-
-  The output is converted with :func:`memjax.paths.convert` (``parameterisation`` → ``score``).
-  """
-  _check_param(parameterisation)
-
-  def s(x, t):
-    t = jnp.asarray(t, x.dtype)
-    v = field(x[None], t[None])[0]
-    return paths.convert(schedule, x, t, v, parameterisation, "score")
-
-  return s
-
-
-def point_cond_score(field, schedule: paths.Schedule, parameterisation: str = "velocity"):
-  """Per-point conditional score ``s(x (D,), t (), c ()) -> (D,)`` of ``field(x (B, D), t (B,), y (B,))``."""
-  _check_param(parameterisation)
-
-  def s(x, t, c):
-    t = jnp.asarray(t, x.dtype)
-    v = field(x[None], t[None], jnp.asarray(c)[None])[0]
-    return paths.convert(schedule, x, t, v, parameterisation, "score")
-
-  return s
-
-
-def _check_param(parameterisation):
-  if parameterisation not in paths.PARAMETERISATIONS:
-    raise ValueError(f"`parameterisation` must be one of {paths.PARAMETERISATIONS}; got {parameterisation!r}.")
+PointField = paths.PointField  # (x (D,), t ()) -> (D,)
 
 
 def _check_point(x):
@@ -111,7 +75,7 @@ class Spectrum(NamedTuple):
 
 
 def hessian_eigs(score_fn: PointField, x: Array, t, k: int, key: Array, num_iters: int | None = None) -> Spectrum:
-  """Top-k and bottom-k eigenvalues of ``H_sym`` by Lanczos (:func:`memjax.curvature.lanczos_topk`).
+  """Top-k and bottom-k eigenvalues of ``H_sym`` by Lanczos (:func:`memjax.linalg.lanczos_topk`).
 
   Two Lanczos runs of ``num_iters`` steps (default ``min(D, 2k + 10)``) on ``+H_sym`` and
   ``−H_sym``; ``x``: ``(D,)``. Returns :class:`Spectrum` with fields of shape ``(k,)``.
@@ -120,26 +84,28 @@ def hessian_eigs(score_fn: PointField, x: Array, t, k: int, key: Array, num_iter
   _, mv = symmetrised_hessian(score_fn, x, t)
   d = x.shape[0]
   k_top, k_bot = jax.random.split(key)
-  top = curvature.lanczos_topk(mv, d, k, k_top, num_iters, dtype=x.dtype).values
-  bottom = -curvature.lanczos_topk(lambda v: -mv(v), d, k, k_bot, num_iters, dtype=x.dtype).values
+  top = linalg.lanczos_topk(mv, d, k, k_top, num_iters, dtype=x.dtype).values
+  bottom = -linalg.lanczos_topk(lambda v: -mv(v), d, k, k_bot, num_iters, dtype=x.dtype).values
   return Spectrum(top, bottom)
 
 
 def hessian_trace(score_fn: PointField, x: Array, t, key: Array | None = None,
-                  num_probes: int | None = None) -> tuple[Array, Array]:
-  """``tr H(x, t)`` and its standard error: exact (``D`` JVPs, sem 0) or Hutchinson with ``num_probes``.
+                  num_probes: int | None = None, chunk_size: int = 64) -> tuple[Array, Array]:
+  """``tr H(x, t)`` and its standard error: exact (``D`` JVPs, sem 0) or Hutchinson.
 
-  ``tr H = tr H_sym``, so the JVP of ``H`` alone is used. ``x``: ``(D,)``; returns two scalars.
+  ``tr H = tr H_sym``, so the JVP of ``H`` alone is used. The exact trace is
+  :func:`memjax.linalg.exact_trace` (``chunk_size`` JVPs at a time); with ``num_probes``
+  it is :func:`memjax.linalg.hutchinson_trace`. ``x``: ``(D,)``; returns two scalars.
   """
   _check_point(x)
-  _, jvp = jax.linearize(lambda y: score_fn(y, t), x)
-  d = x.shape[0]
+  f = lambda y: score_fn(y, t)
   if num_probes is None:
-    eye = jnp.eye(d, dtype=x.dtype)
-    return jnp.sum(jnp.diagonal(jax.vmap(jvp)(eye))), jnp.zeros((), x.dtype)
+    _, tr = linalg.exact_trace(f, x, chunk_size)
+    return tr, jnp.zeros((), x.dtype)
   if key is None:
     raise ValueError("`key` is required when `num_probes` is given (Hutchinson estimate).")
-  return curvature.hutchinson_trace(jvp, d, key, num_probes, dtype=x.dtype)
+  _, jvp = jax.linearize(f, x)
+  return linalg.hutchinson_trace(jvp, x.shape[0], key, num_probes, dtype=x.dtype)
 
 
 def score_norm_sq(score_fn: PointField, x: Array, t) -> Array:

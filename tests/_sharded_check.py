@@ -11,7 +11,7 @@ import numpy as np  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
-from memjax import curvature, data, distributed, laplace, lid, memorisation, nets, paths, sampling  # noqa: E402
+from memjax import curvature, data, distributed, laplace, lid, linalg, memorisation, neighbours, nets, paths, sampling  # noqa: E402
 
 
 def close(a, b, name, rtol=1e-10):
@@ -53,8 +53,8 @@ def main(which):
           lid.normal_bundle(field, x, 0.9, fm, key, parameterisation="velocity"), "normal bundle")
   if which in ("all", "memorisation"):
     q = jax.random.normal(jax.random.PRNGKey(2), (37, 2), jnp.float64)
-    close(memorisation.nearest_two(q, train, mesh=mesh, query_chunk=3, train_chunk=4),
-          memorisation.nearest_two(q, train, query_chunk=3, train_chunk=4), "nearest_two")
+    close(neighbours.nearest_two(q, train, mesh=mesh, query_chunk=3, train_chunk=4),
+          neighbours.nearest_two(q, train, query_chunk=3, train_chunk=4), "nearest_two")
     # Per-device batches change matmul shapes, so rounding differs at the ulp level; an adaptive solve
     # may amplify that up to its tolerance. Tight tolerances make the comparison sharp.
     tol = dict(rtol=1e-12, atol=1e-12)

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from memjax import curvature
+from memjax import curvature, linalg
 from memjax import nets
 from memjax import training
 
@@ -31,8 +31,8 @@ SCALE = NUM_DATA / X1.shape[0]
 THETA = SUB_ALL.theta
 P = THETA.shape[0]
 
-hvp_jit = jax.jit(lambda th, v: curvature.hvp(LOSS, th, v))
-ggn_jit = jax.jit(lambda th, v: curvature.ggn_vp(RES_FN, th, v, SCALE))
+hvp_jit = jax.jit(lambda th, v: linalg.hvp(LOSS, th, v))
+ggn_jit = jax.jit(lambda th, v: linalg.ggn_vp(RES_FN, th, v, SCALE))
 
 
 def _dir(seed, p=P):
@@ -122,7 +122,7 @@ A = 0.5 * (A + A.T)
 
 def test_lanczos_topk_matches_dense_eigh():
   k = 5
-  res = jax.jit(lambda key: curvature.lanczos_topk(lambda x: A @ x, DIM, k, key))(jax.random.PRNGKey(5))
+  res = jax.jit(lambda key: linalg.lanczos_topk(lambda x: A @ x, DIM, k, key))(jax.random.PRNGKey(5))
   w, vecs = np.linalg.eigh(np.asarray(A))
   w, vecs = w[::-1][:k], vecs[:, ::-1][:, :k].T
   assert res.values.shape == (k,) and res.vectors.shape == (k, DIM) and res.residuals.shape == (k,)
@@ -140,16 +140,16 @@ def test_lanczos_raw_values_and_clip():
   lam = np.array([3.0, 1.0, -0.5, -2.0, -2.5, -3.0, -3.5, -4.0])
   q, _ = np.linalg.qr(np.random.default_rng(1).normal(size=(8, 8)))
   mat = jnp.asarray((q * lam) @ q.T)
-  res = curvature.lanczos_topk(lambda x: mat @ x, 8, 3, jax.random.PRNGKey(0), num_iters=8)
+  res = linalg.lanczos_topk(lambda x: mat @ x, 8, 3, jax.random.PRNGKey(0), num_iters=8)
   np.testing.assert_allclose(res.values, lam[:3], rtol=1e-10, atol=1e-12)
-  clipped = curvature.clip_nonnegative(res)
+  clipped = linalg.clip_nonnegative(res)
   np.testing.assert_allclose(clipped.values, [3.0, 1.0, 0.0], atol=1e-12)
   np.testing.assert_array_equal(clipped.vectors, res.vectors)
 
 
 @pytest.mark.parametrize("sampler", ["signs", "normal"])
 def test_hutchinson_within_standard_errors(sampler):
-  est, sem = curvature.hutchinson_trace(lambda x: A @ x, DIM, jax.random.PRNGKey(7), 300, sampler=sampler)
+  est, sem = linalg.hutchinson_trace(lambda x: A @ x, DIM, jax.random.PRNGKey(7), 300, sampler=sampler)
   exact = float(np.trace(np.asarray(A)))
   assert float(sem) > 0
   assert abs(float(est) - exact) < 4 * float(sem), (float(est), exact, float(sem))
@@ -158,15 +158,15 @@ def test_hutchinson_within_standard_errors(sampler):
 def test_input_validation():
   th, v = THETA, _dir(1)
   with pytest.raises(ValueError, match="`theta`"):
-    curvature.hvp(LOSS, th[None, :], v)
+    linalg.hvp(LOSS, th[None, :], v)
   with pytest.raises(ValueError, match="`v`"):
-    curvature.hvp(LOSS, th, v[:-1])
+    linalg.hvp(LOSS, th, v[:-1])
   with pytest.raises(ValueError, match="`theta`"):
-    curvature.hvp(LOSS, th.at[0].set(jnp.nan), v)
+    linalg.hvp(LOSS, th.at[0].set(jnp.nan), v)
   with pytest.raises(ValueError, match="`v` must have the dtype"):
-    curvature.hvp(LOSS, th, v.astype(jnp.float32))
+    linalg.hvp(LOSS, th, v.astype(jnp.float32))
   with pytest.raises(ValueError, match="`v`"):
-    curvature.ggn_vp(RES_FN, th, v.at[3].set(jnp.inf), 1.0)
+    linalg.ggn_vp(RES_FN, th, v.at[3].set(jnp.inf), 1.0)
   with pytest.raises(ValueError, match="`x0`"):
     curvature.curvature_loss(U_FN, PARAMS, X1, X0[:3], T, alpha=ALPHA, num_data=NUM_DATA)
   with pytest.raises(ValueError, match="`t`"):
@@ -182,8 +182,8 @@ def test_input_validation():
   with pytest.raises(ValueError, match="`theta_b`"):
     SUB_D0.merge(jnp.zeros(3))
   with pytest.raises(ValueError, match="`k`"):
-    curvature.lanczos_topk(lambda x: x, 4, 5, jax.random.PRNGKey(0))
+    linalg.lanczos_topk(lambda x: x, 4, 5, jax.random.PRNGKey(0))
   with pytest.raises(ValueError, match="`num_iters`"):
-    curvature.lanczos_topk(lambda x: x, 10, 5, jax.random.PRNGKey(0), num_iters=3)
+    linalg.lanczos_topk(lambda x: x, 10, 5, jax.random.PRNGKey(0), num_iters=3)
   with pytest.raises(ValueError, match="`sampler`"):
-    curvature.hutchinson_trace(lambda x: x, 4, jax.random.PRNGKey(0), 3, sampler="sphere")
+    linalg.hutchinson_trace(lambda x: x, 4, jax.random.PRNGKey(0), 3, sampler="sphere")

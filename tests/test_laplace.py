@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from memjax import curvature
+from memjax import curvature, linalg
 from memjax import laplace
 from memjax import nets
 
@@ -119,7 +119,7 @@ def test_geodesic_rhs_matches_dense_hessian():
 # --- Tangent Gaussian sampling.
 P6, K3 = 6, 3
 _Q6, _ = np.linalg.qr(np.random.default_rng(2).normal(size=(P6, P6)))
-EIG = curvature.Eigenpairs(jnp.array([5.0, 2.0, -0.3]), jnp.asarray(_Q6[:, :K3].T), jnp.zeros(K3))
+EIG = linalg.Eigenpairs(jnp.array([5.0, 2.0, -0.3]), jnp.asarray(_Q6[:, :K3].T), jnp.zeros(K3))
 ALPHA, ETA, NS = 0.5, 0.7, 20000
 
 

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from memjax import data, lid, nets, paths, training
+from memjax import data, lid, linalg, neighbours, nets, paths, training
 
 D = 6
 EIGS = np.array([4.0, 2.0, 1.0, 0.05, 1e-3, 1e-4])
@@ -79,7 +79,7 @@ def test_exact_trace_matches_jacobian_of_mlp():
   params = nets.init_params(module, jax.random.PRNGKey(0), 7, jnp.float64)
   f = lambda y: module.apply(params, y[None], jnp.full((1,), 0.3))[0]
   y = jax.random.normal(jax.random.PRNGKey(1), (7,), jnp.float64)
-  out, tr = lid.exact_trace(f, y, chunk_size=3)  # 7 = 3 + 3 + 1 (padded chunk)
+  out, tr = linalg.exact_trace(f, y, chunk_size=3)  # 7 = 3 + 3 + 1 (padded chunk)
   np.testing.assert_allclose(tr, jnp.trace(jax.jacfwd(f)(y)), rtol=1e-10)
   np.testing.assert_allclose(out, f(y), rtol=1e-12)
 
@@ -203,11 +203,11 @@ def test_lpca_duplicated_atom_has_lid_zero():
 def test_knn_matches_brute_force():
   rng = np.random.default_rng(2)
   q, r = rng.normal(size=(37, 5)), rng.normal(size=(53, 5))
-  d, i = lid.knn(jnp.asarray(q), jnp.asarray(r), 4, chunk_size=8)
+  d, i = neighbours.knn(jnp.asarray(q), jnp.asarray(r), 4, query_chunk=8)
   full = np.linalg.norm(q[:, None] - r[None], axis=-1)
   np.testing.assert_array_equal(i, np.argsort(full, axis=1)[:, :4])
   np.testing.assert_allclose(d, np.sort(full, axis=1)[:, :4], rtol=1e-12)
-  d_self, i_self = lid.knn(jnp.asarray(r), jnp.asarray(r), 3, exclude_self=True, chunk_size=16)
+  d_self, i_self = neighbours.knn(jnp.asarray(r), jnp.asarray(r), 3, exclude_self=True, query_chunk=16)
   assert not np.any(np.asarray(i_self) == np.arange(53)[:, None])
   full_r = np.linalg.norm(r[:, None] - r[None], axis=-1) + np.diag(np.full(53, np.inf))
   np.testing.assert_allclose(d_self, np.sort(full_r, axis=1)[:, :3], rtol=1e-12)
@@ -303,7 +303,7 @@ def test_validation_errors():
   with pytest.raises(ValueError, match="`schedule`"):
     lid.flipd(f, X, 0.05, "vp")
   with pytest.raises(ValueError, match="`k`"):
-    lid.knn(X, X, 5, exclude_self=True)
+    neighbours.knn(X, X, 5, exclude_self=True)
   with pytest.raises(ValueError, match="`explained_variance`"):
     lid.lpca(X, k=3, explained_variance=1.5)
   with pytest.raises(ValueError, match="`curve`"):

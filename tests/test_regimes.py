@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from memjax import data, memorisation, regimes
+from memjax import data, denoisers, memorisation, metrics, neighbours, paths, regimes, sampling
 
 KEY = jax.random.PRNGKey(0)
 TRAIN = np.asarray(jax.random.normal(KEY, (37, 3)), np.float64) * np.array([1.5, 1.0, 0.5])
@@ -26,7 +26,7 @@ def np_posterior(train, y, sigma, psi=1.0):
 @pytest.mark.parametrize("sigma", [0.05, 0.7, 4.0])
 @pytest.mark.parametrize("train_chunk,query_chunk", [(1, 3), (5, 4), (37, 11), (64, 512)])
 def test_posterior_matches_bruteforce(sigma, train_chunk, query_chunk):
-  post = regimes.posterior(TRAIN, QUERIES, sigma, train_chunk=train_chunk, query_chunk=query_chunk)
+  post = denoisers.posterior(TRAIN, QUERIES, sigma, train_chunk=train_chunk, query_chunk=query_chunk)
   den, log_z, wmax, ent, _ = np_posterior(TRAIN, QUERIES, sigma)
   np.testing.assert_allclose(post.denoiser, den, atol=1e-12)
   np.testing.assert_allclose(post.log_norm, log_z, rtol=1e-12, atol=1e-9)
@@ -37,36 +37,36 @@ def test_posterior_matches_bruteforce(sigma, train_chunk, query_chunk):
 
 def test_per_query_sigma_psi_weights_and_score():
   sig = np.linspace(0.2, 2.0, len(QUERIES))
-  post = regimes.posterior(TRAIN, QUERIES, sig, psi=0.6, train_chunk=8)
+  post = denoisers.posterior(TRAIN, QUERIES, sig, psi=0.6, train_chunk=8)
   den, _, _, _, w = np_posterior(TRAIN, QUERIES, sig, psi=0.6)
   np.testing.assert_allclose(post.denoiser, den, atol=1e-12)
-  np.testing.assert_allclose(regimes.posterior_weights(TRAIN, QUERIES, sig, psi=0.6), w, atol=1e-12)
+  np.testing.assert_allclose(denoisers.posterior_weights(TRAIN, QUERIES, sig, psi=0.6), w, atol=1e-12)
   # Score = gradient of the log mixture density, by autodiff of an independent log-sum-exp.
   logp = lambda y, s: jax.scipy.special.logsumexp(-jnp.sum((y[None] - 0.6 * TRAIN) ** 2, -1) / (2 * s**2))
   ref = jax.vmap(jax.grad(logp))(jnp.asarray(QUERIES), jnp.asarray(sig))
-  np.testing.assert_allclose(regimes.empirical_score(TRAIN, QUERIES, sig, psi=0.6), ref, atol=1e-10)
+  np.testing.assert_allclose(denoisers.empirical_score(TRAIN, QUERIES, sig, psi=0.6), ref, atol=1e-10)
 
 
 def test_small_sigma_denoiser_returns_training_points():
   z = np.asarray(jax.random.normal(jax.random.PRNGKey(2), TRAIN.shape))
   for sigma in (1e-2, 1e-3):
-    den = regimes.empirical_denoiser(TRAIN, TRAIN + sigma * z, sigma)
+    den = denoisers.empirical_denoiser(TRAIN, TRAIN + sigma * z, sigma)
     np.testing.assert_allclose(den, TRAIN, atol=1e-12)
   # Off the training set too: the output is the nearest training point.
-  nn = memorisation.nearest_two(QUERIES, TRAIN).i1
-  np.testing.assert_allclose(regimes.empirical_denoiser(TRAIN, QUERIES, 1e-3), TRAIN[np.asarray(nn)], atol=1e-12)
+  nn = neighbours.nearest_two(QUERIES, TRAIN).i1
+  np.testing.assert_allclose(denoisers.empirical_denoiser(TRAIN, QUERIES, 1e-3), TRAIN[np.asarray(nn)], atol=1e-12)
 
 
 def test_linear_denoiser_matches_dense_wiener_formula():
-  lg = regimes.fit_linear_gaussian(TRAIN)
+  lg = denoisers.fit_linear_gaussian(TRAIN)
   mu = TRAIN.mean(0)
   cov = (TRAIN - mu).T @ (TRAIN - mu) / len(TRAIN)
   for s in (0.1, 1.0, 5.0):
     ref = mu + (cov @ np.linalg.solve(cov + s**2 * np.eye(3), (QUERIES - mu).T)).T
-    np.testing.assert_allclose(regimes.linear_denoiser(lg, QUERIES, s), ref, atol=1e-12)
+    np.testing.assert_allclose(denoisers.linear_denoiser(lg, QUERIES, s), ref, atol=1e-12)
   # Rank-deficient data (N < d): directions outside the span are denoised to the mean.
   low = TRAIN[:2]
-  out = np.asarray(regimes.linear_denoiser(regimes.fit_linear_gaussian(low), QUERIES, 0.5))
+  out = np.asarray(denoisers.linear_denoiser(denoisers.fit_linear_gaussian(low), QUERIES, 0.5))
   normal = np.cross(low[0] - low.mean(0), [1.0, 0.0, 0.0])
   np.testing.assert_allclose((out - low.mean(0)) @ normal, 0.0, atol=1e-10)
 
@@ -157,25 +157,25 @@ def test_fm_time_mapping_with_exact_two_point_field():
   m = 1.3
   train = np.array([[-m], [m]])
   t = np.array([0.05, 0.3, 0.5, 0.8, 0.95])
-  np.testing.assert_allclose(regimes.fm_sigma_to_t(regimes.fm_t_to_sigma(t)), t, rtol=1e-14)
+  np.testing.assert_allclose(paths.fm_sigma_to_t(paths.fm_t_to_sigma(t)), t, rtol=1e-14)
   field = lambda p, x, tt: data.two_point_velocity(x, jnp.asarray(tt)[:, None], m)
-  den = regimes.fm_denoiser(field, None)
+  den = denoisers.fm_denoiser(field, None)
   y = np.linspace(-3, 3, 13)[:, None]
-  for sigma in regimes.fm_t_to_sigma(t):
-    np.testing.assert_allclose(den(jnp.asarray(y), sigma), regimes.empirical_denoiser(train, y, sigma), atol=1e-10)
+  for sigma in paths.fm_t_to_sigma(t):
+    np.testing.assert_allclose(den(jnp.asarray(y), sigma), denoisers.empirical_denoiser(train, y, sigma), atol=1e-10)
 
 
 GAUSS_MU = np.array([0.5, -1.0, 2.0])
 GAUSS_A = np.array([[1.0, 0.3, 0.0], [0.0, 0.8, -0.2], [0.1, 0.0, 0.6]])
-GAUSS_LG = regimes.LinearGaussian(jnp.asarray(GAUSS_MU), *(lambda u, s, _: (u, s))(*np.linalg.svd(GAUSS_A @ GAUSS_A.T)))
+GAUSS_LG = denoisers.LinearGaussian(jnp.asarray(GAUSS_MU), *(lambda u, s, _: (u, s))(*np.linalg.svd(GAUSS_A @ GAUSS_A.T)))
 Z = np.asarray(jax.random.normal(jax.random.PRNGKey(10), (16, 3)))
 
 
 @jax.jit
 def _sample_windowed(train, z, lo, hi, lam, sigmas):
-  base = lambda y, s: regimes.linear_denoiser(GAUSS_LG, y, s)
-  emp = lambda y, s: regimes._posterior(train, y, s, jnp.asarray(1.0, y.dtype), 16, 16).denoiser
-  return regimes.sample_pf(regimes.windowed(base, emp, lo, hi, lam), z, sigmas)
+  base = lambda y, s: denoisers.linear_denoiser(GAUSS_LG, y, s)
+  emp = lambda y, s: denoisers.posterior(train, y, s, query_chunk=16, train_chunk=16).denoiser
+  return sampling.sample_pf(denoisers.windowed(base, emp, lo, hi, lam), z, sigmas)
 
 
 GRID = jnp.asarray(regimes.sigma_grid(1e-3, 40.0, 160))
@@ -196,12 +196,12 @@ def test_pf_sampler_exact_for_gaussian():
 
 def test_pf_sampler_with_empirical_denoiser_memorises_and_windows_switch():
   full = _sample_windowed(jnp.asarray(TRAIN), Z, 0.0, 100.0, 1.0, GRID)  # D* everywhere
-  nn = memorisation.nearest_two(full.x, TRAIN)
+  nn = neighbours.nearest_two(full.x, TRAIN)
   np.testing.assert_allclose(nn.d1, 0.0, atol=1e-9)
   assert np.all(np.asarray(memorisation.nn_ratio(full.x, TRAIN)) < 1e-6)
   half = _sample_windowed(jnp.asarray(TRAIN), Z, 0.0, 100.0, 0.5, GRID)
   assert not np.allclose(half.x, full.x)
-  den = regimes.windowed(lambda y, s: y * 0.0, lambda y, s: y, 1.0, 2.0, 0.25)
+  den = denoisers.windowed(lambda y, s: y * 0.0, lambda y, s: y, 1.0, 2.0, 0.25)
   y = jnp.ones((2, 3))
   np.testing.assert_allclose(den(y, 1.5), 0.25 * y)
   np.testing.assert_allclose(den(y, 3.0), 0.0 * y)
@@ -210,9 +210,9 @@ def test_pf_sampler_with_empirical_denoiser_memorises_and_windows_switch():
 def test_denoiser_profile_limits():
   sigmas = np.array([0.3, 1.0, 3.0])
   key = jax.random.PRNGKey(11)
-  emp = lambda y, s: regimes.empirical_denoiser(TRAIN, y, s)
-  lg = regimes.fit_linear_gaussian(TRAIN)
-  lin = lambda y, s: regimes.linear_denoiser(lg, y, s)
+  emp = lambda y, s: denoisers.empirical_denoiser(TRAIN, y, s)
+  lg = denoisers.fit_linear_gaussian(TRAIN)
+  lin = lambda y, s: denoisers.linear_denoiser(lg, y, s)
   p_emp = regimes.denoiser_profile(key, emp, TRAIN, sigmas)
   p_lin = regimes.denoiser_profile(key, lin, TRAIN, sigmas)
   np.testing.assert_allclose(p_emp.rel_dist, 0.0, atol=1e-12)
@@ -227,8 +227,8 @@ def test_energy_distance_against_bruteforce():
   x, y = TRAIN[:20], QUERIES
   pd = lambda a, b: np.linalg.norm(a[:, None] - b[None], axis=-1).mean()
   ref = 2 * pd(x, y) - pd(x, x) - pd(y, y)
-  assert float(regimes.energy_distance(x, y)) == pytest.approx(ref, rel=1e-6)
-  assert abs(float(regimes.energy_distance(x, x))) < 1e-6 and ref > 0
+  assert float(metrics.energy_distance(x, y)) == pytest.approx(ref, rel=1e-6)
+  assert abs(float(metrics.energy_distance(x, x))) < 1e-6 and ref > 0
 
 
 def test_sigma_grid_and_windows():
@@ -239,12 +239,12 @@ def test_sigma_grid_and_windows():
 
 
 @pytest.mark.parametrize("call,match", [
-    (lambda: regimes.posterior(TRAIN, QUERIES[:, :2], 1.0), "`y`"),
-    (lambda: regimes.posterior(TRAIN[0], QUERIES, 1.0), "`train`"),
-    (lambda: regimes.posterior(TRAIN, QUERIES, -1.0), "`sigma`"),
-    (lambda: regimes.posterior(TRAIN, QUERIES, np.ones(3)), "`sigma`"),
-    (lambda: regimes.posterior(TRAIN, QUERIES * np.nan, 1.0), "`y`"),
-    (lambda: regimes.posterior(TRAIN, QUERIES, 1.0, train_chunk=0), "`train_chunk`"),
+    (lambda: denoisers.posterior(TRAIN, QUERIES[:, :2], 1.0), "`y`"),
+    (lambda: denoisers.posterior(TRAIN[0], QUERIES, 1.0), "`train`"),
+    (lambda: denoisers.posterior(TRAIN, QUERIES, -1.0), "`sigma`"),
+    (lambda: denoisers.posterior(TRAIN, QUERIES, np.ones(3)), "`sigma`"),
+    (lambda: denoisers.posterior(TRAIN, QUERIES * np.nan, 1.0), "`y`"),
+    (lambda: denoisers.posterior(TRAIN, QUERIES, 1.0, train_chunk=0), "`train_chunk`"),
     (lambda: regimes.shell_radii(0), "`d`"),
     (lambda: regimes.shell_radii(3, c=-1.0), "`c`"),
     (lambda: regimes.shell_sweep(QUERIES, QUERIES[:3], TRAIN), "`z`"),
@@ -252,10 +252,10 @@ def test_sigma_grid_and_windows():
     (lambda: regimes.regime_boundaries([0.2, 0.1], [1, 1], [1, 1]), "increasing"),
     (lambda: regimes.regime_boundaries([0.1, 0.2], [1], [1, 1]), "share one shape"),
     (lambda: regimes.sigma_grid(1.0, 0.5, 3), "sigma_min"),
-    (lambda: regimes.sample_pf(lambda y, s: y, Z, [0.1, 1.0]), "decreasing"),
-    (lambda: regimes.sample_pf(lambda y, s: y, Z[0], [1.0, 0.1]), "`z`"),
+    (lambda: sampling.sample_pf(lambda y, s: y, Z, [0.1, 1.0]), "decreasing"),
+    (lambda: sampling.sample_pf(lambda y, s: y, Z[0], [1.0, 0.1]), "`z`"),
     (lambda: regimes.rough_boundaries(TRAIN[:2], QUERIES), "at least 3"),
-    (lambda: regimes.energy_distance(TRAIN, QUERIES[:, :2]), "`y`"),
+    (lambda: metrics.energy_distance(TRAIN, QUERIES[:, :2]), "`y`"),
 ])
 def test_validation_errors(call, match):
   with pytest.raises(ValueError, match=match):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from memjax import memorisation as mem
-from memjax import sampling
+from memjax import neighbours, sampling
 
 
 def linear_field(a, x, t):
@@ -57,7 +57,7 @@ def test_nearest_two_equals_brute_force(q, n, d, qc, tc):
   kq, kt = jax.random.split(jax.random.PRNGKey(q))
   queries = jax.random.normal(kq, (q, d))
   train = jax.random.normal(kt, (n, d))
-  nn = mem.nearest_two(queries, train, query_chunk=qc, train_chunk=tc)
+  nn = neighbours.nearest_two(queries, train, query_chunk=qc, train_chunk=tc)
   dist = np.linalg.norm(np.asarray(queries)[:, None] - np.asarray(train)[None], axis=-1)
   order = np.argsort(dist, 1)
   np.testing.assert_allclose(nn.d1, dist[np.arange(q), order[:, 0]], rtol=1e-12)
@@ -110,7 +110,7 @@ def test_memorisation_validation():
     mem.nn_ratio(jnp.ones((3, 2)), jnp.ones((1, 2)))
   with pytest.raises(ValueError, match="same point shape"):
     mem.nn_ratio(jnp.ones((3, 2)), jnp.ones((4, 3)))
-  with pytest.raises(ValueError, match="`queries`"):
+  with pytest.raises(ValueError, match="`samples`"):  # the caller's argument name
     mem.nn_ratio(jnp.array([[np.inf, 0.0]]), jnp.ones((4, 2)))
   with pytest.raises(ValueError, match="at least one point"):
     mem.nn_ratio(jnp.ones((0, 2)), jnp.ones((4, 2)))

@@ -32,9 +32,9 @@ def test_gaussian_lemma_expected_score_norm_equals_minus_trace(sched_name, t):
   s = _analytic_score(mu, sig, sched)
   t = jnp.asarray(t, jnp.float64)
   c = sched.psi(t) ** 2 * sig + sched.sigma(t) ** 2 * jnp.eye(D)
-  # Through the velocity adapter: s → u → point_score(u) must give back s.
+  # Through the velocity adapter: s → u → point_fn(u) must give back s.
   field = lambda y, tt: paths.convert(sched, y, tt, jax.vmap(s)(y, tt), "score", "velocity")
-  s_pt = sharpness.point_score(field, sched, "velocity")
+  s_pt = paths.point_fn(field, sched, "velocity", "score")
   y = (sched.psi(t) * mu)[None] + jax.random.multivariate_normal(jax.random.PRNGKey(1), jnp.zeros(D), c, (20000,))
   sq = jax.vmap(lambda x: sharpness.score_norm_sq(s_pt, x, t))(y)
   tr, sem = sharpness.hessian_trace(s_pt, y[0], t)
@@ -53,7 +53,7 @@ def _mlp():
   module = nets.MLPField(dim=5, hidden=(16, 16), time_dim=8)
   params = nets.init_params(module, jax.random.PRNGKey(3), 5, jnp.float64)
   field = functools.partial(nets.velocity_fn(module), params)
-  return sharpness.point_score(field, paths.linear_fm(), "velocity")
+  return paths.point_fn(field, paths.linear_fm(), "velocity", "score")
 
 
 def test_lanczos_matches_dense_symmetrised_jacobian():
@@ -95,7 +95,7 @@ def _cond():
 
 def test_hs_detector_matches_dense_jacobian_and_wen_metric():
   module, params, u = _cond()
-  cs = sharpness.point_cond_score(functools.partial(u, params), paths.linear_fm(), "velocity")
+  cs = paths.point_cond_fn(functools.partial(u, params), paths.linear_fm(), "velocity", "score")
   x, t, null = jax.random.normal(jax.random.PRNGKey(10), (D,), jnp.float64), jnp.asarray(0.3, jnp.float64), 2
   sd = lambda y: cs(y, t, 1) - cs(y, t, null)
   dense = jnp.sum((jax.jacfwd(sd)(x) @ sd(x)) ** 2)
@@ -169,8 +169,8 @@ def test_validation_errors():
     sharpness.hessian_eigs(s, jnp.zeros((2, 5)), 0.5, 1, jax.random.PRNGKey(0))
   with pytest.raises(ValueError, match="`key`"):
     sharpness.hessian_trace(s, jnp.zeros(5), 0.5, num_probes=3)
-  with pytest.raises(ValueError, match="`parameterisation`"):
-    sharpness.point_score(lambda x, t: x, paths.linear_fm(), "noise")
+  with pytest.raises(ValueError, match="`src`"):
+    paths.point_fn(lambda x, t: x, paths.linear_fm(), "noise", "score")
   with pytest.raises(ValueError, match="`alpha`"):
     sharpness.sail(lambda x: x, jnp.zeros((1, 2)), alpha=-1.0)
   with pytest.raises(ValueError, match="`x0`"):

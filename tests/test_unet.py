@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from memjax import curvature, nets, unet
+from memjax import curvature, linalg, nets, unet
 
 SHAPE = (4, 4, 1)
 D = 16
@@ -94,6 +94,6 @@ def test_first_layer_hvp_matches_dense_hessian(tiny):
   theta = sub.theta
   v = jax.random.normal(jax.random.PRNGKey(8), theta.shape, jnp.float64)
   # Jitted: op-by-op dispatch of the UNet's nested derivatives took minutes on 2 cores.
-  g, hv = jax.jit(lambda th, w: curvature.hvp(loss, th, w))(theta, v)
+  g, hv = jax.jit(lambda th, w: linalg.hvp(loss, th, w))(theta, v)
   np.testing.assert_allclose(g, jax.jit(jax.grad(loss))(theta), rtol=1e-10, atol=1e-12)
   np.testing.assert_allclose(hv, jax.jit(jax.hessian(loss))(theta) @ v, rtol=1e-9, atol=1e-11)
