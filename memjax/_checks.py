@@ -4,9 +4,10 @@ Shape checks are static and work under ``jit``; finiteness checks need concrete
 values and are skipped (not faked) when the argument is a tracer, so every
 public function stays jit- and vmap-able.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import numpy as np
@@ -39,8 +40,9 @@ def check_ndim(name: str, x, ndims: Sequence[int] | int, expected: str) -> None:
 
 def check_last_dim(name: str, x, dim: int, expected: str) -> None:
   if np.ndim(x) < 1 or np.shape(x)[-1] != dim:
-    raise ValueError(f"`{name}` must have shape {expected} with last axis {dim}; "
-                     f"got shape {tuple(np.shape(x))}.")
+    raise ValueError(
+      f"`{name}` must have shape {expected} with last axis {dim}; got shape {tuple(np.shape(x))}."
+    )
 
 
 def check_positive(name: str, value) -> None:

@@ -15,7 +15,8 @@ Products, Lanczos and traces live in :mod:`memjax.linalg`.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -63,8 +64,10 @@ class ParamSubset:
   def _selected(self, params):
     leaves, treedef = jax.tree_util.tree_flatten(params)
     if treedef != jax.tree_util.tree_structure(self.frozen):
-      raise ValueError("`params` must have the same tree structure as the params the subset was built "
-                       f"from; got {treedef}.")
+      raise ValueError(
+        "`params` must have the same tree structure as the params the subset was built "
+        f"from; got {treedef}."
+      )
     return [leaf for leaf, m in zip(leaves, self.mask) if m]
 
   @property
@@ -119,8 +122,9 @@ def param_subset(params, select: Any = None) -> ParamSubset:
   leaves = [x for _, x in flat]
   if select is None:
     mask = [True] * len(leaves)
-  elif isinstance(select, str) or (isinstance(select, (list, tuple)) and select
-                                   and all(isinstance(s, str) for s in select)):
+  elif isinstance(select, str) or (
+    isinstance(select, (list, tuple)) and select and all(isinstance(s, str) for s in select)
+  ):
     pats = (select,) if isinstance(select, str) else tuple(select)
     mask = [any(p in n for p in pats) for n in names]
   elif callable(select):
@@ -128,8 +132,10 @@ def param_subset(params, select: Any = None) -> ParamSubset:
   else:
     m_leaves, m_def = jax.tree_util.tree_flatten(select)
     if m_def != treedef:
-      raise ValueError("`select` given as a mask must have the tree structure of `params`; "
-                       f"got {m_def}, expected {treedef}.")
+      raise ValueError(
+        "`select` given as a mask must have the tree structure of `params`; "
+        f"got {m_def}, expected {treedef}."
+      )
     mask = [bool(m) for m in m_leaves]
   if not any(mask):
     raise ValueError(f"`select`={select!r} selects no leaf of `params`; leaf paths are {names}.")
@@ -181,13 +187,24 @@ def _subset_or_all(params_map, subset):
   if subset is None:
     return param_subset(params_map, None)
   if jax.tree_util.tree_structure(params_map) != jax.tree_util.tree_structure(subset.frozen):
-    raise ValueError("`subset` was built from params with a different tree structure than `params_map`.")
+    raise ValueError(
+      "`subset` was built from params with a different tree structure than `params_map`."
+    )
   return ParamSubset(params_map, subset.mask, subset.names)
 
 
-def curvature_loss(apply_fn, params_map, x1: Array, x0: Array, t: Array, *,
-                   subset: ParamSubset | None = None, alpha, loss_scale=None,
-                   num_data: int | None = None) -> Callable[[Array], Array]:
+def curvature_loss(
+  apply_fn,
+  params_map,
+  x1: Array,
+  x0: Array,
+  t: Array,
+  *,
+  subset: ParamSubset | None = None,
+  alpha,
+  loss_scale=None,
+  num_data: int | None = None,
+) -> Callable[[Array], Array]:
   """Deterministic Laplace loss of the subset parameters on frozen triples.
 
   ``L(θ_B) = s Σ_b ℓ_b(merge(θ_B)) + (α/2)||θ_B||²`` with
@@ -223,13 +240,14 @@ def curvature_loss(apply_fn, params_map, x1: Array, x0: Array, t: Array, *,
 
   def loss_fn(theta_b: Array) -> Array:
     per_ex = training.fm_loss_per_example(apply_fn, subset.merge(theta_b), x1, x0, t)
-    return loss_scale * jnp.sum(per_ex) + 0.5 * alpha * jnp.sum(theta_b ** 2)
+    return loss_scale * jnp.sum(per_ex) + 0.5 * alpha * jnp.sum(theta_b**2)
 
   return loss_fn
 
 
-def curvature_residual_fn(apply_fn, params_map, x1: Array, x0: Array, t: Array, *,
-                          subset: ParamSubset | None = None) -> Callable[[Array], Array]:
+def curvature_residual_fn(
+  apply_fn, params_map, x1: Array, x0: Array, t: Array, *, subset: ParamSubset | None = None
+) -> Callable[[Array], Array]:
   """Residuals ``r_b(θ_B) = u_θ(x_t,b, t_b) − (x1_b − x0_b)``, ``(P_B,) -> (B, D)``.
 
   With these, the data term of :func:`curvature_loss` is ``s Σ_b ||r_b||²`` and

@@ -3,9 +3,11 @@
 All generators return ``float32`` arrays of shape ``(n, D)`` unless ``dtype``
 is given; they are pure (key in, arrays out).
 """
+
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -23,8 +25,8 @@ def two_point(m: float = 1.0, dtype=jnp.float32) -> jax.Array:
 class GaussianMixture(NamedTuple):
   """Isotropic Gaussian mixture ``Σ_k w_k N(μ_k, s_k² I)``."""
 
-  means: jax.Array    # (K, D)
-  stds: jax.Array     # (K,)
+  means: jax.Array  # (K, D)
+  stds: jax.Array  # (K,)
   weights: jax.Array  # (K,), sums to 1
 
   @property
@@ -40,17 +42,22 @@ def gaussian_mixture(means, stds, weights=None, dtype=jnp.float32) -> GaussianMi
   stds = jnp.broadcast_to(jnp.asarray(stds, dtype), (k,))
   weights = jnp.full((k,), 1.0 / k, dtype) if weights is None else jnp.asarray(weights, dtype)
   if weights.shape != (k,):
-    raise ValueError(f"`weights` must have shape ({k},) matching `means` (K, D); got {weights.shape}.")
+    raise ValueError(
+      f"`weights` must have shape ({k},) matching `means` (K, D); got {weights.shape}."
+    )
   for name, arr in (("means", means), ("stds", stds), ("weights", weights)):
     _checks.check_finite(name, arr)
   _checks.check_positive("stds", stds)
-  if _checks.is_concrete(weights) and (np.any(np.asarray(weights) < 0) or
-                                       not np.isclose(float(np.sum(weights)), 1.0, atol=1e-5)):
+  if _checks.is_concrete(weights) and (
+    np.any(np.asarray(weights) < 0) or not np.isclose(float(np.sum(weights)), 1.0, atol=1e-5)
+  ):
     raise ValueError(f"`weights` must be non-negative and sum to 1; got {weights}.")
   return GaussianMixture(means, stds, weights)
 
 
-def ring_mixture(num_modes: int = 8, radius: float = 2.0, std: float = 0.15, dtype=jnp.float32) -> GaussianMixture:
+def ring_mixture(
+  num_modes: int = 8, radius: float = 2.0, std: float = 0.15, dtype=jnp.float32
+) -> GaussianMixture:
   """``num_modes`` equal-weight 2D Gaussians evenly spaced on a circle."""
   ang = 2 * np.pi * np.arange(num_modes) / num_modes
   means = radius * np.stack([np.cos(ang), np.sin(ang)], -1)
@@ -74,7 +81,9 @@ def mixture_log_prob(gmm: GaussianMixture, x: jax.Array) -> jax.Array:
   """``log Σ_k w_k N(x; μ_k, s_k² I)`` for ``x`` of shape ``(n, D)``."""
   d = gmm.dim
   sq = jnp.sum((x[:, None, :] - gmm.means[None]) ** 2, -1)
-  logn = -0.5 * sq / gmm.stds[None] ** 2 - d * jnp.log(gmm.stds)[None] - 0.5 * d * jnp.log(2 * jnp.pi)
+  logn = (
+    -0.5 * sq / gmm.stds[None] ** 2 - d * jnp.log(gmm.stds)[None] - 0.5 * d * jnp.log(2 * jnp.pi)
+  )
   return jax.scipy.special.logsumexp(logn + jnp.log(gmm.weights)[None], axis=-1)
 
 
@@ -124,14 +133,18 @@ def load_digits(flatten: bool = False):
   Returns ``(images (1797, 8, 8, 1) or (1797, 64), labels (1797,))`` as numpy arrays.
   """
   from sklearn import datasets
+
   d = datasets.load_digits()
   x = to_unit_range(d.images, 16.0)
   x = x.reshape(len(x), -1) if flatten else x[..., None]
   return x, d.target.astype(np.int32)
 
 
-def load_tfds(name: str, split: str = "train", max_examples: int | None = None, batch_size: int = 1024):
-  """Load ``mnist`` or ``cifar10`` through ``tfds.data_source`` (array_record; no tensorflow needed).
+def load_tfds(
+  name: str, split: str = "train", max_examples: int | None = None, batch_size: int = 1024
+):
+  """Load ``mnist`` or ``cifar10`` through ``tfds.data_source`` (array_record; no tensorflow
+  needed).
 
   Images are scaled to [−1, 1] as ``float32 (N, H, W, C)``; labels ``int32 (N,)``.
   Downloads need network: on an offline machine prepare the data beforehand
@@ -140,6 +153,7 @@ def load_tfds(name: str, split: str = "train", max_examples: int | None = None, 
   if name not in ("mnist", "cifar10"):
     raise ValueError(f"`name` must be 'mnist' or 'cifar10'; got {name!r}.")
   import tensorflow_datasets as tfds  # lazy: the core library works without TFDS
+
   source = tfds.data_source(name, split=split)
   n = len(source) if max_examples is None else min(max_examples, len(source))
   images, labels = [], []
@@ -150,9 +164,19 @@ def load_tfds(name: str, split: str = "train", max_examples: int | None = None, 
   return to_unit_range(np.concatenate(images), 255.0), np.concatenate(labels).astype(np.int32)
 
 
-def class_subset(key: jax.Array, images: np.ndarray, labels: np.ndarray, n: int, classes: Sequence[int] | None = None):
-  """Deterministic subset of ``n`` images (optionally restricted to ``classes``); returns ``(images, labels)``."""
-  idx = np.arange(len(images)) if classes is None else np.flatnonzero(np.isin(labels, list(classes)))
+def class_subset(
+  key: jax.Array,
+  images: np.ndarray,
+  labels: np.ndarray,
+  n: int,
+  classes: Sequence[int] | None = None,
+):
+  """Deterministic subset of ``n`` images (optionally restricted to ``classes``); returns ``(images,
+  labels)``.
+  """
+  idx = (
+    np.arange(len(images)) if classes is None else np.flatnonzero(np.isin(labels, list(classes)))
+  )
   if not 0 < n <= len(idx):
     raise ValueError(f"`n` must be in [1, {len(idx)}] for the selected classes; got {n}.")
   pick = np.sort(np.asarray(jax.random.permutation(key, len(idx)))[:n])
@@ -174,27 +198,35 @@ class ManifoldMixture(NamedTuple):
   (curved, LID = d_k). ``A_k`` has orthonormal columns.
   """
 
-  kinds: tuple       # (K,) strings in MANIFOLD_KINDS
-  dims: tuple        # (K,) ints, the analytic LID of each component
+  kinds: tuple  # (K,) strings in MANIFOLD_KINDS
+  dims: tuple  # (K,) ints, the analytic LID of each component
   centres: jax.Array  # (K, D)
-  frames: tuple      # (K,) arrays (D, d_k) or (D, d_k + 1)
-  scale: float       # h (affine half-width) or r (sphere radius)
+  frames: tuple  # (K,) arrays (D, d_k) or (D, d_k + 1)
+  scale: float  # h (affine half-width) or r (sphere radius)
 
   @property
   def ambient_dim(self) -> int:
     return int(self.centres.shape[-1])
 
 
-def manifold_mixture(key: jax.Array, dims: Sequence[int] = (2, 4, 8), kinds: Sequence[str] | None = None,
-                     ambient_dim: int = 10, scale: float = 1.5, separation: float = 8.0,
-                     dtype=jnp.float32) -> ManifoldMixture:
+def manifold_mixture(
+  key: jax.Array,
+  dims: Sequence[int] = (2, 4, 8),
+  kinds: Sequence[str] | None = None,
+  ambient_dim: int = 10,
+  scale: float = 1.5,
+  separation: float = 8.0,
+  dtype=jnp.float32,
+) -> ManifoldMixture:
   """Random frames and centres for a :class:`ManifoldMixture` (deterministic given ``key``).
 
   Centres are ``separation·q_k`` with ``q_k`` orthonormal (``K ≤ D``), so pieces are
   ``separation·√2`` apart; ``kinds`` defaults to alternating affine / sphere.
   """
   dims = tuple(int(d) for d in dims)
-  kinds = tuple(kinds) if kinds is not None else tuple(MANIFOLD_KINDS[i % 2] for i in range(len(dims)))
+  kinds = (
+    tuple(kinds) if kinds is not None else tuple(MANIFOLD_KINDS[i % 2] for i in range(len(dims)))
+  )
   if len(kinds) != len(dims) or any(k not in MANIFOLD_KINDS for k in kinds):
     raise ValueError(f"`kinds` must be {len(dims)} entries from {MANIFOLD_KINDS}; got {kinds}.")
   if not 0 < len(dims) <= ambient_dim:
@@ -207,12 +239,16 @@ def manifold_mixture(key: jax.Array, dims: Sequence[int] = (2, 4, 8), kinds: Seq
   kc, *kf = jax.random.split(key, len(dims) + 1)
   orth = lambda k, m: jnp.linalg.qr(jax.random.normal(k, (ambient_dim, m)))[0]
   centres = separation * orth(kc, len(dims)).T
-  frames = tuple(orth(k, d + (kind == "sphere")).astype(dtype) for k, d, kind in zip(kf, dims, kinds))
+  frames = tuple(
+    orth(k, d + (kind == "sphere")).astype(dtype) for k, d, kind in zip(kf, dims, kinds)
+  )
   return ManifoldMixture(kinds, dims, centres.astype(dtype), frames, float(scale))
 
 
 def sample_manifold_mixture(key: jax.Array, mix: ManifoldMixture, n: int):
-  """Draw ``n`` points; returns ``(x (n, D), component (n,), lid (n,))`` with the analytic LID per point."""
+  """Draw ``n`` points; returns ``(x (n, D), component (n,), lid (n,))`` with the analytic LID per
+  point.
+  """
   kc, *ks = jax.random.split(key, len(mix.dims) + 1)
   comp = jax.random.randint(kc, (n,), 0, len(mix.dims))
   dtype = mix.centres.dtype
@@ -231,13 +267,21 @@ def sample_manifold_mixture(key: jax.Array, mix: ManifoldMixture, n: int):
 class VonMisesAtom(NamedTuple):
   """Training set of the von Mises toy: a circle plus a duplicated atom."""
 
-  x: jax.Array        # (n_circle + copies, 2)
+  x: jax.Array  # (n_circle + copies, 2)
   is_atom: jax.Array  # (n_circle + copies,) bool
-  lid: jax.Array      # (n_circle + copies,) analytic LID*: 1 on the circle, 0 at the atom
+  lid: jax.Array  # (n_circle + copies,) analytic LID*: 1 on the circle, 0 at the atom
 
 
-def von_mises_atom(key: jax.Array, n_circle: int = 100, kappa: float = 1.0, mu: float = 0.0,
-                   radius: float = 1.0, atom=(0.0, 0.0), copies: int = 20, dtype=jnp.float32) -> VonMisesAtom:
+def von_mises_atom(
+  key: jax.Array,
+  n_circle: int = 100,
+  kappa: float = 1.0,
+  mu: float = 0.0,
+  radius: float = 1.0,
+  atom=(0.0, 0.0),
+  copies: int = 20,
+  dtype=jnp.float32,
+) -> VonMisesAtom:
   """Angles ``θ ~ vonMises(μ, κ)`` on a circle of ``radius`` plus ``copies`` identical atoms.
 
   The density on the circle is ``∝ exp(κ cos(θ − μ))``, so the arc around ``μ + π``
@@ -260,17 +304,29 @@ def von_mises_atom(key: jax.Array, n_circle: int = 100, kappa: float = 1.0, mu: 
 # Sharpness toys (seed 003).
 
 
-def sharp_broad_mixture(sharp_mean=(2.5, 2.5), sharp_std: float = 0.01, broad_std: float = 1.0,
-                        sharp_weight: float = 0.05, dtype=jnp.float32) -> GaussianMixture:
-  """2D ``w N(μ_s, s_s² I) + (1 − w) N(0, s_b² I)``: a sharp mode (tiny covariance, mass ``w = 5%``) and a broad one."""
+def sharp_broad_mixture(
+  sharp_mean=(2.5, 2.5),
+  sharp_std: float = 0.01,
+  broad_std: float = 1.0,
+  sharp_weight: float = 0.05,
+  dtype=jnp.float32,
+) -> GaussianMixture:
+  """2D ``w N(μ_s, s_s² I) + (1 − w) N(0, s_b² I)``: a sharp mode (tiny covariance, mass ``w = 5%``)
+  and a broad one.
+  """
   if not 0 < sharp_weight < 1:
     raise ValueError(f"`sharp_weight` must be in (0, 1); got {sharp_weight}.")
-  return gaussian_mixture([list(sharp_mean), [0.0] * len(sharp_mean)], [sharp_std, broad_std],
-                          [sharp_weight, 1.0 - sharp_weight], dtype=dtype)
+  return gaussian_mixture(
+    [list(sharp_mean), [0.0] * len(sharp_mean)],
+    [sharp_std, broad_std],
+    [sharp_weight, 1.0 - sharp_weight],
+    dtype=dtype,
+  )
 
 
 def duplicated_sample(key: jax.Array, gmm: GaussianMixture, n: int, duplicate: int = 0):
-  """``n`` draws from ``gmm`` where every draw of component ``duplicate`` is replaced by ONE shared draw.
+  """``n`` draws from ``gmm`` where every draw of component ``duplicate`` is replaced by ONE shared
+  draw.
 
   Models a duplicated training point (the sharp mode). Returns ``(x (n, D), component (n,),
   unique (U, D))`` with ``unique`` the distinct rows (for the nearest-neighbour ratio).
@@ -287,17 +343,25 @@ def duplicated_sample(key: jax.Array, gmm: GaussianMixture, n: int, duplicate: i
 class DuplicatedDigits(NamedTuple):
   """Class-conditional digits set: one class generalised, one image duplicated many times."""
 
-  x: np.ndarray         # (N, 64) training images (with the copies)
-  y: np.ndarray         # (N,) labels remapped to 0 (general class) and 1 (duplicated class)
-  unique: np.ndarray    # (U, 64) distinct training images
+  x: np.ndarray  # (N, 64) training images (with the copies)
+  y: np.ndarray  # (N,) labels remapped to 0 (general class) and 1 (duplicated class)
+  unique: np.ndarray  # (U, 64) distinct training images
   dup_image: np.ndarray  # (64,) the duplicated image
-  held_out: tuple       # (held-out class-0 images, held-out class-1 images)
+  held_out: tuple  # (held-out class-0 images, held-out class-1 images)
 
 
-def duplicated_digits(key: jax.Array, general_class: int = 0, dup_class: int = 1, n_general: int = 120,
-                      n_dup_class_distinct: int = 20, copies: int = 100) -> DuplicatedDigits:
-  """Digits (flattened, [−1, 1]): ``n_general`` distinct images of ``general_class`` (label 0) and, with
-  label 1, ``n_dup_class_distinct`` distinct images of ``dup_class`` plus one of its images repeated ``copies``×.
+def duplicated_digits(
+  key: jax.Array,
+  general_class: int = 0,
+  dup_class: int = 1,
+  n_general: int = 120,
+  n_dup_class_distinct: int = 20,
+  copies: int = 100,
+) -> DuplicatedDigits:
+  """Digits (flattened, [−1, 1]): ``n_general`` distinct images of ``general_class`` (label 0) and,
+  with
+  label 1, ``n_dup_class_distinct`` distinct images of ``dup_class`` plus one of its images repeated
+  ``copies``×.
   The remaining images of each class are held out (for quality proxies)."""
   images, labels = load_digits(flatten=True)
   kg, kd = jax.random.split(key)
@@ -305,7 +369,9 @@ def duplicated_digits(key: jax.Array, general_class: int = 0, dup_class: int = 1
   for k, cls, n in ((kg, general_class, n_general), (kd, dup_class, n_dup_class_distinct + 1)):
     idx = np.flatnonzero(labels == cls)
     if not 0 < n < len(idx):
-      raise ValueError(f"class {cls} has {len(idx)} images; asked for {n} training images (keep some held out).")
+      raise ValueError(
+        f"class {cls} has {len(idx)} images; asked for {n} training images (keep some held out)."
+      )
     perm = idx[np.asarray(jax.random.permutation(k, len(idx)))]
     parts.append((images[perm[:n]], images[perm[n:]]))
   (g_train, g_held), (d_train, d_held) = parts

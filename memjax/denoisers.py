@@ -1,4 +1,5 @@
-r"""Denoisers ``D(y, σ)`` in the variance-exploding view: the empirical optimum, Wiener, trained models.
+r"""Denoisers ``D(y, σ)`` in the variance-exploding view: the empirical optimum, Wiener, trained
+models.
 
 Everything is in the VE view ``y = ψ x + σ z`` with ``z ~ N(0, I)`` and, unless stated,
 ``ψ = 1``. For a training set ``{x_i}_{i=1..n} ⊂ R^d`` the noised empirical distribution is
@@ -40,10 +41,10 @@ Denoiser = paths.Denoiser
 class Posterior(NamedTuple):
   """Posterior summaries of ``w_i(y, σ)`` for each query (leading axis ``Q``)."""
 
-  denoiser: jax.Array    # (Q, d)  D*_σ(y) = Σ_i w_i x_i
-  log_norm: jax.Array    # (Q,)    log Σ_i exp(−||y − ψ x_i||² / (2σ²))
+  denoiser: jax.Array  # (Q, d)  D*_σ(y) = Σ_i w_i x_i
+  log_norm: jax.Array  # (Q,)    log Σ_i exp(−||y − ψ x_i||² / (2σ²))
   max_weight: jax.Array  # (Q,)    max_i w_i
-  entropy: jax.Array     # (Q,)    H = −Σ_i w_i log w_i (nats)
+  entropy: jax.Array  # (Q,)    H = −Σ_i w_i log w_i (nats)
 
   @property
   def n_eff(self) -> jax.Array:
@@ -105,12 +106,15 @@ def _posterior(train, y, sigma, psi, query_chunk, train_chunk):
 
 def _check_sigma(sigma, nq):
   if jnp.ndim(sigma) not in (0, 1) or (jnp.ndim(sigma) == 1 and jnp.shape(sigma)[0] != nq):
-    raise ValueError(f"`sigma` must be a scalar or have shape ({nq},); got shape {jnp.shape(sigma)}.")
+    raise ValueError(
+      f"`sigma` must be a scalar or have shape ({nq},); got shape {jnp.shape(sigma)}."
+    )
   _checks.check_positive("sigma", sigma)
 
 
-def posterior(train: jax.Array, y: jax.Array, sigma, *, psi=1.0, query_chunk: int = 512,
-              train_chunk: int = 1024) -> Posterior:
+def posterior(
+  train: jax.Array, y: jax.Array, sigma, *, psi=1.0, query_chunk: int = 512, train_chunk: int = 1024
+) -> Posterior:
   """Posterior summaries of ``w_i(y,σ) = softmax_i(−||y − ψx_i||²/(2σ²))``, chunked.
 
   Args:
@@ -130,8 +134,14 @@ def posterior(train: jax.Array, y: jax.Array, sigma, *, psi=1.0, query_chunk: in
     if val < 1:
       raise ValueError(f"`{name}` must be >= 1; got {val}.")
   dtype = jnp.result_type(train, y)
-  return _posterior(train.astype(dtype), y.astype(dtype), jnp.asarray(sigma, dtype), jnp.asarray(psi, dtype),
-                    max(1, min(query_chunk, y.shape[0])), max(1, min(train_chunk, train.shape[0])))
+  return _posterior(
+    train.astype(dtype),
+    y.astype(dtype),
+    jnp.asarray(sigma, dtype),
+    jnp.asarray(psi, dtype),
+    max(1, min(query_chunk, y.shape[0])),
+    max(1, min(train_chunk, train.shape[0])),
+  )
 
 
 def posterior_weights(train: jax.Array, y: jax.Array, sigma, *, psi=1.0) -> jax.Array:
@@ -166,15 +176,19 @@ def empirical_score(train: jax.Array, y: jax.Array, sigma, *, psi=1.0, **kw) -> 
 
 
 class LinearGaussian(NamedTuple):
-  """Gaussian fit ``N(μ̂, Σ̂)`` of the training set, ``Σ̂ = U diag(λ) Uᵀ`` (thin SVD, rank ≤ min(N, d))."""
+  """Gaussian fit ``N(μ̂, Σ̂)`` of the training set, ``Σ̂ = U diag(λ) Uᵀ`` (thin SVD, rank ≤ min(N,
+  d)).
+  """
 
-  mean: jax.Array     # (d,)
-  basis: jax.Array    # (d, k) orthonormal columns U
+  mean: jax.Array  # (d,)
+  basis: jax.Array  # (d, k) orthonormal columns U
   eigvals: jax.Array  # (k,) λ = s²/N (the empirical measure's covariance, 1/N normalisation)
 
 
 def fit_linear_gaussian(train: jax.Array) -> LinearGaussian:
-  """Mean and covariance ``Σ̂ = (1/N) X_cᵀX_c`` of the empirical measure via the thin SVD of ``X_c``."""
+  """Mean and covariance ``Σ̂ = (1/N) X_cᵀX_c`` of the empirical measure via the thin SVD of
+  ``X_c``.
+  """
   train = jnp.asarray(train)
   _checks.check_ndim("train", train, 2, "(N, d)")
   _checks.check_finite("train", train)
@@ -199,24 +213,30 @@ def linear_denoiser(lg: LinearGaussian, y: jax.Array, sigma) -> jax.Array:
 # Denoisers of trained models, in the VE view.
 
 
-def schedule_denoiser(field, params, schedule: paths.Schedule, sigma_to_t, parameterisation: str = "velocity"):
-  """VE denoiser ``D(y, σ) = x̂(ψ(t) y, t)`` of a network ``field(params, x, t)`` trained on ``schedule``.
+def schedule_denoiser(
+  field, params, schedule: paths.Schedule, sigma_to_t, parameterisation: str = "velocity"
+):
+  """VE denoiser ``D(y, σ) = x̂(ψ(t) y, t)`` of a network ``field(params, x, t)`` trained on
+  ``schedule``.
 
   ``sigma_to_t`` maps the VE level ``σ = σ_s(t)/ψ(t)`` to the schedule's time;
   the output is converted to a data prediction with :func:`memjax.paths.convert`.
   Returns ``denoise(y (Q, d), σ scalar) -> (Q, d)``.
   """
+
   def denoise(y, sigma):
     t = jnp.broadcast_to(jnp.asarray(sigma_to_t(sigma), y.dtype), y.shape[:1])
     x_t = schedule.psi(t)[:, None] * y
     return paths.convert(schedule, x_t, t, field(params, x_t, t), parameterisation, "x0")
+
   return denoise
 
 
 def fm_denoiser(apply_fn, params) -> Denoiser:
   """VE denoiser of a linear flow-matching velocity field ``u_θ(x, t)``.
 
-  ``t = 1/(1+σ)``, ``x_t = t·y`` and ``x̂ = x_t + (1 − t) u_θ(x_t, t)`` (velocity → x0 for ψ = t, σ = 1 − t).
+  ``t = 1/(1+σ)``, ``x_t = t·y`` and ``x̂ = x_t + (1 − t) u_θ(x_t, t)`` (velocity → x0 for ψ = t, σ
+  = 1 − t).
   """
   return schedule_denoiser(apply_fn, params, paths.linear_fm(), paths.fm_sigma_to_t, "velocity")
 
@@ -226,8 +246,12 @@ def windowed(base: Denoiser, other: Denoiser, lo, hi, lam=1.0) -> Denoiser:
 
   ``lo``, ``hi``, ``lam`` may be traced, so one compiled sampler serves every window.
   """
+
   def denoise(y, sigma):
     d_base = base(y, sigma)
     inside = (sigma >= lo) & (sigma <= hi)
-    return jax.lax.cond(inside, lambda: (1.0 - lam) * d_base + lam * other(y, sigma), lambda: d_base)
+    return jax.lax.cond(
+      inside, lambda: (1.0 - lam) * d_base + lam * other(y, sigma), lambda: d_base
+    )
+
   return denoise

@@ -1,4 +1,5 @@
-"""Device parallelism for row-independent work: posterior samples, generated samples, LID query points.
+"""Device parallelism for row-independent work: posterior samples, generated samples, LID query
+points.
 
 Everything memjax batches over a leading axis (geodesics per tangent velocity,
 ODE generation per noise vector, FLIPD / normal bundle per point, nearest
@@ -14,20 +15,24 @@ at the start of every process; ``jax.devices()`` then lists the devices of all
 hosts and :func:`make_mesh` spans them, so the same code shards across hosts.
 Inputs must be the same on every host (e.g. generated from the same key).
 """
+
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 AXIS = "d"
 
 
 def initialize_multihost(**kwargs) -> None:
-  """``jax.distributed.initialize(**kwargs)`` (coordinator address, process count/id; auto on TPU/SLURM)."""
+  """``jax.distributed.initialize(**kwargs)`` (coordinator address, process count/id; auto on
+  TPU/SLURM).
+  """
   jax.distributed.initialize(**kwargs)
 
 
@@ -40,7 +45,9 @@ def make_mesh(devices: Sequence[jax.Device] | None = None, axis_name: str = AXIS
 
 
 def default_mesh() -> Mesh | None:
-  """A mesh over all devices if there is more than one, else ``None`` (plain single-device execution)."""
+  """A mesh over all devices if there is more than one, else ``None`` (plain single-device
+  execution).
+  """
   return make_mesh() if jax.device_count() > 1 else None
 
 
@@ -54,13 +61,17 @@ def pad_rows(x: jax.Array, multiple: int) -> jax.Array:
 
 
 def shard_rows(x: jax.Array, mesh: Mesh, axis_name: str = AXIS) -> jax.Array:
-  """Pad the leading axis of ``x`` to a multiple of the mesh size and place it row-sharded on the mesh."""
-  return jax.device_put(pad_rows(jnp.asarray(x), mesh.shape[axis_name]),
-                        NamedSharding(mesh, P(axis_name)))
+  """Pad the leading axis of ``x`` to a multiple of the mesh size and place it row-sharded on the
+  mesh.
+  """
+  return jax.device_put(
+    pad_rows(jnp.asarray(x), mesh.shape[axis_name]), NamedSharding(mesh, P(axis_name))
+  )
 
 
 def map_rows(fn: Callable, *arrays: jax.Array, mesh: Mesh | None, axis_name: str = AXIS):
-  """``fn(*arrays)`` for a row-independent batched ``fn``, with rows split over the devices of ``mesh``.
+  """``fn(*arrays)`` for a row-independent batched ``fn``, with rows split over the devices of
+  ``mesh``.
 
   Args:
     fn: maps arrays with a common leading axis ``N`` to a pytree of arrays with
@@ -79,18 +90,27 @@ def map_rows(fn: Callable, *arrays: jax.Array, mesh: Mesh | None, axis_name: str
   n = arrays[0].shape[0]
   for i, a in enumerate(arrays):
     if a.shape[0] != n:
-      raise ValueError(f"`arrays[{i}]` must have leading axis {n} like `arrays[0]`; got shape {a.shape}.")
+      raise ValueError(
+        f"`arrays[{i}]` must have leading axis {n} like `arrays[0]`; got shape {a.shape}."
+      )
   if axis_name not in mesh.shape:
     raise ValueError(f"`mesh` must have an axis named {axis_name!r}; got axes {tuple(mesh.shape)}.")
   sharded = [shard_rows(a, mesh, axis_name) for a in arrays]
   spec = P(axis_name)
-  mapped = jax.shard_map(fn, mesh=mesh, in_specs=(spec,) * len(arrays), out_specs=spec, check_vma=False)
+  mapped = jax.shard_map(
+    fn, mesh=mesh, in_specs=(spec,) * len(arrays), out_specs=spec, check_vma=False
+  )
   out = jax.jit(mapped)(*sharded)
   return jax.tree.map(lambda o: o[:n], out)
 
 
 def device_summary() -> dict:
   """Process and device counts and kinds (for results.json and benchmarks)."""
-  return {"process_count": jax.process_count(), "process_index": jax.process_index(),
-          "device_count": jax.device_count(), "local_device_count": jax.local_device_count(),
-          "device_kind": jax.devices()[0].device_kind, "platform": jax.devices()[0].platform}
+  return {
+    "process_count": jax.process_count(),
+    "process_index": jax.process_index(),
+    "device_count": jax.device_count(),
+    "local_device_count": jax.local_device_count(),
+    "device_kind": jax.devices()[0].device_kind,
+    "platform": jax.devices()[0].platform,
+  }

@@ -1,7 +1,8 @@
 """Laplace approximations over weights: tangent Gaussian, Euclidean and Riemannian samples.
 
 Given top-k eigenpairs ``(λ_i, u_i)`` of the Hessian of a loss ``L`` at its
-minimiser ``θ*`` (:func:`fit`; products and Lanczos from :mod:`memjax.linalg`), the tangent Gaussian is
+minimiser ``θ*`` (:func:`fit`; products and Lanczos from :mod:`memjax.linalg`), the tangent Gaussian
+is
 
   ``Σ = U diag(1/(λ+α)) Uᵀ + α⁻¹ (I − UUᵀ)``   (U: rows u_i, orthonormal),
 
@@ -12,9 +13,11 @@ with ``γ(0) = θ*``, ``γ̇(0) = v``:
 
   ``γ̈ = − g (γ̇ᵀ H γ̇) / (1 + gᵀg)``,  ``g = ∇L(γ)``,  ``H = ∇²L(γ)``.
 """
+
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import diffrax
 import jax
@@ -49,8 +52,10 @@ def _check_eig(eig):
   _checks.check_ndim("eig.values", values, 1, "(k,)")
   _checks.check_ndim("eig.vectors", vectors, 2, "(k, P)")
   if np.shape(vectors)[0] != np.shape(values)[0]:
-    raise ValueError(f"`eig.vectors` must have shape (k, P) with k = {np.shape(values)[0]} "
-                     f"(len of eig.values); got {np.shape(vectors)}.")
+    raise ValueError(
+      f"`eig.vectors` must have shape (k, P) with k = {np.shape(values)[0]} "
+      f"(len of eig.values); got {np.shape(vectors)}."
+    )
   _checks.check_finite("eig.values", values)
   _checks.check_finite("eig.vectors", vectors)
 
@@ -76,7 +81,9 @@ def _lift(x: Array, like: Array) -> Array:
 
 
 def tangent_covariance(tg: TangentGaussian) -> Callable[[Array], Array]:
-  """Matrix-free ``Σ w = Uᵀ diag(1/(λ+α)) U w + α⁻¹ (w − UᵀU w)`` for ``w`` of shape ``(..., P)``."""
+  """Matrix-free ``Σ w = Uᵀ diag(1/(λ+α)) U w + α⁻¹ (w − UᵀU w)`` for ``w`` of shape ``(...,
+  P)``.
+  """
 
   def cov(w: Array) -> Array:
     c = w @ tg.vectors.T  # (..., k)
@@ -109,8 +116,16 @@ def tangent_sqrt(tg: TangentGaussian, z: Array, subspace_only: bool = False) -> 
 _MODES = ("full", "subspace", "single")
 
 
-def sample_velocities(eig, alpha, eta, key: Array, num: int, mode: str = "full",
-                      index: int | None = None, clip: bool = True) -> Array:
+def sample_velocities(
+  eig,
+  alpha,
+  eta,
+  key: Array,
+  num: int,
+  mode: str = "full",
+  index: int | None = None,
+  clip: bool = True,
+) -> Array:
   """Initial velocities ``v = η Σ^{1/2} z`` of the Laplace samples.
 
   Modes (``z ~ N(0, I_P)``, ``ζ ~ N(0, 1)``):
@@ -166,9 +181,11 @@ def euclidean(theta_map: Array, v: Array) -> Array:
 
 
 def geodesic_speed(loss_fn: Callable[[Array], Array], theta: Array, velocity: Array) -> Array:
-  """Squared speed ``γ̇ᵀ G γ̇ = ||γ̇||² + (gᵀγ̇)²`` with ``g = ∇L(θ)``; ``(P,)`` inputs -> ``()``."""
+  """Squared speed ``γ̇ᵀ G γ̇ = ||γ̇||² + (gᵀγ̇)²`` with ``g = ∇L(θ)``; ``(P,)`` inputs ->
+  ``()``.
+  """
   g = jax.grad(loss_fn)(theta)
-  return jnp.sum(velocity ** 2) + jnp.dot(g, velocity) ** 2
+  return jnp.sum(velocity**2) + jnp.dot(g, velocity) ** 2
 
 
 def geodesic_rhs(loss_fn: Callable[[Array], Array]):
@@ -249,9 +266,20 @@ def _check_riemannian_args(theta_map, v, solver, rtol, atol, t1, max_steps, save
         raise ValueError(f"`saveat_ts` must be strictly increasing within [0, t1={t1}]; got {ts}.")
 
 
-def riemannian(loss_fn: Callable[[Array], Array], theta_map: Array, v: Array, *,
-               solver: str = "tsit5", rtol=1e-6, atol=1e-8, t1=1.0, max_steps: int = 4096,
-               dt0=None, saveat_ts: Array | None = None, mesh=None) -> RiemannianResult:
+def riemannian(
+  loss_fn: Callable[[Array], Array],
+  theta_map: Array,
+  v: Array,
+  *,
+  solver: str = "tsit5",
+  rtol=1e-6,
+  atol=1e-8,
+  t1=1.0,
+  max_steps: int = 4096,
+  dt0=None,
+  saveat_ts: Array | None = None,
+  mesh=None,
+) -> RiemannianResult:
   """Riemannian Laplace samples ``θ_R = γ(t1)`` by solving the geodesic ODE per sample.
 
   Solves ``γ̈ = − g (γ̇ᵀ H γ̇)/(1 + gᵀg)``, ``γ(0) = θ*``, ``γ̇(0) = v_s`` on
@@ -286,15 +314,33 @@ def riemannian(loss_fn: Callable[[Array], Array], theta_map: Array, v: Array, *,
   s0_all = jax.vmap(lambda vs: geodesic_speed(loss_fn, theta_map, vs))(v)
 
   def solve_one(v_s):
-    sol = diffrax.diffeqsolve(term, _SOLVERS[solver](), 0.0, t1, dt0, (theta_map, v_s),
-                              saveat=saveat, stepsize_controller=controller,
-                              max_steps=max_steps, throw=False)
+    sol = diffrax.diffeqsolve(
+      term,
+      _SOLVERS[solver](),
+      0.0,
+      t1,
+      dt0,
+      (theta_map, v_s),
+      saveat=saveat,
+      stepsize_controller=controller,
+      max_steps=max_steps,
+      throw=False,
+    )
     thetas, vels = sol.ys
-    return (thetas, vels, sol.ts[-1], sampling.result_code(sol.result),
-            sol.result == diffrax.RESULTS.successful, sol.stats["num_steps"],
-            sol.stats["num_accepted_steps"], sol.stats["num_rejected_steps"])
+    return (
+      thetas,
+      vels,
+      sol.ts[-1],
+      sampling.result_code(sol.result),
+      sol.result == diffrax.RESULTS.successful,
+      sol.stats["num_steps"],
+      sol.stats["num_accepted_steps"],
+      sol.stats["num_rejected_steps"],
+    )
 
-  thetas, vels, t_final, code, ok, n_steps, n_acc, n_rej = distributed.map_rows(jax.vmap(solve_one), v, mesh=mesh)
+  thetas, vels, t_final, code, ok, n_steps, n_acc, n_rej = distributed.map_rows(
+    jax.vmap(solve_one), v, mesh=mesh
+  )
   theta, vel = thetas[:, -1], vels[:, -1]
   s1 = jax.vmap(lambda th, ve: geodesic_speed(loss_fn, th, ve))(theta, vel)
   diff = jnp.abs(s1 - s0_all)
@@ -302,8 +348,9 @@ def riemannian(loss_fn: Callable[[Array], Array], theta_map: Array, v: Array, *,
   traj = traj_v = None
   if saveat_ts is not None:
     traj, traj_v = thetas[:, :-1], vels[:, :-1]
-  return RiemannianResult(theta, vel, code, ok, t_final, n_steps, n_acc, n_rej, drift,
-                          saveat_ts, traj, traj_v)
+  return RiemannianResult(
+    theta, vel, code, ok, t_final, n_steps, n_acc, n_rej, drift, saveat_ts, traj, traj_v
+  )
 
 
 def summarise_failures(res: RiemannianResult) -> dict:
@@ -318,16 +365,26 @@ def summarise_failures(res: RiemannianResult) -> dict:
   by_result = sampling.count_results(codes)
   messages = {sampling.result_name(c): sampling.result_message(c) for c in np.unique(codes)}
   n_ok = int(np.sum(np.asarray(res.success)))
-  return {"total": int(codes.size), "successful": n_ok, "failed": int(codes.size) - n_ok,
-          "by_result": by_result, "messages": messages}
+  return {
+    "total": int(codes.size),
+    "successful": n_ok,
+    "failed": int(codes.size) - n_ok,
+    "by_result": by_result,
+    "messages": messages,
+  }
 
 
 # ---------------------------------------------------------------------------
 # Convenience: the whole tangent-space fit from a flat loss.
 
 
-def fit_eigenpairs(loss_fn: Callable[[Array], Array], theta_map: Array, k: int, key: Array,
-                   num_iters: int | None = None) -> linalg.Eigenpairs:
+def fit_eigenpairs(
+  loss_fn: Callable[[Array], Array],
+  theta_map: Array,
+  k: int,
+  key: Array,
+  num_iters: int | None = None,
+) -> linalg.Eigenpairs:
   """Top-k Ritz pairs of ``H = ∇²L(θ*)`` by Lanczos on HVPs (``jvp∘grad``), raw (unclipped) values.
 
   Args:
@@ -343,13 +400,25 @@ def fit_eigenpairs(loss_fn: Callable[[Array], Array], theta_map: Array, k: int, 
   @jax.jit
   def run(theta, key):
     matvec = lambda v: linalg.hvp(loss_fn, theta, v)[1]
-    return linalg.lanczos_topk(matvec, theta.shape[0], k, key, num_iters=num_iters, dtype=theta.dtype)
+    return linalg.lanczos_topk(
+      matvec, theta.shape[0], k, key, num_iters=num_iters, dtype=theta.dtype
+    )
 
   return run(theta_map, key)
 
 
-def paired_samples(loss_fn: Callable[[Array], Array], theta_map: Array, eig, alpha, eta, key: Array,
-                   num: int, *, mode: str = "full", **riemannian_kw):
+def paired_samples(
+  loss_fn: Callable[[Array], Array],
+  theta_map: Array,
+  eig,
+  alpha,
+  eta,
+  key: Array,
+  num: int,
+  *,
+  mode: str = "full",
+  **riemannian_kw,
+):
   """Euclidean and Riemannian Laplace samples from the SAME tangent velocities ``v``.
 
   Returns ``(v (S, P), θ_E (S, P), RiemannianResult)``; pass the same ``key`` for
@@ -386,9 +455,21 @@ class LaplaceFit(NamedTuple):
   triples: tuple[Array, Array, Array]
 
 
-def fit(apply_fn, params, data: Array, key: Array, *, k: int, alpha, num_triples: int,
-        select=None, loss_scale=None, num_data: int | None = None,
-        num_iters: int | None = None, lanczos_key: Array | None = None) -> LaplaceFit:
+def fit(
+  apply_fn,
+  params,
+  data: Array,
+  key: Array,
+  *,
+  k: int,
+  alpha,
+  num_triples: int,
+  select=None,
+  loss_scale=None,
+  num_data: int | None = None,
+  num_iters: int | None = None,
+  lanczos_key: Array | None = None,
+) -> LaplaceFit:
   """Fit the tangent Gaussian of a flow-matching model at its MAP ``params``.
 
   Draws ``num_triples`` frozen triples from ``data`` (:func:`memjax.curvature.make_triples`),
@@ -417,12 +498,14 @@ def fit(apply_fn, params, data: Array, key: Array, *, k: int, alpha, num_triples
   k_lan = jax.random.fold_in(key, 1) if lanczos_key is None else lanczos_key
   subset = curvature.param_subset(params, select or None)
   triples = curvature.make_triples(key, data, num_triples)
-  loss_fn = curvature.curvature_loss(apply_fn, params, *triples, subset=subset, alpha=alpha,
-                                     loss_scale=loss_scale, num_data=num_data)
+  loss_fn = curvature.curvature_loss(
+    apply_fn, params, *triples, subset=subset, alpha=alpha, loss_scale=loss_scale, num_data=num_data
+  )
   theta_map = subset.theta
   eig = fit_eigenpairs(loss_fn, theta_map, k, k_lan, num_iters=num_iters)
-  return LaplaceFit(apply_fn, subset, loss_fn, theta_map, eig,
-                    jnp.asarray(alpha, theta_map.dtype), triples)
+  return LaplaceFit(
+    apply_fn, subset, loss_fn, theta_map, eig, jnp.asarray(alpha, theta_map.dtype), triples
+  )
 
 
 class PosteriorSamples(NamedTuple):
@@ -454,14 +537,21 @@ def riemannian_sampler(lfit: LaplaceFit, v: Array, **options) -> PosteriorSample
 
 
 SAMPLERS: dict[str, Callable[..., PosteriorSamples]] = {
-    "euclidean": euclidean_sampler,
-    "riemannian": riemannian_sampler,
+  "euclidean": euclidean_sampler,
+  "riemannian": riemannian_sampler,
 }
 
 
-def posterior_samples(lfit: LaplaceFit, eta, key: Array, num: int, *,
-                      samplers=("euclidean", "riemannian"), mode: str = "full",
-                      options: dict | None = None) -> tuple[Array, dict[str, PosteriorSamples]]:
+def posterior_samples(
+  lfit: LaplaceFit,
+  eta,
+  key: Array,
+  num: int,
+  *,
+  samplers=("euclidean", "riemannian"),
+  mode: str = "full",
+  options: dict | None = None,
+) -> tuple[Array, dict[str, PosteriorSamples]]:
   """Samples of several named samplers from the SAME tangent velocities ``v`` (paired).
 
   ``v = η Σ^{1/2} z`` (:func:`sample_velocities` with ``lfit.eig``, ``lfit.alpha``); each name
@@ -477,8 +567,9 @@ def posterior_samples(lfit: LaplaceFit, eta, key: Array, num: int, *,
   """
   unknown = [n for n in samplers if n not in SAMPLERS]
   if unknown:
-    raise ValueError(f"`samplers` must name entries of laplace.SAMPLERS {tuple(SAMPLERS)}; "
-                     f"got {unknown}.")
+    raise ValueError(
+      f"`samplers` must name entries of laplace.SAMPLERS {tuple(SAMPLERS)}; got {unknown}."
+    )
   options = options or {}
   v = sample_velocities(lfit.eig, lfit.alpha, eta, key, num, mode=mode)
   return v, {n: SAMPLERS[n](lfit, v, **options.get(n, {})) for n in samplers}

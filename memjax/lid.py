@@ -15,16 +15,18 @@ Model-based estimates of ``LIDθ`` from a trained field of any parameterisation
   ``ψx + σz_i``; the normal dimension is the index of the largest gap.
 
 Data-based ``LID*``: local PCA on ``k`` nearest training points, Levina–Bickel
-MLE and TwoNN (chunked exact k-NN from :mod:`memjax.neighbours`). The MMH labels split memorised samples
+MLE and TwoNN (chunked exact k-NN from :mod:`memjax.neighbours`). The MMH labels split memorised
+samples
 into overfitting-driven (``LIDθ < LID*``) and data-driven (``LIDθ ≈ LID*``, small).
 
 Fields are :data:`memjax.paths.BatchField` callables ``field(y (B, D), t (B,))``
 (close over parameters, e.g. ``functools.partial(apply_fn, params)``).
 """
+
 from __future__ import annotations
 
 import functools
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -46,11 +48,15 @@ def _check_field_inputs(x, t0, schedule, parameterisation):
   if not isinstance(schedule, paths.Schedule):
     raise ValueError(f"`schedule` must be a memjax.paths.Schedule; got {type(schedule).__name__}.")
   if parameterisation not in paths.PARAMETERISATIONS:
-    raise ValueError(f"`parameterisation` must be one of {paths.PARAMETERISATIONS}; got {parameterisation!r}.")
+    raise ValueError(
+      f"`parameterisation` must be one of {paths.PARAMETERISATIONS}; got {parameterisation!r}."
+    )
   if _checks.is_concrete(t0):
     sig = float(schedule.sigma(jnp.asarray(t0, jnp.result_type(float))))
     if not sig > 0:
-      raise ValueError(f"`t0` must give σ(t0) > 0 for schedule {schedule.name!r}; got t0={t0} (σ={sig}).")
+      raise ValueError(
+        f"`t0` must give σ(t0) > 0 for schedule {schedule.name!r}; got t0={t0} (σ={sig})."
+      )
 
 
 # ---------------------------------------------------------------------------
@@ -60,10 +66,10 @@ def _check_field_inputs(x, t0, schedule, parameterisation):
 class Flipd(NamedTuple):
   """FLIPD and its ingredients, each ``(N,)``."""
 
-  lid: jax.Array      # D − σ tr∇ε̂ + ||ε̂||²
-  trace: jax.Array    # tr ∇_y ε̂(y, t0) (exact or Hutchinson estimate)
+  lid: jax.Array  # D − σ tr∇ε̂ + ||ε̂||²
+  trace: jax.Array  # tr ∇_y ε̂(y, t0) (exact or Hutchinson estimate)
   sq_norm: jax.Array  # ||ε̂(y, t0)||²
-  sem: jax.Array      # standard error of ``lid`` (σ · sem of the trace; 0 when exact)
+  sem: jax.Array  # standard error of ``lid`` (σ · sem of the trace; 0 when exact)
 
 
 def _flipd_point(eps, t0, sig, n_probes, sampler, chunk_size, y, key):
@@ -73,22 +79,37 @@ def _flipd_point(eps, t0, sig, n_probes, sampler, chunk_size, y, key):
     sem = jnp.zeros((), y.dtype)
   else:
     e, lin = jax.linearize(f, y)
-    tr, sem = linalg.hutchinson_trace(lin, y.shape[-1], key, n_probes, dtype=y.dtype, sampler=sampler)
+    tr, sem = linalg.hutchinson_trace(
+      lin, y.shape[-1], key, n_probes, dtype=y.dtype, sampler=sampler
+    )
     sem = jnp.full_like(sem, jnp.inf) if n_probes == 1 else sem  # one probe: no spread to measure
   sq = jnp.sum(e**2)
   return Flipd(y.shape[-1] - sig * tr + sq, tr, sq, sig * sem)
 
 
 def _batched(point, batch_size):
-  """``point`` over the leading axis of its arguments: vmapped, or ``lax.map`` in batches of ``batch_size``."""
+  """``point`` over the leading axis of its arguments: vmapped, or ``lax.map`` in batches of
+  ``batch_size``.
+  """
   if batch_size is None:
     return jax.vmap(point)
   return lambda *args: jax.lax.map(lambda a: point(*a), args, batch_size=int(batch_size))
 
 
-def flipd_details(field: BatchField, x: jax.Array, t0, schedule: paths.Schedule, *, parameterisation: str = "score",
-                  key: jax.Array | None = None, n_probes: int | None = None, sampler: str = "normal",
-                  chunk_size: int = 64, batch_size: int | None = None, mesh=None) -> Flipd:
+def flipd_details(
+  field: BatchField,
+  x: jax.Array,
+  t0,
+  schedule: paths.Schedule,
+  *,
+  parameterisation: str = "score",
+  key: jax.Array | None = None,
+  n_probes: int | None = None,
+  sampler: str = "normal",
+  chunk_size: int = 64,
+  batch_size: int | None = None,
+  mesh=None,
+) -> Flipd:
   """FLIPD at every row of ``x`` with its trace, squared norm and standard error.
 
   ``FLIPD(x, t0) = D − σ tr ∇_y ε̂(y, t0) + ||ε̂(y, t0)||²`` at ``y = ψ(t0) x``,
@@ -123,8 +144,15 @@ def flipd_details(field: BatchField, x: jax.Array, t0, schedule: paths.Schedule,
   t0 = jnp.asarray(t0, x.dtype)
   psi, sig = schedule.psi(t0), schedule.sigma(t0)
   keys = jax.random.split(key if key is not None else jax.random.PRNGKey(0), x.shape[0])
-  point = functools.partial(_flipd_point, paths.point_fn(field, schedule, parameterisation, "eps"), t0, sig,
-                            n_probes, sampler, chunk_size)
+  point = functools.partial(
+    _flipd_point,
+    paths.point_fn(field, schedule, parameterisation, "eps"),
+    t0,
+    sig,
+    n_probes,
+    sampler,
+    chunk_size,
+  )
   return distributed.map_rows(_batched(point, batch_size), psi * x, keys, mesh=mesh)
 
 
@@ -133,8 +161,12 @@ def flipd(field: BatchField, x: jax.Array, t0, schedule: paths.Schedule, **kwarg
   return flipd_details(field, x, t0, schedule, **kwargs).lid
 
 
-def flipd_curve(field: BatchField, x: jax.Array, t0s: jax.Array, schedule: paths.Schedule, **kwargs) -> jax.Array:
-  """FLIPD over a grid of times: ``(T, N)`` for ``t0s`` ``(T,)`` (one :func:`flipd` per time, sequentially)."""
+def flipd_curve(
+  field: BatchField, x: jax.Array, t0s: jax.Array, schedule: paths.Schedule, **kwargs
+) -> jax.Array:
+  """FLIPD over a grid of times: ``(T, N)`` for ``t0s`` ``(T,)`` (one :func:`flipd` per time,
+  sequentially).
+  """
   _checks.check_ndim("t0s", t0s, 1, "(T,)")
   _checks.check_finite("t0s", t0s)
   for t in np.asarray(t0s):
@@ -142,7 +174,9 @@ def flipd_curve(field: BatchField, x: jax.Array, t0s: jax.Array, schedule: paths
   return jax.lax.map(lambda t: flipd(field, x, t, schedule, **kwargs), jnp.asarray(t0s, x.dtype))
 
 
-def knee_index(x: jax.Array, y: jax.Array, curve: str = "concave", direction: str = "decreasing") -> jax.Array:
+def knee_index(
+  x: jax.Array, y: jax.Array, curve: str = "concave", direction: str = "decreasing"
+) -> jax.Array:
   """Kneedle knee of the curve ``y(x)`` (Satopää et al. 2011); returns the index into ``x``.
 
   ``x`` and ``y`` ``(T,)`` are normalised to ``[0, 1]`` (``x`` along the grid order,
@@ -154,10 +188,14 @@ def knee_index(x: jax.Array, y: jax.Array, curve: str = "concave", direction: st
   _checks.check_ndim("x", x, 1, "(T,)")
   _checks.check_ndim("y", y, 1, "(T,)")
   if x.shape != y.shape or x.shape[0] < 3:
-    raise ValueError(f"`x` and `y` must have equal shapes (T,) with T >= 3; got {x.shape}, {y.shape}.")
+    raise ValueError(
+      f"`x` and `y` must have equal shapes (T,) with T >= 3; got {x.shape}, {y.shape}."
+    )
   if curve not in ("concave", "convex") or direction not in ("increasing", "decreasing"):
-    raise ValueError(f"`curve` must be 'concave'/'convex' and `direction` 'increasing'/'decreasing'; "
-                     f"got {curve!r}, {direction!r}.")
+    raise ValueError(
+      f"`curve` must be 'concave'/'convex' and `direction` 'increasing'/'decreasing'; "
+      f"got {curve!r}, {direction!r}."
+    )
   x, y = jnp.asarray(x), jnp.asarray(y)
   xn = (x - x[0]) / (x[-1] - x[0])
   yn = (y - jnp.min(y)) / jnp.maximum(jnp.max(y) - jnp.min(y), jnp.finfo(y.dtype).tiny)
@@ -166,9 +204,15 @@ def knee_index(x: jax.Array, y: jax.Array, curve: str = "concave", direction: st
   return jnp.argmax(sign * (yn - xt))
 
 
-def auto_t0(t0s: jax.Array, curves: jax.Array, schedule: paths.Schedule | None = None,
-            curve: str = "convex", direction: str = "decreasing"):
-  """``(t0, index)`` at the Kneedle knee of the mean FLIPD curve; ``curves`` ``(T, N)`` from :func:`flipd_curve`.
+def auto_t0(
+  t0s: jax.Array,
+  curves: jax.Array,
+  schedule: paths.Schedule | None = None,
+  curve: str = "convex",
+  direction: str = "decreasing",
+):
+  """``(t0, index)`` at the Kneedle knee of the mean FLIPD curve; ``curves`` ``(T, N)`` from
+  :func:`flipd_curve`.
 
   With ``schedule`` the knee is found against ``log σ(t0)`` (so VP, VE, EDM and FM
   grids are treated alike); otherwise against ``t0``. ``t0s`` must be ordered by
@@ -191,8 +235,8 @@ def auto_t0(t0s: jax.Array, curves: jax.Array, schedule: paths.Schedule | None =
 class NormalBundle(NamedTuple):
   """Normal-bundle estimate per point."""
 
-  lid: jax.Array              # (N,) D − normal_dim
-  normal_dim: jax.Array       # (N,) 1 + index of the largest gap
+  lid: jax.Array  # (N,) D − normal_dim
+  normal_dim: jax.Array  # (N,) 1 + index of the largest gap
   singular_values: jax.Array  # (N, min(K, D)) of the (K, D) score matrix, descending
 
 
@@ -208,10 +252,22 @@ def gap_dimension(singular_values: jax.Array, skip_first_gap: bool = False) -> j
   return jnp.argmax(gaps, axis=-1) + 1
 
 
-def normal_bundle(field: BatchField, x: jax.Array, t0, schedule: paths.Schedule, key: jax.Array, *,
-                  parameterisation: str = "score", num_samples: int | None = None, centre: bool = False,
-                  skip_first_gap: bool = False, batch_size: int | None = None, mesh=None) -> NormalBundle:
-  """Normal-bundle LID: ``LID = D − argmax-gap`` of the scores ``S_i = s(ψx + σz_i, t0)``, ``i < K``.
+def normal_bundle(
+  field: BatchField,
+  x: jax.Array,
+  t0,
+  schedule: paths.Schedule,
+  key: jax.Array,
+  *,
+  parameterisation: str = "score",
+  num_samples: int | None = None,
+  centre: bool = False,
+  skip_first_gap: bool = False,
+  batch_size: int | None = None,
+  mesh=None,
+) -> NormalBundle:
+  """Normal-bundle LID: ``LID = D − argmax-gap`` of the scores ``S_i = s(ψx + σz_i, t0)``, ``i <
+  K``.
 
   At small σ the scores near a manifold point span its normal space, so the
   ``(K, D)`` matrix ``S`` has ``D − d`` large singular values. ``centre`` subtracts
@@ -254,8 +310,16 @@ def _pca_count(nb, threshold, explained_variance, atol):
   return jnp.where(jnp.sum(lam) > atol, 1 + jnp.sum(frac < explained_variance), 0)
 
 
-def lpca(train: jax.Array, k: int = 100, *, queries: jax.Array | None = None, threshold: float = 0.05,
-         explained_variance: float | None = None, atol: float = 1e-10, chunk_size: int = 256) -> jax.Array:
+def lpca(
+  train: jax.Array,
+  k: int = 100,
+  *,
+  queries: jax.Array | None = None,
+  threshold: float = 0.05,
+  explained_variance: float | None = None,
+  atol: float = 1e-10,
+  chunk_size: int = 256,
+) -> jax.Array:
   """Local-PCA ``LID*`` of each training point, or of each query's nearest training point.
 
   For a training point, its ``k`` nearest training points (itself included) have
@@ -268,15 +332,26 @@ def lpca(train: jax.Array, k: int = 100, *, queries: jax.Array | None = None, th
   if explained_variance is not None and not 0 < explained_variance <= 1:
     raise ValueError(f"`explained_variance` must be in (0, 1]; got {explained_variance}.")
   _, idx = neighbours.knn(train, train, k, query_chunk=chunk_size, names=("train", "train"))
-  count = functools.partial(_pca_count, threshold=threshold, explained_variance=explained_variance, atol=atol)
-  lid_train = jax.lax.map(lambda i: count(train[i]), idx, batch_size=max(1, min(chunk_size, idx.shape[0])))
+  count = functools.partial(
+    _pca_count, threshold=threshold, explained_variance=explained_variance, atol=atol
+  )
+  lid_train = jax.lax.map(
+    lambda i: count(train[i]), idx, batch_size=max(1, min(chunk_size, idx.shape[0]))
+  )
   if queries is None:
     return lid_train
   _, nearest = neighbours.knn(queries, train, 1, query_chunk=chunk_size, names=("queries", "train"))
   return lid_train[nearest[:, 0]]
 
 
-def mle(x: jax.Array, k: int = 20, *, unbiased: bool = False, aggregate: str = "harmonic", chunk_size: int = 256):
+def mle(
+  x: jax.Array,
+  k: int = 20,
+  *,
+  unbiased: bool = False,
+  aggregate: str = "harmonic",
+  chunk_size: int = 256,
+):
   """Levina–Bickel MLE: ``(global, pointwise (N,))``.
 
   ``m̂(x_i) = (k − 1) / Σ_{j=1}^{k} log(T_k(x_i) / T_j(x_i))`` with ``T_j`` the distance to the
@@ -291,11 +366,15 @@ def mle(x: jax.Array, k: int = 20, *, unbiased: bool = False, aggregate: str = "
   dists, _ = neighbours.knn(x, x, k, exclude_self=True, query_chunk=chunk_size, names=("x", "x"))
   logs = jnp.sum(jnp.log(dists[:, -1:] / dists), axis=1)
   pw = (k - 2 if unbiased else k - 1) / logs
-  agg = {"harmonic": lambda v: 1.0 / jnp.mean(1.0 / v), "mean": jnp.mean, "median": jnp.median}[aggregate]
+  agg = {"harmonic": lambda v: 1.0 / jnp.mean(1.0 / v), "mean": jnp.mean, "median": jnp.median}[
+    aggregate
+  ]
   return agg(pw), pw
 
 
-def twonn(x: jax.Array, *, discard_fraction: float = 0.1, method: str = "linear", chunk_size: int = 256):
+def twonn(
+  x: jax.Array, *, discard_fraction: float = 0.1, method: str = "linear", chunk_size: int = 256
+):
   """TwoNN (Facco et al. 2017) global ID from ``μ_i = r_2(x_i) / r_1(x_i)``.
 
   Points with non-finite ``μ`` (duplicates) are dropped; of the ``N`` left, the
@@ -328,9 +407,16 @@ def twonn(x: jax.Array, *, discard_fraction: float = 0.1, method: str = "linear"
 # Manifold memorisation hypothesis labels.
 
 
-def mmh_labels(lid_model: jax.Array, lid_star: jax.Array, memorised: jax.Array, *, tol: float = 0.5,
-               dd_max_lid: float = 0.5) -> jax.Array:
-  """MMH class of each sample: ``NOT_MEMORISED`` (0), ``OD_MEM`` (1), ``DD_MEM`` (2), ``OTHER_MEM`` (3).
+def mmh_labels(
+  lid_model: jax.Array,
+  lid_star: jax.Array,
+  memorised: jax.Array,
+  *,
+  tol: float = 0.5,
+  dd_max_lid: float = 0.5,
+) -> jax.Array:
+  """MMH class of each sample: ``NOT_MEMORISED`` (0), ``OD_MEM`` (1), ``DD_MEM`` (2), ``OTHER_MEM``
+  (3).
 
   A memorised sample is OD-Mem when ``LIDθ < LID* − tol`` (the model's manifold is
   too thin there), DD-Mem when ``|LIDθ − LID*| ≤ tol`` and ``LID* ≤ dd_max_lid``
@@ -340,8 +426,10 @@ def mmh_labels(lid_model: jax.Array, lid_star: jax.Array, memorised: jax.Array, 
   for name, arr in (("lid_model", lid_model), ("lid_star", lid_star), ("memorised", memorised)):
     _checks.check_ndim(name, arr, 1, "(N,)")
   if not lid_model.shape == lid_star.shape == memorised.shape:
-    raise ValueError(f"`lid_model`, `lid_star`, `memorised` must share shape (N,); got "
-                     f"{lid_model.shape}, {lid_star.shape}, {memorised.shape}.")
+    raise ValueError(
+      f"`lid_model`, `lid_star`, `memorised` must share shape (N,); got "
+      f"{lid_model.shape}, {lid_star.shape}, {memorised.shape}."
+    )
   _checks.check_finite("lid_model", lid_model)
   od = lid_model < lid_star - tol
   dd = (jnp.abs(lid_model - lid_star) <= tol) & (lid_star <= dd_max_lid)

@@ -12,7 +12,8 @@ Generic numerics that every estimator composes; nothing here knows about models 
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -33,8 +34,9 @@ def _check_flat_pair(theta, v):
   _checks.check_ndim("v", v, 1, "(P,)")
   _checks.check_last_dim("v", v, np.shape(theta)[0], "(P,) like `theta`")
   if jnp.result_type(v) != jnp.result_type(theta):
-    raise ValueError(f"`v` must have the dtype of `theta` ({jnp.result_type(theta)}); "
-                     f"got {jnp.result_type(v)}.")
+    raise ValueError(
+      f"`v` must have the dtype of `theta` ({jnp.result_type(theta)}); got {jnp.result_type(v)}."
+    )
   _checks.check_finite("theta", theta)
   _checks.check_finite("v", v)
 
@@ -105,8 +107,14 @@ def clip_nonnegative(pairs: Eigenpairs) -> Eigenpairs:
   return pairs._replace(values=jnp.maximum(pairs.values, 0.0))
 
 
-def lanczos_topk(matvec: Callable[[Array], Array], dim: int, k: int, key: Array,
-                 num_iters: int | None = None, dtype=None) -> Eigenpairs:
+def lanczos_topk(
+  matvec: Callable[[Array], Array],
+  dim: int,
+  k: int,
+  key: Array,
+  num_iters: int | None = None,
+  dtype=None,
+) -> Eigenpairs:
   """Top-k eigenpairs of a symmetric ``A`` by Lanczos with full reorthogonalisation.
 
   Runs ``m = num_iters`` Lanczos steps from a Gaussian start vector
@@ -146,8 +154,14 @@ def lanczos_topk(matvec: Callable[[Array], Array], dim: int, k: int, key: Array,
   return Eigenpairs(values, vectors, residuals)
 
 
-def hutchinson_trace(matvec: Callable[[Array], Array], dim: int, key: Array, num_probes: int,
-                     dtype=None, sampler: str = "signs") -> tuple[Array, Array]:
+def hutchinson_trace(
+  matvec: Callable[[Array], Array],
+  dim: int,
+  key: Array,
+  num_probes: int,
+  dtype=None,
+  sampler: str = "signs",
+) -> tuple[Array, Array]:
   """Hutchinson estimate ``tr A ≈ (1/m) Σ_j z_jᵀ A z_j`` with its standard error.
 
   Uses matfree's ``estimator_monte_carlo_mean_and_sem``; the ``m`` matvecs are
@@ -171,7 +185,8 @@ def hutchinson_trace(matvec: Callable[[Array], Array], dim: int, key: Array, num
   if sampler not in samplers:
     raise ValueError(f"`sampler` must be one of {tuple(samplers)}; got {sampler!r}.")
   est = stochtrace.estimator_monte_carlo_mean_and_sem(
-      stochtrace.monte_carlo_trace(), samplers[sampler](like, num=num_probes))
+    stochtrace.monte_carlo_trace(), samplers[sampler](like, num=num_probes)
+  )
   return est(matvec, key)
 
 

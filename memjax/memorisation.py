@@ -10,9 +10,10 @@ Nearest neighbours come from :func:`memjax.neighbours.nearest_two` (chunked,
 exact distances for the selected points). Results are keyed by ``c``
 (:func:`c_label`), never by position in a grid.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +25,9 @@ DEFAULT_CS = (0.1, 0.2, 0.25, 1.0 / 3.0, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
 def ratio_from_nearest(nn: neighbours.Nearest, squared: bool = False) -> jax.Array:
-  """``r = d1 / d2`` (or ``d1² / d2²`` with ``squared``); ``r = 1`` when ``d1 = d2 = 0`` (duplicates)."""
+  """``r = d1 / d2`` (or ``d1² / d2²`` with ``squared``); ``r = 1`` when ``d1 = d2 = 0``
+  (duplicates).
+  """
   d1, d2 = (nn.d1**2, nn.d2**2) if squared else (nn.d1, nn.d2)
   return jnp.where(d2 > 0, d1 / jnp.where(d2 > 0, d2, 1.0), 1.0)
 
@@ -65,7 +68,9 @@ def memorised_fraction(r: jax.Array, cs: Sequence[float] = DEFAULT_CS) -> jax.Ar
 def is_memorised(sample, a, b, c: float) -> jax.Array:
   """Pairwise criterion ``||x − a|| ≤ c ||x − b||`` for a two-point training set ``{a, b}``."""
   lift = lambda p: jnp.reshape(p, (1,) * (jnp.ndim(sample) - jnp.ndim(p)) + jnp.shape(p))
-  return jnp.linalg.norm(sample - lift(a), axis=-1) <= c * jnp.linalg.norm(sample - lift(b), axis=-1)
+  return jnp.linalg.norm(sample - lift(a), axis=-1) <= c * jnp.linalg.norm(
+    sample - lift(b), axis=-1
+  )
 
 
 def apollonius_ball(a: jax.Array, b: jax.Array, c: float):
@@ -82,10 +87,17 @@ def apollonius_ball(a: jax.Array, b: jax.Array, c: float):
 
 
 def summary(r: jax.Array, cs: Sequence[float] = DEFAULT_CS, bins: int = 20) -> dict:
-  """``M_c`` keyed by :func:`c_label` and a histogram of ``r`` as plain Python (for results.json)."""
+  """``M_c`` keyed by :func:`c_label` and a histogram of ``r`` as plain Python (for
+  results.json).
+  """
   m = np.asarray(memorised_fraction(r, cs))
   hist, edges = np.histogram(np.asarray(r), bins=bins, range=(0.0, 1.0))
   cs = check_cs(cs)
-  return {"cs": [float(c) for c in cs], "M_c": {c_label(c): float(v) for c, v in zip(cs, m)},
-          "r_hist": hist.tolist(), "r_bin_edges": edges.tolist(),
-          "r_mean": float(np.mean(r)), "r_median": float(np.median(r))}
+  return {
+    "cs": [float(c) for c in cs],
+    "M_c": {c_label(c): float(v) for c, v in zip(cs, m)},
+    "r_hist": hist.tolist(),
+    "r_bin_edges": edges.tolist(),
+    "r_mean": float(np.mean(r)),
+    "r_median": float(np.median(r)),
+  }

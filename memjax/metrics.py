@@ -1,4 +1,7 @@
-"""Evaluation metrics: detection (AUROC, TPR at fixed FPR), 1D KL to a target mixture, odd-symmetry score."""
+"""Evaluation metrics: detection (AUROC, TPR at fixed FPR), 1D KL to a target mixture, odd-symmetry
+score.
+"""
+
 from __future__ import annotations
 
 import jax
@@ -11,7 +14,9 @@ from memjax import _checks
 def _scores_labels(scores, labels):
   scores, labels = np.asarray(scores, np.float64).ravel(), np.asarray(labels).ravel().astype(bool)
   if scores.shape != labels.shape:
-    raise ValueError(f"`scores` and `labels` must have the same length; got {scores.shape} and {labels.shape}.")
+    raise ValueError(
+      f"`scores` and `labels` must have the same length; got {scores.shape} and {labels.shape}."
+    )
   _checks.check_finite("scores", scores)
   if labels.all() or not labels.any():
     raise ValueError("`labels` must contain both positives and negatives.")
@@ -21,13 +26,17 @@ def _scores_labels(scores, labels):
 def auroc(scores, labels) -> float:
   """Area under the ROC curve (scikit-learn), higher score = more likely positive."""
   from sklearn import metrics
+
   scores, labels = _scores_labels(scores, labels)
   return float(metrics.roc_auc_score(labels, scores))
 
 
 def tpr_at_fpr(scores, labels, fpr: float = 0.01) -> float:
-  """The standard TPR@x%FPR: the largest TPR on the ROC curve among thresholds with FPR ≤ ``fpr``."""
+  """The standard TPR@x%FPR: the largest TPR on the ROC curve among thresholds with FPR ≤
+  ``fpr``.
+  """
   from sklearn import metrics
+
   if not 0 <= fpr <= 1:
     raise ValueError(f"`fpr` must be in [0, 1]; got {fpr}.")
   scores, labels = _scores_labels(scores, labels)
@@ -36,19 +45,29 @@ def tpr_at_fpr(scores, labels, fpr: float = 0.01) -> float:
 
 
 def kde_log_density(samples: jax.Array, x: jax.Array, bandwidth: float | None = None) -> jax.Array:
-  """Gaussian KDE ``log p̂(x) = log mean_n N(x; s_n, h²)`` in 1D; ``h`` by Scott's rule if not given."""
+  """Gaussian KDE ``log p̂(x) = log mean_n N(x; s_n, h²)`` in 1D; ``h`` by Scott's rule if not
+  given.
+  """
   samples = jnp.ravel(samples)
   if bandwidth is None:
     bandwidth = 1.06 * jnp.std(samples) * samples.shape[0] ** (-1 / 5)
   z = (jnp.ravel(x)[:, None] - samples[None, :]) / bandwidth
-  return (jax.scipy.special.logsumexp(-0.5 * z**2, axis=1) - jnp.log(samples.shape[0])
-          - jnp.log(bandwidth) - 0.5 * jnp.log(2 * jnp.pi))
+  return (
+    jax.scipy.special.logsumexp(-0.5 * z**2, axis=1)
+    - jnp.log(samples.shape[0])
+    - jnp.log(bandwidth)
+    - 0.5 * jnp.log(2 * jnp.pi)
+  )
 
 
-def kl_to_target_1d(target_log_prob, samples: jax.Array, grid: jax.Array, bandwidth: float | None = None) -> jax.Array:
-  """``KL(p ‖ q̂) = ∫ p log(p / q̂)`` by the trapezoid rule on ``grid``, ``q̂`` a KDE of ``samples``.
+def kl_to_target_1d(
+  target_log_prob, samples: jax.Array, grid: jax.Array, bandwidth: float | None = None
+) -> jax.Array:
+  """``KL(p ‖ q̂) = ∫ p log(p / q̂)`` by the trapezoid rule on ``grid``, ``q̂`` a KDE of
+  ``samples``.
 
-  ``target_log_prob(x (G,)) -> (G,)``; the KDE log density is floored at −50 to keep the integral finite.
+  ``target_log_prob(x (G,)) -> (G,)``; the KDE log density is floored at −50 to keep the integral
+  finite.
   """
   _checks.check_finite("samples", samples)
   logp = target_log_prob(grid)
@@ -57,20 +76,25 @@ def kl_to_target_1d(target_log_prob, samples: jax.Array, grid: jax.Array, bandwi
 
 
 def symmetry_score(apply_fn, params, xs: jax.Array, ts: jax.Array) -> jax.Array:
-  """Odd-symmetry score ``E(θ) = Σ||u(x,t) + u(−x,t)||² / Σ||u(x,t) − u(−x,t)||²`` over an (x, t) grid.
+  """Odd-symmetry score ``E(θ) = Σ||u(x,t) + u(−x,t)||² / Σ||u(x,t) − u(−x,t)||²`` over an (x, t)
+  grid.
 
-  Zero for an exactly odd field (as the exact two-point field u* is); ``xs`` ``(G, D)``, ``ts`` ``(T,)``.
+  Zero for an exactly odd field (as the exact two-point field u* is); ``xs`` ``(G, D)``, ``ts``
+  ``(T,)``.
   """
+
   def at(t):
     tt = jnp.full(xs.shape[:1], t, xs.dtype)
     up, um = apply_fn(params, xs, tt), apply_fn(params, -xs, tt)
     return jnp.sum((up + um) ** 2), jnp.sum((up - um) ** 2)
+
   num, den = jax.vmap(at)(ts)
   return jnp.sum(num) / jnp.sum(den)
 
 
 def detection_report(scores, labels, fprs=(0.01, 0.03)) -> dict:
-  """AUROC and TPR at each FPR in ``fprs`` for a detector (higher score = positive), as plain Python.
+  """AUROC and TPR at each FPR in ``fprs`` for a detector (higher score = positive), as plain
+  Python.
 
   Non-finite scores are not replaced: those rows are excluded and counted in
   ``num_nonfinite``. When a class is empty the metrics are NaN (and say so via
@@ -79,10 +103,16 @@ def detection_report(scores, labels, fprs=(0.01, 0.03)) -> dict:
   scores = np.asarray(scores, np.float64).ravel()
   labels = np.asarray(labels).ravel().astype(bool)
   if scores.shape != labels.shape:
-    raise ValueError(f"`scores` and `labels` must have the same length; got {scores.shape} and {labels.shape}.")
+    raise ValueError(
+      f"`scores` and `labels` must have the same length; got {scores.shape} and {labels.shape}."
+    )
   finite = np.isfinite(scores)
   s, y = scores[finite], labels[finite]
-  out = {"num_positive": int(y.sum()), "num_negative": int((~y).sum()), "num_nonfinite": int((~finite).sum())}
+  out = {
+    "num_positive": int(y.sum()),
+    "num_negative": int((~y).sum()),
+    "num_nonfinite": int((~finite).sum()),
+  }
   ok = y.any() and not y.all()
   out["auroc"] = auroc(s, y) if ok else float("nan")
   for f in fprs:
@@ -110,6 +140,9 @@ def energy_distance(x: jax.Array, y: jax.Array) -> jax.Array:
 
 @jax.jit
 def _energy_distance(x, y):
-  mean_dist = lambda a, b: jnp.mean(jnp.sqrt(jnp.maximum(
-      jnp.sum(a**2, 1)[:, None] - 2.0 * a @ b.T + jnp.sum(b**2, 1)[None, :], 0.0)))
+  mean_dist = lambda a, b: jnp.mean(
+    jnp.sqrt(
+      jnp.maximum(jnp.sum(a**2, 1)[:, None] - 2.0 * a @ b.T + jnp.sum(b**2, 1)[None, :], 0.0)
+    )
+  )
   return 2.0 * mean_dist(x, y) - mean_dist(x, x) - mean_dist(y, y)

@@ -78,9 +78,17 @@ def _flatten(name, x):
   return x.reshape(x.shape[0], -1)
 
 
-def knn(queries: jax.Array, ref: jax.Array, k: int, *, exclude_self: bool = False,
-        query_chunk: int = 256, ref_chunk: int = 4096, mesh=None,
-        names: tuple[str, str] = ("queries", "ref")) -> tuple[jax.Array, jax.Array]:
+def knn(
+  queries: jax.Array,
+  ref: jax.Array,
+  k: int,
+  *,
+  exclude_self: bool = False,
+  query_chunk: int = 256,
+  ref_chunk: int = 4096,
+  mesh=None,
+  names: tuple[str, str] = ("queries", "ref"),
+) -> tuple[jax.Array, jax.Array]:
   """Exact ``k`` nearest rows of ``ref`` for each query: ``(dists, idx)``, each ``(Q, k)``.
 
   Points are flattened (``(Q, ...)`` and ``(N, ...)`` with equal trailing shapes). Sorted by
@@ -105,31 +113,42 @@ def knn(queries: jax.Array, ref: jax.Array, k: int, *, exclude_self: bool = Fals
   """
   q, r = _flatten(names[0], queries), _flatten(names[1], ref)
   if q.shape[1] != r.shape[1]:
-    raise ValueError(f"`{names[0]}` and `{names[1]}` must have the same point shape; got "
-                     f"{jnp.shape(queries)[1:]} and {jnp.shape(ref)[1:]}.")
+    raise ValueError(
+      f"`{names[0]}` and `{names[1]}` must have the same point shape; got "
+      f"{jnp.shape(queries)[1:]} and {jnp.shape(ref)[1:]}."
+    )
   if exclude_self and q.shape != r.shape:
-    raise ValueError(f"`exclude_self` needs `{names[0]}` to be `{names[1]}`; got shapes "
-                     f"{q.shape}, {r.shape}.")
+    raise ValueError(
+      f"`exclude_self` needs `{names[0]}` to be `{names[1]}`; got shapes {q.shape}, {r.shape}."
+    )
   _checks.check_finite(names[0], q)
   _checks.check_finite(names[1], r)
   n_max = r.shape[0] - int(exclude_self)
   if not (isinstance(k, (int, np.integer)) and 1 <= k <= n_max):
-    raise ValueError(f"`k` must be an int in [1, {n_max}] for {r.shape[0]} reference points; "
-                     f"got {k!r}.")
+    raise ValueError(
+      f"`k` must be an int in [1, {n_max}] for {r.shape[0]} reference points; got {k!r}."
+    )
   dtype = jnp.result_type(q, r)
   n_local = q.shape[0] if mesh is None else -(-q.shape[0] // mesh.size)
   qc = max(1, min(int(query_chunk), n_local))
   rc = max(k, min(int(ref_chunk), r.shape[0]))
   r = r.astype(dtype)
   ids = jnp.arange(q.shape[0], dtype=jnp.int32)
-  fn = functools.partial(_knn, ref=r, k=int(k), exclude_self=bool(exclude_self),
-                         query_chunk=qc, ref_chunk=rc)
+  fn = functools.partial(
+    _knn, ref=r, k=int(k), exclude_self=bool(exclude_self), query_chunk=qc, ref_chunk=rc
+  )
   return distributed.map_rows(fn, q.astype(dtype), ids, mesh=mesh)
 
 
-def nearest_two(queries: jax.Array, train: jax.Array, *, query_chunk: int = 1024,
-                train_chunk: int = 4096, mesh=None,
-                names: tuple[str, str] = ("queries", "train")) -> Nearest:
+def nearest_two(
+  queries: jax.Array,
+  train: jax.Array,
+  *,
+  query_chunk: int = 1024,
+  train_chunk: int = 4096,
+  mesh=None,
+  names: tuple[str, str] = ("queries", "train"),
+) -> Nearest:
   """Nearest and second-nearest training points of each query (Euclidean, flattened).
 
   ``queries`` ``(Q, ...)`` and ``train`` ``(N, ...)`` with equal trailing shapes, ``N ≥ 2``;
@@ -140,6 +159,7 @@ def nearest_two(queries: jax.Array, train: jax.Array, *, query_chunk: int = 1024
   """
   if jnp.ndim(train) >= 1 and jnp.shape(train)[0] < 2:
     raise ValueError(f"`{names[1]}` must hold at least 2 points; got {jnp.shape(train)[0]}.")
-  d, i = knn(queries, train, 2, query_chunk=query_chunk, ref_chunk=train_chunk, mesh=mesh,
-             names=names)
+  d, i = knn(
+    queries, train, 2, query_chunk=query_chunk, ref_chunk=train_chunk, mesh=mesh, names=names
+  )
   return Nearest(d[:, 0], d[:, 1], i[:, 0], i[:, 1])

@@ -5,14 +5,14 @@ shape ``(...)`` broadcastable to the batch) to a vector of shape ``(..., D)``.
 Parameters are plain pytrees, so fields can be differentiated, vmapped over
 parameter sets and flattened with ``jax.flatten_util.ravel_pytree``.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-
 
 Field = Callable[..., jax.Array]  # u(params, x, t) -> (..., D)
 
@@ -64,7 +64,9 @@ class MLPField(nn.Module):
 
 
 def init_params(module: nn.Module, key: jax.Array, dim: int, dtype=jnp.float32):
-  """Initialise ``module`` on a dummy ``(1, dim)`` input at ``t = 0.5``; leaves cast to ``dtype``."""
+  """Initialise ``module`` on a dummy ``(1, dim)`` input at ``t = 0.5``; leaves cast to
+  ``dtype``.
+  """
   x = jnp.zeros((1, dim), dtype)
   params = module.init(key, x, jnp.full((1,), 0.5, dtype))
   return jax.tree.map(lambda p: p.astype(dtype), params)
@@ -87,7 +89,9 @@ def velocity_fn(module: nn.Module) -> Field:
       raise ValueError(f"`x` must have shape (..., {dim}); got {x.shape}.")
     t = jnp.asarray(t)
     if t.ndim and t.shape != x.shape[:-1]:
-      raise ValueError(f"`t` must be a scalar or have shape {x.shape[:-1]} (x.shape[:-1]); got {t.shape}.")
+      raise ValueError(
+        f"`t` must be a scalar or have shape {x.shape[:-1]} (x.shape[:-1]); got {t.shape}."
+      )
     return module.apply(params, x, t)
 
   return u
@@ -146,7 +150,9 @@ def init_cond_params(module: CondMLPField, key: jax.Array, dim: int, dtype=jnp.f
 
 
 def cond_velocity_fn(module: CondMLPField) -> Field:
-  """Pure ``u(params, x (..., D), t (scalar or ...), y (int scalar or ...)) -> (..., D)``; ``y = null_label`` is ∅."""
+  """Pure ``u(params, x (..., D), t (scalar or ...), y (int scalar or ...)) -> (..., D)``; ``y =
+  null_label`` is ∅.
+  """
   dim = module.dim
 
   def u(params, x: jax.Array, t, y) -> jax.Array:
@@ -155,7 +161,9 @@ def cond_velocity_fn(module: CondMLPField) -> Field:
       raise ValueError(f"`x` must have shape (..., {dim}); got {x.shape}.")
     for name, a in (("t", jnp.asarray(t)), ("y", jnp.asarray(y))):
       if a.ndim and a.shape != x.shape[:-1]:
-        raise ValueError(f"`{name}` must be a scalar or have shape {x.shape[:-1]} (x.shape[:-1]); got {a.shape}.")
+        raise ValueError(
+          f"`{name}` must be a scalar or have shape {x.shape[:-1]} (x.shape[:-1]); got {a.shape}."
+        )
     return module.apply(params, x, t, y)
 
   return u

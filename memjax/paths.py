@@ -26,16 +26,17 @@ another (e.g. a velocity network into a per-point ε̂ or score).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 Array = jax.Array
-Field = Callable[[Any, Array, Array], Array]     # f(params, x (B, D), t (B,)) -> (B, D)
-BatchField = Callable[[Array, Array], Array]     # f(x (B, D), t (B,)) -> (B, D)
-PointField = Callable[[Array, Array], Array]     # f(x (D,), t ()) -> (D,)
-Denoiser = Callable[[Array, Array], Array]       # D(y (Q, d), σ ()) -> x̂ (Q, d)
+Field = Callable[[Any, Array, Array], Array]  # f(params, x (B, D), t (B,)) -> (B, D)
+BatchField = Callable[[Array, Array], Array]  # f(x (B, D), t (B,)) -> (B, D)
+PointField = Callable[[Array, Array], Array]  # f(x (D,), t ()) -> (D,)
+Denoiser = Callable[[Array, Array], Array]  # D(y (Q, d), σ ()) -> x̂ (Q, d)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,15 +81,16 @@ def vp_linear(beta_min: float = 0.1, beta_max: float = 20.0) -> Schedule:
 
   ψ(t) = exp(−½∫₀ᵗβ) = exp(−½(β_min t + ½(β_max − β_min)t²)),  σ(t) = √(1 − ψ(t)²).
   """
+
   def log_psi(t):
     return -0.5 * (beta_min * t + 0.5 * (beta_max - beta_min) * t**2)
 
   return Schedule(
-      "vp_linear",
-      psi=lambda t: jnp.exp(log_psi(t)),
-      sigma=lambda t: jnp.sqrt(-jnp.expm1(2.0 * log_psi(t))),
-      t_noise=1.0,
-      t_data=0.0,
+    "vp_linear",
+    psi=lambda t: jnp.exp(log_psi(t)),
+    sigma=lambda t: jnp.sqrt(-jnp.expm1(2.0 * log_psi(t))),
+    t_noise=1.0,
+    t_data=0.0,
   )
 
 
@@ -96,11 +98,11 @@ def ve(sigma_min: float = 0.01, sigma_max: float = 50.0) -> Schedule:
   """Variance-exploding: ψ = 1, σ(t) = σ_min (σ_max/σ_min)^t, data at t = 0."""
   ratio = sigma_max / sigma_min
   return Schedule(
-      "ve",
-      psi=lambda t: jnp.ones_like(t),
-      sigma=lambda t: sigma_min * ratio**t,
-      t_noise=1.0,
-      t_data=0.0,
+    "ve",
+    psi=lambda t: jnp.ones_like(t),
+    sigma=lambda t: sigma_min * ratio**t,
+    t_noise=1.0,
+    t_data=0.0,
   )
 
 
@@ -193,8 +195,18 @@ def score_to_x0(schedule, y, t, score):
   return eps_to_x0(schedule, y, t, score_to_eps(schedule, y, t, score))
 
 
-_TO_EPS = {"eps": lambda s, y, t, v: v, "score": score_to_eps, "x0": x0_to_eps, "velocity": velocity_to_eps}
-_FROM_EPS = {"eps": lambda s, y, t, v: v, "score": eps_to_score, "x0": eps_to_x0, "velocity": eps_to_velocity}
+_TO_EPS = {
+  "eps": lambda s, y, t, v: v,
+  "score": score_to_eps,
+  "x0": x0_to_eps,
+  "velocity": velocity_to_eps,
+}
+_FROM_EPS = {
+  "eps": lambda s, y, t, v: v,
+  "score": eps_to_score,
+  "x0": eps_to_x0,
+  "velocity": eps_to_velocity,
+}
 
 
 def convert(schedule: Schedule, y, t, value, src: str, dst: str):
@@ -209,8 +221,9 @@ def _check_parameterisation(name: str, value: str) -> None:
     raise ValueError(f"`{name}` must be one of {sorted(_TO_EPS)}; got {value!r}.")
 
 
-def point_fn(field: BatchField, schedule: Schedule, src: str = "velocity",
-             dst: str = "score") -> PointField:
+def point_fn(
+  field: BatchField, schedule: Schedule, src: str = "velocity", dst: str = "score"
+) -> PointField:
   """Per-point ``f(x (D,), t ()) -> (D,)`` in parameterisation ``dst`` from a batched ``field``.
 
   ``field(x (B, D), t (B,))`` outputs parameterisation ``src``; the result is
@@ -233,7 +246,9 @@ def point_fn(field: BatchField, schedule: Schedule, src: str = "velocity",
 
 
 def point_cond_fn(field, schedule: Schedule, src: str = "velocity", dst: str = "score"):
-  """Conditional :func:`point_fn`: ``f(x (D,), t (), c ()) -> (D,)`` from ``field(x, t, y)`` batched."""
+  """Conditional :func:`point_fn`: ``f(x (D,), t (), c ()) -> (D,)`` from ``field(x, t, y)``
+  batched.
+  """
   _check_parameterisation("src", src)
   _check_parameterisation("dst", dst)
 
@@ -262,8 +277,10 @@ def fm_t_to_sigma(t):
 
 def as_score_fn(field, schedule: Schedule, parameterisation: str = "velocity"):
   """Wrap ``field(params, y, t)`` of a given parameterisation as a score ``s(params, y, t)``."""
+
   def score(params, y, t):
     return convert(schedule, y, t, field(params, y, t), parameterisation, "score")
+
   return score
 
 
@@ -274,14 +291,21 @@ def as_score_fn(field, schedule: Schedule, parameterisation: str = "velocity"):
 def edm(sigma_max: float = 80.0) -> Schedule:
   """EDM / Karras schedule: ψ(t) = 1, σ(t) = t; data at t = 0, noise at ``t = σ_max``.
 
-  Times live in ``[σ_min, σ_max]`` (not ``[0, 1]``; typically σ_min = 0.002); see :func:`karras_sigmas` for the
+  Times live in ``[σ_min, σ_max]`` (not ``[0, 1]``; typically σ_min = 0.002); see
+  :func:`karras_sigmas` for the
   sampling grid and :func:`edm_log_normal_times` for the training distribution.
   """
-  return Schedule("edm", psi=lambda t: jnp.ones_like(t), sigma=lambda t: t, t_noise=float(sigma_max), t_data=0.0)
+  return Schedule(
+    "edm", psi=lambda t: jnp.ones_like(t), sigma=lambda t: t, t_noise=float(sigma_max), t_data=0.0
+  )
 
 
-def karras_sigmas(num: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> jax.Array:
-  """Karras noise levels ``σ_i = (σ_max^{1/ρ} + i/(n−1)(σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ``, ``i < n``, descending; ``(n,)``."""
+def karras_sigmas(
+  num: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0
+) -> jax.Array:
+  """Karras noise levels ``σ_i = (σ_max^{1/ρ} + i/(n−1)(σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ``, ``i < n``,
+  descending; ``(n,)``.
+  """
   if num < 2:
     raise ValueError(f"`num` must be >= 2; got {num}.")
   if not 0 < sigma_min < sigma_max:
@@ -291,7 +315,9 @@ def karras_sigmas(num: int, sigma_min: float = 0.002, sigma_max: float = 80.0, r
   return (hi + ramp * (lo - hi)) ** rho
 
 
-def edm_log_normal_times(key: jax.Array, shape, p_mean: float = -1.2, p_std: float = 1.2, dtype=jnp.float32):
+def edm_log_normal_times(
+  key: jax.Array, shape, p_mean: float = -1.2, p_std: float = 1.2, dtype=jnp.float32
+):
   """EDM training noise levels ``ln σ ~ N(P_mean, P_std²)``; returns ``t = σ`` of ``shape``."""
   return jnp.exp(p_mean + p_std * jax.random.normal(key, shape, dtype))
 

@@ -32,9 +32,9 @@ a trained model's denoiser is to ``D*``. The VE probability-flow sampler is
 References:
   The three noise regimes of the empirical denoiser (calm ends, the wild middle).
 """
+
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
 import jax
@@ -55,8 +55,8 @@ class Concentration(NamedTuple):
 
   sigmas: jax.Array
   max_weight: jax.Array  # W_σ = E max_i w_i
-  entropy: jax.Array     # E H
-  n_eff: jax.Array       # E exp H
+  entropy: jax.Array  # E H
+  n_eff: jax.Array  # E exp H
 
 
 def _noised_points(key, points, num_noise):
@@ -72,8 +72,11 @@ def _check_sigmas(sigmas):
   return sigmas
 
 
-def concentration(key: jax.Array, train: jax.Array, sigmas, *, num_noise: int = 4, **chunks) -> Concentration:
-  """Posterior concentration ``W_σ = E_{x∈train, z} max_i w_i(x + σz, σ)``, mean entropy and ``N_eff``.
+def concentration(
+  key: jax.Array, train: jax.Array, sigmas, *, num_noise: int = 4, **chunks
+) -> Concentration:
+  """Posterior concentration ``W_σ = E_{x∈train, z} max_i w_i(x + σz, σ)``, mean entropy and
+  ``N_eff``.
 
   The same noise draws ``z`` are reused for every σ (common random numbers),
   so curves are smooth in σ. ``sigmas`` ``(S,)``; cost ``S·num_noise·N²``.
@@ -89,8 +92,9 @@ def concentration(key: jax.Array, train: jax.Array, sigmas, *, num_noise: int = 
   return Concentration(sigmas, w, h, ne)
 
 
-def linearity_gap(key: jax.Array, train: jax.Array, sigmas, *, points=None, num_noise: int = 4,
-                  **chunks) -> jax.Array:
+def linearity_gap(
+  key: jax.Array, train: jax.Array, sigmas, *, points=None, num_noise: int = 4, **chunks
+) -> jax.Array:
   """``ρ(σ) = E||D*_σ(y) − D_lin(y)|| / E||D*_σ(y) − μ̂||`` at ``y = p + σz``; shape ``(S,)``.
 
   ``points`` default to the training points. For σ ≫ the nearest-neighbour
@@ -100,7 +104,9 @@ def linearity_gap(key: jax.Array, train: jax.Array, sigmas, *, points=None, num_
   train = jnp.asarray(train)
   sigmas = _check_sigmas(sigmas).astype(train.dtype)
   lg = denoisers.fit_linear_gaussian(train)
-  base, z = _noised_points(key, train if points is None else jnp.asarray(points, train.dtype), num_noise)
+  base, z = _noised_points(
+    key, train if points is None else jnp.asarray(points, train.dtype), num_noise
+  )
   out = []
   for s in sigmas:
     y = base + s * z
@@ -132,9 +138,9 @@ class ShellSweep(NamedTuple):
   """Precomputed terms of ``||q + σz − x_i||² = A + 2σ(b − B) + σ²c`` for the cheap σ sweep."""
 
   sq_dist: jax.Array  # (Q, N) A = ||q − x_i||²
-  zq: jax.Array       # (Q,)   b = ⟨z, q⟩
-  zx: jax.Array       # (Q, N) B = ⟨z, x_i⟩
-  zz: jax.Array       # (Q,)   c = ||z||²
+  zq: jax.Array  # (Q,)   b = ⟨z, q⟩
+  zx: jax.Array  # (Q, N) B = ⟨z, x_i⟩
+  zz: jax.Array  # (Q,)   c = ||z||²
 
 
 def shell_sweep(queries: jax.Array, z: jax.Array, train: jax.Array) -> ShellSweep:
@@ -148,15 +154,19 @@ def shell_sweep(queries: jax.Array, z: jax.Array, train: jax.Array) -> ShellSwee
 
 
 def sweep_sq_distances(sw: ShellSweep, sigma) -> jax.Array:
-  """``||q + σz − x_i||² = A + 2σ(b − B) + σ²c``, shape ``(Q, N)``; clipped at 0 against rounding."""
-  return jnp.maximum(sw.sq_dist + 2.0 * sigma * (sw.zq[:, None] - sw.zx) + sigma**2 * sw.zz[:, None], 0.0)
+  """``||q + σz − x_i||² = A + 2σ(b − B) + σ²c``, shape ``(Q, N)``; clipped at 0 against
+  rounding.
+  """
+  return jnp.maximum(
+    sw.sq_dist + 2.0 * sigma * (sw.zq[:, None] - sw.zx) + sigma**2 * sw.zz[:, None], 0.0
+  )
 
 
 class Coverage(NamedTuple):
   """Per-σ shell coverage of noised queries (each ``(S,)``)."""
 
   sigmas: jax.Array
-  coverage: jax.Array      # C_σ = P(q + σz ∈ ∪_i S_σ(x_i))
+  coverage: jax.Array  # C_σ = P(q + σz ∈ ∪_i S_σ(x_i))
   multiplicity: jax.Array  # E #{i : q + σz ∈ S_σ(x_i)} (> 1: overlapping shells)
 
 
@@ -165,13 +175,23 @@ def _coverage_curve(sw, sigmas, r_in, r_out):
   def one(s):
     d2 = sweep_sq_distances(sw, s)
     inside = (d2 >= (s * r_in) ** 2) & (d2 <= (s * r_out) ** 2)
-    return (jnp.mean(jnp.any(inside, 1).astype(sigmas.dtype)),
-            jnp.mean(jnp.sum(inside, 1).astype(sigmas.dtype)))
+    return (
+      jnp.mean(jnp.any(inside, 1).astype(sigmas.dtype)),
+      jnp.mean(jnp.sum(inside, 1).astype(sigmas.dtype)),
+    )
+
   return jax.lax.map(one, sigmas)
 
 
-def shell_coverage(key: jax.Array, train: jax.Array, queries: jax.Array, sigmas, *, c: float = 5.0,
-                   num_noise: int = 4) -> Coverage:
+def shell_coverage(
+  key: jax.Array,
+  train: jax.Array,
+  queries: jax.Array,
+  sigmas,
+  *,
+  c: float = 5.0,
+  num_noise: int = 4,
+) -> Coverage:
   """Gaussian-shell coverage ``C_σ = P_{q, z}(q + σz ∈ ∪_i S_σ(x_i))`` by Monte Carlo.
 
   ``queries`` ``(Q, d)`` are held-out points from the data distribution; each
@@ -219,9 +239,13 @@ def rough_boundaries(train: jax.Array, held_out: jax.Array, c: float = 5.0) -> d
   d_ho = float(np.median(np.asarray(neighbours.nearest_two(held_out, train).d1)))
   d_tt = float(np.median(np.asarray(neighbours.nearest_two(train, train).d2)))
   _, r_out = shell_radii(d, c)
-  return {"delta_nn_heldout": d_ho, "delta_nn_train": d_tt, "sigma_cov": d_ho / (4 * c * d) ** 0.25,
-          "sigma_cov_shell": d_ho / float(np.sqrt(r_out**2 - d)),
-          "sigma_conc": d_tt / (2.0 * float(np.sqrt(np.log(n))))}
+  return {
+    "delta_nn_heldout": d_ho,
+    "delta_nn_train": d_tt,
+    "sigma_cov": d_ho / (4 * c * d) ** 0.25,
+    "sigma_cov_shell": d_ho / float(np.sqrt(r_out**2 - d)),
+    "sigma_conc": d_tt / (2.0 * float(np.sqrt(np.log(n)))),
+  }
 
 
 def regime_boundaries(sigmas, coverage, concentration_w, threshold: float = 0.8) -> dict:
@@ -234,30 +258,45 @@ def regime_boundaries(sigmas, coverage, concentration_w, threshold: float = 0.8)
   """
   s, cov, w = (np.asarray(a, np.float64) for a in (sigmas, coverage, concentration_w))
   if s.ndim != 1 or cov.shape != s.shape or w.shape != s.shape:
-    raise ValueError(f"`sigmas`, `coverage`, `concentration_w` must share one shape (S,); got "
-                     f"{s.shape}, {cov.shape}, {w.shape}.")
+    raise ValueError(
+      f"`sigmas`, `coverage`, `concentration_w` must share one shape (S,); got "
+      f"{s.shape}, {cov.shape}, {w.shape}."
+    )
   if np.any(np.diff(s) <= 0):
     raise ValueError("`sigmas` must be strictly increasing.")
   first = lambda m: float(s[np.argmax(m)]) if m.any() else float("nan")
   last = lambda m: float(s[len(s) - 1 - np.argmax(m[::-1])]) if m.any() else float("nan")
   danger = (cov >= threshold) & (w >= threshold)
-  return {"sigma_small": first(cov >= threshold), "sigma_large": last(w >= threshold),
-          "danger_mask": danger.tolist(), "danger_lo": first(danger), "danger_hi": last(danger),
-          "threshold": threshold}
+  return {
+    "sigma_small": first(cov >= threshold),
+    "sigma_large": last(w >= threshold),
+    "danger_mask": danger.tolist(),
+    "danger_lo": first(danger),
+    "danger_hi": last(danger),
+    "threshold": threshold,
+  }
 
 
 class Profile(NamedTuple):
   """Memorisation-by-noise-level profile of a model denoiser ``D_θ`` (each ``(S,)``)."""
 
   sigmas: jax.Array
-  rel_dist: jax.Array       # E||D_θ − D*|| / E||D* − D_lin||  (≪ 1: behaves like the memorising optimum)
-  alignment: jax.Array      # E⟨D_θ − D_lin, D* − D_lin⟩ / E||D* − D_lin||²  (1: D*, 0: D_lin)
+  rel_dist: jax.Array  # E||D_θ − D*|| / E||D* − D_lin||  (≪ 1: behaves like the memorising optimum)
+  alignment: jax.Array  # E⟨D_θ − D_lin, D* − D_lin⟩ / E||D* − D_lin||²  (1: D*, 0: D_lin)
   dist_model_opt: jax.Array  # E||D_θ − D*||
-  dist_opt_lin: jax.Array    # E||D* − D_lin||
+  dist_opt_lin: jax.Array  # E||D* − D_lin||
 
 
-def denoiser_profile(key: jax.Array, denoiser: Denoiser, train: jax.Array, sigmas, *, points=None,
-                     num_noise: int = 2, **chunks) -> Profile:
+def denoiser_profile(
+  key: jax.Array,
+  denoiser: Denoiser,
+  train: jax.Array,
+  sigmas,
+  *,
+  points=None,
+  num_noise: int = 2,
+  **chunks,
+) -> Profile:
   """Per σ, how close a trained model's denoiser is to the empirical optimum ``D*`` of ``train``.
 
   Queries are ``y = p + σz`` with ``p`` the training points (default) or
@@ -270,7 +309,9 @@ def denoiser_profile(key: jax.Array, denoiser: Denoiser, train: jax.Array, sigma
   train = jnp.asarray(train)
   sigmas = _check_sigmas(sigmas).astype(train.dtype)
   lg = denoisers.fit_linear_gaussian(train)
-  base, z = _noised_points(key, train if points is None else jnp.asarray(points, train.dtype), num_noise)
+  base, z = _noised_points(
+    key, train if points is None else jnp.asarray(points, train.dtype), num_noise
+  )
   rows = []
   for s in sigmas:
     y = base + s * z
@@ -290,7 +331,9 @@ def denoiser_profile(key: jax.Array, denoiser: Denoiser, train: jax.Array, sigma
 
 
 def sigma_grid(sigma_min: float, sigma_max: float, num_steps: int) -> np.ndarray:
-  """Geometric grid ``σ_0 = σ_max > … > σ_K = σ_min`` with ``K = num_steps`` (shape ``(K + 1,)``)."""
+  """Geometric grid ``σ_0 = σ_max > … > σ_K = σ_min`` with ``K = num_steps`` (shape ``(K +
+  1,)``).
+  """
   if not 0 < sigma_min < sigma_max:
     raise ValueError(f"need 0 < `sigma_min` < `sigma_max`; got {sigma_min}, {sigma_max}.")
   if num_steps < 1:
@@ -299,6 +342,8 @@ def sigma_grid(sigma_min: float, sigma_max: float, num_steps: int) -> np.ndarray
 
 
 def log_windows(sigma_min: float, sigma_max: float, num_windows: int) -> np.ndarray:
-  """``num_windows`` adjacent windows ``[lo, hi]`` tiling ``[σ_min, σ_max]`` evenly in log σ; ``(W, 2)``."""
+  """``num_windows`` adjacent windows ``[lo, hi]`` tiling ``[σ_min, σ_max]`` evenly in log σ; ``(W,
+  2)``.
+  """
   edges = sigma_grid(sigma_min, sigma_max, num_windows)[::-1]
   return np.stack([edges[:-1], edges[1:]], 1)

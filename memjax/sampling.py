@@ -1,9 +1,11 @@
-"""Generation ``x̂ = g_θ(x0)``: solve ``ẋ = u_θ(x, t)`` from the noise end to the data end with diffrax.
+"""Generation ``x̂ = g_θ(x0)``: solve ``ẋ = u_θ(x, t)`` from the noise end to the data end with
+diffrax.
 
 Each noise sample is its own ODE (``vmap`` over ``x0``), so every sample keeps
 its own adaptive step size and reports its own diffrax result code and step
 count; failures are returned, never replaced.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -15,16 +17,21 @@ import numpy as np
 
 from memjax import _checks, distributed, paths
 
-SOLVERS = {"tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5, "dopri8": diffrax.Dopri8,
-           "heun": diffrax.Heun, "euler": diffrax.Euler}
+SOLVERS = {
+  "tsit5": diffrax.Tsit5,
+  "dopri5": diffrax.Dopri5,
+  "dopri8": diffrax.Dopri8,
+  "heun": diffrax.Heun,
+  "euler": diffrax.Euler,
+}
 ADAPTIVE = ("tsit5", "dopri5", "dopri8", "heun")
 
 
 class SampleResult(NamedTuple):
   """Generated samples with per-sample solver diagnostics (leading axes as the inputs)."""
 
-  x: jax.Array          # (..., N, D) endpoints x̂ = x(t1)
-  result: jax.Array     # (..., N) diffrax result codes (0 = successful)
+  x: jax.Array  # (..., N, D) endpoints x̂ = x(t1)
+  result: jax.Array  # (..., N) diffrax result codes (0 = successful)
   num_steps: jax.Array  # (..., N) accepted + rejected steps taken
 
   @property
@@ -34,11 +41,26 @@ class SampleResult(NamedTuple):
 
 # diffrax outcomes we name, in code order (0 = successful). Codes are memjax's own, derived with
 # the public ``==`` of diffrax's RESULTS items, so no diffrax internals are read.
-RESULT_NAMES = tuple(n for n in (
-    "successful", "max_steps_reached", "singular", "breakdown", "stagnation", "conlim",
-    "nonfinite_input", "nonlinear_max_steps_reached", "nonlinear_divergence", "nonfinite",
-    "dt_min_reached", "event_occurred", "max_steps_rejected", "internal_error")
-    if hasattr(diffrax.RESULTS, n))
+RESULT_NAMES = tuple(
+  n
+  for n in (
+    "successful",
+    "max_steps_reached",
+    "singular",
+    "breakdown",
+    "stagnation",
+    "conlim",
+    "nonfinite_input",
+    "nonlinear_max_steps_reached",
+    "nonlinear_divergence",
+    "nonfinite",
+    "dt_min_reached",
+    "event_occurred",
+    "max_steps_rejected",
+    "internal_error",
+  )
+  if hasattr(diffrax.RESULTS, n)
+)
 
 
 def result_code(result) -> jax.Array:
@@ -78,9 +100,21 @@ def _solver(name: str):
   return SOLVERS[name]()
 
 
-def solve_flow(apply_fn, params, x0: jax.Array, *, solver: str = "tsit5", t0: float = 0.0, t1: float = 1.0,
-               rtol: float = 1e-5, atol: float = 1e-5, num_steps: int = 100, max_steps: int = 4096):
-  """Integrate one trajectory ``ẋ = u_θ(x, t)``, ``x(t0) = x0`` (``x0``: ``(D,)``); returns the diffrax solution.
+def solve_flow(
+  apply_fn,
+  params,
+  x0: jax.Array,
+  *,
+  solver: str = "tsit5",
+  t0: float = 0.0,
+  t1: float = 1.0,
+  rtol: float = 1e-5,
+  atol: float = 1e-5,
+  num_steps: int = 100,
+  max_steps: int = 4096,
+):
+  """Integrate one trajectory ``ẋ = u_θ(x, t)``, ``x(t0) = x0`` (``x0``: ``(D,)``); returns the
+  diffrax solution.
 
   Adaptive solvers use a PID controller with ``rtol``/``atol``; ``euler`` uses
   ``num_steps`` constant steps. ``throw=False``: inspect ``sol.result``.
@@ -90,21 +124,43 @@ def solve_flow(apply_fn, params, x0: jax.Array, *, solver: str = "tsit5", t0: fl
     controller, dt0 = diffrax.PIDController(rtol=rtol, atol=atol), None
   else:
     controller, dt0 = diffrax.ConstantStepSize(), (t1 - t0) / num_steps
-  return diffrax.diffeqsolve(term, _solver(solver), t0, t1, dt0, x0, args=params,
-                             stepsize_controller=controller, max_steps=max_steps, throw=False)
+  return diffrax.diffeqsolve(
+    term,
+    _solver(solver),
+    t0,
+    t1,
+    dt0,
+    x0,
+    args=params,
+    stepsize_controller=controller,
+    max_steps=max_steps,
+    throw=False,
+  )
 
 
 def _generate(apply_fn, params, x0, **kw) -> SampleResult:
   def one(x):
     sol = solve_flow(apply_fn, params, x, **kw)
     return sol.ys[-1], result_code(sol.result), sol.stats["num_steps"]
+
   x, res, steps = jax.vmap(one)(x0)
   return SampleResult(x, res, steps)
 
 
-def generate(apply_fn, params, x0: jax.Array, *, solver: str = "tsit5", t0: float = 0.0, t1: float = 1.0,
-             rtol: float = 1e-5, atol: float = 1e-5, num_steps: int = 100, max_steps: int = 4096,
-             mesh=None) -> SampleResult:
+def generate(
+  apply_fn,
+  params,
+  x0: jax.Array,
+  *,
+  solver: str = "tsit5",
+  t0: float = 0.0,
+  t1: float = 1.0,
+  rtol: float = 1e-5,
+  atol: float = 1e-5,
+  num_steps: int = 100,
+  max_steps: int = 4096,
+  mesh=None,
+) -> SampleResult:
   """Generate ``x̂_n = g_θ(x0_n)`` for a batch of noise ``x0`` of shape ``(N, D)``.
 
   The default flow-matching convention integrates from ``t0 = 0`` (noise) to
@@ -114,7 +170,9 @@ def generate(apply_fn, params, x0: jax.Array, *, solver: str = "tsit5", t0: floa
   _checks.check_ndim("x0", x0, 2, "(N, D)")
   _checks.check_finite("x0", x0)
   _solver(solver)
-  kw = dict(solver=solver, t0=t0, t1=t1, rtol=rtol, atol=atol, num_steps=num_steps, max_steps=max_steps)
+  kw = dict(
+    solver=solver, t0=t0, t1=t1, rtol=rtol, atol=atol, num_steps=num_steps, max_steps=max_steps
+  )
   return distributed.map_rows(lambda x: _generate(apply_fn, params, x, **kw), x0, mesh=mesh)
 
 
@@ -131,8 +189,11 @@ def generate_multi(apply_fn, params_stack, x0: jax.Array, **kw) -> SampleResult:
   return jax.vmap(lambda p, x: generate(apply_fn, p, x, **kw), in_axes=in_axes)(params_stack, x0)
 
 
-def euler_trajectory(field, x0: jax.Array, num_steps: int, t0: float = 0.0, t1: float = 1.0) -> jax.Array:
-  """All states of fixed-step Euler for ``ẋ = field(x, t)``: ``x_{k+1} = x_k + h field(x_k, t_k)``, ``h = (t1 − t0)/n``.
+def euler_trajectory(
+  field, x0: jax.Array, num_steps: int, t0: float = 0.0, t1: float = 1.0
+) -> jax.Array:
+  """All states of fixed-step Euler for ``ẋ = field(x, t)``: ``x_{k+1} = x_k + h field(x_k, t_k)``,
+  ``h = (t1 − t0)/n``.
 
   ``field(x (N, D), t (N,))`` (close over parameters); ``x0`` ``(N, D)``. Returns
   ``(num_steps + 1, N, D)`` at ``t_k = t0 + k h`` — the intermediate states that
@@ -155,9 +216,13 @@ def summarise(result: SampleResult) -> dict:
   """Counts of solver outcomes and step statistics (plain Python, for results.json)."""
   res = np.asarray(result.result).ravel()
   steps = np.asarray(result.num_steps).ravel()
-  return {"num_samples": int(res.size), "num_failed": int(np.sum(res != 0)),
-          "failures": {result_message(c): int(np.sum(res == c)) for c in np.unique(res[res != 0])},
-          "mean_steps": float(np.mean(steps)), "max_steps": int(np.max(steps))}
+  return {
+    "num_samples": int(res.size),
+    "num_failed": int(np.sum(res != 0)),
+    "failures": {result_message(c): int(np.sum(res == c)) for c in np.unique(res[res != 0])},
+    "mean_steps": float(np.mean(steps)),
+    "max_steps": int(np.max(steps)),
+  }
 
 
 # ---------------------------------------------------------------------------
@@ -167,9 +232,9 @@ def summarise(result: SampleResult) -> dict:
 class PFSample(NamedTuple):
   """Output of :func:`sample_pf`: samples and fixed-grid solver diagnostics."""
 
-  x: jax.Array          # (Q, d) final samples D(y_K, σ_K)
+  x: jax.Array  # (Q, d) final samples D(y_K, σ_K)
   local_error: jax.Array  # (Q,) max over steps of ||y_Heun − y_Euler|| (embedded error estimate)
-  num_evals: int          # denoiser evaluations per sample (2K + 1)
+  num_evals: int  # denoiser evaluations per sample (2K + 1)
 
 
 def sample_pf(denoiser: paths.Denoiser, z: jax.Array, sigmas) -> PFSample:

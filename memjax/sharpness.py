@@ -16,7 +16,8 @@ and ``||s||²``; Gaussian lemma: for ``p_t = N(m, C)``, ``E||s||² = tr C⁻¹ =
 
 Conditional models (classifier-free guidance) use ``s^Δ(x, t, c) = s(x, t, c) − s(x, t, ∅)``:
 
-* Wen et al.: ``||ε̂(x_t, c) − ε̂(x_t, ∅)||`` (and the velocity analogue ``||u(x_t,c) − u(x_t,∅)||``);
+* Wen et al.: ``||ε̂(x_t, c) − ε̂(x_t, ∅)||`` (and the velocity analogue ``||u(x_t,c) −
+  u(x_t,∅)||``);
 * the paper's detector ``||H^Δ s^Δ||²`` with ``H^Δ = ∇_x s^Δ`` (one forward pass + one JVP);
 
 both evaluated at the first sampling step and averaged over ``n`` generations.
@@ -34,9 +35,11 @@ Conventions: per-point functions take ``x`` of shape ``(D,)`` and a scalar ``t``
 ``score_fn(x (D,), t ()) -> (D,)``; build one from a batched network field with
 :func:`memjax.paths.point_fn` / :func:`memjax.paths.point_cond_fn`.
 """
+
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -57,7 +60,9 @@ def _check_point(x):
 # Hessian operators of one point.
 
 
-def symmetrised_hessian(score_fn: PointField, x: Array, t) -> tuple[Array, Callable[[Array], Array]]:
+def symmetrised_hessian(
+  score_fn: PointField, x: Array, t
+) -> tuple[Array, Callable[[Array], Array]]:
   """``(s(x,t), v ↦ ½(H + Hᵀ) v)`` with ``H = ∇_x s(x, t)`` by ``jax.linearize`` and its transpose.
 
   ``x``: ``(D,)``; the matvec maps ``(D,) -> (D,)`` (one JVP + one VJP, no ``D × D`` matrix).
@@ -70,11 +75,13 @@ def symmetrised_hessian(score_fn: PointField, x: Array, t) -> tuple[Array, Calla
 class Spectrum(NamedTuple):
   """Extreme eigenvalues of ``H_sym = ½(H + Hᵀ)`` at one point (batched: leading axes added)."""
 
-  top: Array     # (k,) largest eigenvalues, descending
+  top: Array  # (k,) largest eigenvalues, descending
   bottom: Array  # (k,) smallest (most negative = sharpest) eigenvalues, ascending
 
 
-def hessian_eigs(score_fn: PointField, x: Array, t, k: int, key: Array, num_iters: int | None = None) -> Spectrum:
+def hessian_eigs(
+  score_fn: PointField, x: Array, t, k: int, key: Array, num_iters: int | None = None
+) -> Spectrum:
   """Top-k and bottom-k eigenvalues of ``H_sym`` by Lanczos (:func:`memjax.linalg.lanczos_topk`).
 
   Two Lanczos runs of ``num_iters`` steps (default ``min(D, 2k + 10)``) on ``+H_sym`` and
@@ -89,8 +96,14 @@ def hessian_eigs(score_fn: PointField, x: Array, t, k: int, key: Array, num_iter
   return Spectrum(top, bottom)
 
 
-def hessian_trace(score_fn: PointField, x: Array, t, key: Array | None = None,
-                  num_probes: int | None = None, chunk_size: int = 64) -> tuple[Array, Array]:
+def hessian_trace(
+  score_fn: PointField,
+  x: Array,
+  t,
+  key: Array | None = None,
+  num_probes: int | None = None,
+  chunk_size: int = 64,
+) -> tuple[Array, Array]:
   """``tr H(x, t)`` and its standard error: exact (``D`` JVPs, sem 0) or Hutchinson.
 
   ``tr H = tr H_sym``, so the JVP of ``H`` alone is used. The exact trace is
@@ -116,20 +129,31 @@ def score_norm_sq(score_fn: PointField, x: Array, t) -> Array:
 class Profile(NamedTuple):
   """Sharpness of ``N`` points at ``T`` times: eigenvalues of ``H_sym``, ``tr H`` and ``||s||²``."""
 
-  top: Array       # (T, N, k)
-  bottom: Array    # (T, N, k)
-  trace: Array     # (T, N) exact tr H, or Hutchinson with `num_probes`
+  top: Array  # (T, N, k)
+  bottom: Array  # (T, N, k)
+  trace: Array  # (T, N) exact tr H, or Hutchinson with `num_probes`
   score_sq: Array  # (T, N)
 
 
-def sharpness_profile(score_fn: PointField, xs: Array, ts: Array, key: Array, k: int = 2,
-                      num_iters: int | None = None, num_probes: int | None = None) -> Profile:
-  """All sharpness quantities vmapped over points ``xs (N, D)`` (or ``(T, N, D)``, one set per time) and ``ts (T,)``."""
+def sharpness_profile(
+  score_fn: PointField,
+  xs: Array,
+  ts: Array,
+  key: Array,
+  k: int = 2,
+  num_iters: int | None = None,
+  num_probes: int | None = None,
+) -> Profile:
+  """All sharpness quantities vmapped over points ``xs (N, D)`` (or ``(T, N, D)``, one set per time)
+  and ``ts (T,)``.
+  """
   _checks.check_ndim("xs", xs, (2, 3), "(N, D) or (T, N, D)")
   _checks.check_ndim("ts", ts, 1, "(T,)")
   _checks.check_finite("xs", xs)
   if xs.ndim == 3 and xs.shape[0] != ts.shape[0]:
-    raise ValueError(f"`xs` of shape (T, N, D) must match `ts` (T,); got {xs.shape} and {ts.shape}.")
+    raise ValueError(
+      f"`xs` of shape (T, N, D) must match `ts` (T,); got {xs.shape} and {ts.shape}."
+    )
 
   def one(x, t, kk):
     ke, kt = jax.random.split(kk)
@@ -156,7 +180,8 @@ def score_delta(cond_score, x: Array, t, c, null) -> Array:
 
 
 def wen_metric(cond_field, x: Array, t, c, null) -> Array:
-  """Wen et al.'s ``||f(x, t, c) − f(x, t, ∅)||`` for a per-point field ``f`` (``ε̂`` or velocity ``u``).
+  """Wen et al.'s ``||f(x, t, c) − f(x, t, ∅)||`` for a per-point field ``f`` (``ε̂`` or velocity
+  ``u``).
 
   Pass the ε-prediction for the original metric and the velocity for its FM analogue; a scalar.
   """
@@ -164,7 +189,9 @@ def wen_metric(cond_field, x: Array, t, c, null) -> Array:
 
 
 def hs_detector(cond_score, x: Array, t, c, null) -> Array:
-  """The paper's detector ``||H^Δ s^Δ||²``, ``H^Δ = ∇_x s^Δ(x, t, c)``: one linearisation + one JVP; scalar."""
+  """The paper's detector ``||H^Δ s^Δ||²``, ``H^Δ = ∇_x s^Δ(x, t, c)``: one linearisation + one JVP;
+  scalar.
+  """
   sd, jvp = jax.linearize(lambda y: score_delta(cond_score, y, t, c, null), x)
   return jnp.sum(jvp(sd) ** 2)
 
@@ -190,14 +217,22 @@ def sail_objective(g: Callable[[Array], Array], x: Array, alpha: float, delta: f
 
 
 class SailResult(NamedTuple):
-  x: Array           # (N, D) optimised initial noise
-  losses: Array      # (N, max_iters + 1) L after 0, 1, ... steps (frozen once converged)
+  x: Array  # (N, D) optimised initial noise
+  losses: Array  # (N, max_iters + 1) L after 0, 1, ... steps (frozen once converged)
   iterations: Array  # (N,) Adam steps taken until L ≤ threshold (max_iters if never)
-  converged: Array   # (N,) bool
+  converged: Array  # (N,) bool
 
 
-def sail(g: Callable[[Array], Array], x0: Array, *, alpha: float = 0.02, delta: float = 0.1,
-         threshold: float = 0.0, lr: float = 0.05, max_iters: int = 50) -> SailResult:
+def sail(
+  g: Callable[[Array], Array],
+  x0: Array,
+  *,
+  alpha: float = 0.02,
+  delta: float = 0.1,
+  threshold: float = 0.0,
+  lr: float = 0.05,
+  max_iters: int = 50,
+) -> SailResult:
   """Optimise each initial noise ``x0[n] (D,)`` by Adam(``lr``) on :func:`sail_objective`.
 
   Each sample stops (its ``x`` is frozen) at the first iterate with ``L ≤ threshold``;
@@ -239,11 +274,11 @@ def _sail(g, x0, alpha, delta, threshold, lr, max_iters):
 class LemmaCheck(NamedTuple):
   """Monte-Carlo check of ``E_{p_t}||s||² = −E_{p_t} tr ∇s`` at one time (scalars)."""
 
-  mean_score_sq: Array   # E||s(y, t)||²
+  mean_score_sq: Array  # E||s(y, t)||²
   mean_neg_trace: Array  # −E tr H(y, t)
-  gap: Array             # E||s||² + E tr H
-  gap_sem: Array         # standard error of the gap
-  rel_gap: Array         # gap / E||s||²
+  gap: Array  # E||s||² + E tr H
+  gap_sem: Array  # standard error of the gap
+  rel_gap: Array  # gap / E||s||²
 
 
 def lemma_check(score_fn: PointField, ys: Array, t) -> LemmaCheck:
@@ -261,4 +296,6 @@ def lemma_check(score_fn: PointField, ys: Array, t) -> LemmaCheck:
   diff = sq + tr
   n = ys.shape[0]
   gap = jnp.mean(diff)
-  return LemmaCheck(jnp.mean(sq), -jnp.mean(tr), gap, jnp.std(diff) / jnp.sqrt(n), gap / jnp.mean(sq))
+  return LemmaCheck(
+    jnp.mean(sq), -jnp.mean(tr), gap, jnp.std(diff) / jnp.sqrt(n), gap / jnp.mean(sq)
+  )

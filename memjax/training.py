@@ -1,9 +1,11 @@
 """Flow-matching losses and the optax training loop (with EMA and orbax checkpoints)."""
+
 from __future__ import annotations
 
 import functools
 import os
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -34,7 +36,9 @@ def fm_loss(apply_fn, params, x1, x0, t) -> jax.Array:
 
 
 def fm_batch(key: jax.Array, data: jax.Array, batch_size: int):
-  """Draw a Monte-Carlo triple batch ``(x1, x0, t)``: x1 ~ data (with replacement), x0 ~ N(0, I), t ~ U[0, 1]."""
+  """Draw a Monte-Carlo triple batch ``(x1, x0, t)``: x1 ~ data (with replacement), x0 ~ N(0, I), t
+  ~ U[0, 1].
+  """
   ki, kz, kt = jax.random.split(key, 3)
   x1 = data[jax.random.randint(ki, (batch_size,), 0, data.shape[0])]
   x0 = jax.random.normal(kz, x1.shape, x1.dtype)
@@ -75,21 +79,28 @@ class TrainState(NamedTuple):
 class TrainResult(NamedTuple):
   state: TrainState
   losses: np.ndarray  # (num_steps,) per-step training loss
-  resumed_from: int   # step restored from a checkpoint (0 if fresh)
+  resumed_from: int  # step restored from a checkpoint (0 if fresh)
 
 
 def init_state(params, optimizer: optax.GradientTransformation, ema: bool = False) -> TrainState:
-  return TrainState(jnp.asarray(0, jnp.int32), params, optimizer.init(params),
-                    jax.tree.map(jnp.copy, params) if ema else None)
+  return TrainState(
+    jnp.asarray(0, jnp.int32),
+    params,
+    optimizer.init(params),
+    jax.tree.map(jnp.copy, params) if ema else None,
+  )
 
 
-def make_chunk_fn(loss_fn, optimizer: optax.GradientTransformation, key: jax.Array,
-                  ema_decay: float | None = None):
-  """Return a jitted ``chunk(state, length) -> (state, losses (length,))`` running ``length`` steps in a ``lax.scan``.
+def make_chunk_fn(
+  loss_fn, optimizer: optax.GradientTransformation, key: jax.Array, ema_decay: float | None = None
+):
+  """Return a jitted ``chunk(state, length) -> (state, losses (length,))`` running ``length`` steps
+  in a ``lax.scan``.
 
   One step: ``θ ← θ + optax_update(∇_θ loss_fn(θ, fold_in(key, step)))`` and, if
   ``ema_decay = d`` is set, ``θ_ema ← d θ_ema + (1 − d) θ``.
   """
+
   def step(state: TrainState, _):
     loss, grads = jax.value_and_grad(loss_fn)(state.params, jax.random.fold_in(key, state.step))
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -108,36 +119,59 @@ def make_chunk_fn(loss_fn, optimizer: optax.GradientTransformation, key: jax.Arr
 
 def _checkpoint_manager(directory: str, max_to_keep: int):
   import orbax.checkpoint as ocp
+
   return ocp.CheckpointManager(
-      os.path.abspath(directory),
-      options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+    os.path.abspath(directory),
+    options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+  )
 
 
 def save_checkpoint(manager, state: TrainState, losses: np.ndarray, metadata: dict | None = None):
   """Save ``state`` and the loss history at ``state.step`` (async; waits before returning)."""
   import orbax.checkpoint as ocp
+
   step = int(state.step)
-  manager.save(step, args=ocp.args.Composite(
+  manager.save(
+    step,
+    args=ocp.args.Composite(
       state=ocp.args.StandardSave({"state": state, "losses": np.asarray(losses)}),
-      metadata=ocp.args.JsonSave(dict(metadata or {}, step=step))))
+      metadata=ocp.args.JsonSave(dict(metadata or {}, step=step)),
+    ),
+  )
   manager.wait_until_finished()
 
 
 def restore_checkpoint(manager, like_state: TrainState, num_steps: int, step: int | None = None):
-  """Restore ``(state, losses)`` saved by :func:`save_checkpoint` against the structure of ``like_state``."""
+  """Restore ``(state, losses)`` saved by :func:`save_checkpoint` against the structure of
+  ``like_state``.
+  """
   import orbax.checkpoint as ocp
+
   step = manager.latest_step() if step is None else step
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct,
-                          {"state": like_state, "losses": np.zeros((num_steps,), np.float32)})
+  abstract = jax.tree.map(
+    ocp.utils.to_shape_dtype_struct,
+    {"state": like_state, "losses": np.zeros((num_steps,), np.float32)},
+  )
   out = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
   return out.state["state"], np.asarray(out.state["losses"])
 
 
-def train(loss_fn, params, optimizer: optax.GradientTransformation, num_steps: int, key: jax.Array, *,
-          chunk_size: int = 200, ema_decay: float | None = None, checkpoint_dir: str | None = None,
-          checkpoint_every: int = 1, max_to_keep: int = 2, progress: bool = True,
-          callback: Callable[[TrainState, np.ndarray], None] | None = None,
-          metadata: dict | None = None) -> TrainResult:
+def train(
+  loss_fn,
+  params,
+  optimizer: optax.GradientTransformation,
+  num_steps: int,
+  key: jax.Array,
+  *,
+  chunk_size: int = 200,
+  ema_decay: float | None = None,
+  checkpoint_dir: str | None = None,
+  checkpoint_every: int = 1,
+  max_to_keep: int = 2,
+  progress: bool = True,
+  callback: Callable[[TrainState, np.ndarray], None] | None = None,
+  metadata: dict | None = None,
+) -> TrainResult:
   """Minimise ``loss_fn(params, key)`` for ``num_steps`` optax steps.
 
   Steps run in jitted ``lax.scan`` chunks of ``chunk_size``; a tqdm bar shows
@@ -159,19 +193,23 @@ def train(loss_fn, params, optimizer: optax.GradientTransformation, num_steps: i
       state, losses = restore_checkpoint(manager, state, num_steps)
       resumed_from = int(state.step)
   chunk = make_chunk_fn(loss_fn, optimizer, key, ema_decay)
-  bar = tqdm.tqdm(total=num_steps, initial=resumed_from, disable=not progress, desc="train", leave=False)
+  bar = tqdm.tqdm(
+    total=num_steps, initial=resumed_from, disable=not progress, desc="train", leave=False
+  )
   n_chunks = 0
   try:
     while int(state.step) < num_steps:
       start = int(state.step)
       length = min(chunk_size - start % chunk_size, num_steps - start)
       state, chunk_losses = chunk(state, length)
-      losses[start:start + length] = np.asarray(chunk_losses)
+      losses[start : start + length] = np.asarray(chunk_losses)
       n_chunks += 1
       bar.update(length)
       bar.set_postfix(loss=f"{float(np.mean(chunk_losses)):.4g}")
       if not np.all(np.isfinite(chunk_losses)):
-        raise FloatingPointError(f"non-finite training loss between steps {start} and {start + length}.")
+        raise FloatingPointError(
+          f"non-finite training loss between steps {start} and {start + length}."
+        )
       done = int(state.step) >= num_steps
       if manager is not None and (done or n_chunks % checkpoint_every == 0):
         save_checkpoint(manager, state, losses, metadata)
@@ -188,7 +226,9 @@ def train(loss_fn, params, optimizer: optax.GradientTransformation, num_steps: i
 # Denoising objective for any schedule ``x_t = ψ(t) x + σ(t) ε``.
 
 
-def sample_times(key: jax.Array, schedule: paths.Schedule, n: int, t_min: float = 1e-3, dtype=jnp.float32):
+def sample_times(
+  key: jax.Array, schedule: paths.Schedule, n: int, t_min: float = 1e-3, dtype=jnp.float32
+):
   """Training times for ``schedule``, shape ``(n,)``.
 
   VP / VE (data at 0, noise at 1): ``t ~ U[t_min, 1]``; linear FM (data at 1):
@@ -200,9 +240,11 @@ def sample_times(key: jax.Array, schedule: paths.Schedule, n: int, t_min: float 
   return jax.random.uniform(key, (n,), dtype, lo, hi)
 
 
-def denoising_target(schedule: paths.Schedule, x: jax.Array, eps: jax.Array, t: jax.Array,
-                     parameterisation: str) -> jax.Array:
-  """Regression target of the chosen output at ``x_t = ψx + σε`` (``x``, ``eps``: ``(B, D)``, ``t``: ``(B,)``).
+def denoising_target(
+  schedule: paths.Schedule, x: jax.Array, eps: jax.Array, t: jax.Array, parameterisation: str
+) -> jax.Array:
+  """Regression target of the chosen output at ``x_t = ψx + σε`` (``x``, ``eps``: ``(B, D)``, ``t``:
+  ``(B,)``).
 
   ``eps``: ε; ``score``: −ε/σ; ``x0``: x; ``velocity``: ψ'x + σ'ε. :func:`denoising_loss`
   weights the ``score`` error by σ² (denoising score matching, ``||σ s_θ + ε||²``).
@@ -216,11 +258,20 @@ def denoising_target(schedule: paths.Schedule, x: jax.Array, eps: jax.Array, t: 
     return x
   if parameterisation == "velocity":
     return schedule.dpsi(t)[:, None] * x + schedule.dsigma(t)[:, None] * eps
-  raise ValueError(f"`parameterisation` must be one of {paths.PARAMETERISATIONS}; got {parameterisation!r}.")
+  raise ValueError(
+    f"`parameterisation` must be one of {paths.PARAMETERISATIONS}; got {parameterisation!r}."
+  )
 
 
-def denoising_loss(apply_fn, params, schedule: paths.Schedule, x: jax.Array, eps: jax.Array, t: jax.Array,
-                   parameterisation: str = "eps") -> jax.Array:
+def denoising_loss(
+  apply_fn,
+  params,
+  schedule: paths.Schedule,
+  x: jax.Array,
+  eps: jax.Array,
+  t: jax.Array,
+  parameterisation: str = "eps",
+) -> jax.Array:
   """``L(θ) = mean_b w_b ||f_θ(x_t, t) − target_b||²`` with ``x_t = ψ(t) x + σ(t) ε``.
 
   ``w = σ(t)²`` for the ``score`` output and 1 otherwise; shapes as in :func:`denoising_target`.
@@ -233,15 +284,25 @@ def denoising_loss(apply_fn, params, schedule: paths.Schedule, x: jax.Array, eps
   return jnp.mean(w * sq)
 
 
-def denoising_objective(apply_fn, schedule: paths.Schedule, data: jax.Array, batch_size: int = 256,
-                        parameterisation: str = "eps", t_min: float = 1e-3):
-  """Return ``loss_fn(params, key)``: :func:`denoising_loss` on a fresh batch (x ~ data, ε ~ N(0, I), t ~ :func:`sample_times`)."""
+def denoising_objective(
+  apply_fn,
+  schedule: paths.Schedule,
+  data: jax.Array,
+  batch_size: int = 256,
+  parameterisation: str = "eps",
+  t_min: float = 1e-3,
+):
+  """Return ``loss_fn(params, key)``: :func:`denoising_loss` on a fresh batch (x ~ data, ε ~ N(0,
+  I), t ~ :func:`sample_times`).
+  """
   _checks.check_ndim("data", data, 2, "(N, D)")
   _checks.check_finite("data", data)
   if batch_size < 1:
     raise ValueError(f"`batch_size` must be >= 1; got {batch_size}.")
   if parameterisation not in paths.PARAMETERISATIONS:
-    raise ValueError(f"`parameterisation` must be one of {paths.PARAMETERISATIONS}; got {parameterisation!r}.")
+    raise ValueError(
+      f"`parameterisation` must be one of {paths.PARAMETERISATIONS}; got {parameterisation!r}."
+    )
   _checks.check_positive("t_min", t_min)
 
   def loss_fn(params, key):
@@ -258,8 +319,14 @@ def denoising_objective(apply_fn, schedule: paths.Schedule, data: jax.Array, bat
 # Class-conditional flow matching with label dropout, and classifier-free guidance (seed 003).
 
 
-def cond_fm_objective(apply_fn, data: jax.Array, labels: jax.Array, null_label: int, batch_size: int = 256,
-                      p_uncond: float = 0.2):
+def cond_fm_objective(
+  apply_fn,
+  data: jax.Array,
+  labels: jax.Array,
+  null_label: int,
+  batch_size: int = 256,
+  p_uncond: float = 0.2,
+):
   """Return ``loss_fn(params, key)``: conditional FM loss with label dropout.
 
   ``L(θ) = mean_b ||u_θ(x_t, t, ỹ_b) − (x1_b − x0_b)||²`` with ``(x1_b, y_b)`` drawn
@@ -270,7 +337,9 @@ def cond_fm_objective(apply_fn, data: jax.Array, labels: jax.Array, null_label: 
   _checks.check_finite("data", data)
   _checks.check_ndim("labels", labels, 1, "(N,)")
   if labels.shape[0] != data.shape[0]:
-    raise ValueError(f"`labels` must have shape ({data.shape[0]},) matching `data`; got {labels.shape}.")
+    raise ValueError(
+      f"`labels` must have shape ({data.shape[0]},) matching `data`; got {labels.shape}."
+    )
   if batch_size < 1:
     raise ValueError(f"`batch_size` must be >= 1; got {batch_size}.")
   if not 0 <= p_uncond <= 1:
@@ -295,6 +364,7 @@ def cfg_velocity(apply_fn, guidance: float, null_label: int):
 
   ``w = guidance``: ``w = 1`` is the conditional field, ``w = 0`` the unconditional one.
   """
+
   def u(params, x, t, y):
     u_null = apply_fn(params, x, t, jnp.full(x.shape[:-1], null_label, jnp.int32))
     return u_null + guidance * (apply_fn(params, x, t, y) - u_null)

@@ -11,7 +11,8 @@ Architecture (``L = len(widths)`` levels)::
   h = conv_in(x)                                    # 3×3, C -> widths[0]  ("first layer")
   down: level l: num_res_blocks × ResBlock(widths[l]); downsample (stride-2 conv) if l < L−1
   mid:  ResBlock, [self-attention at the lowest resolution], ResBlock
-  up:   level l (reversed): num_res_blocks × ResBlock(concat(h, skip)); upsample (nearest + conv) if l > 0
+  up:   level l (reversed): num_res_blocks × ResBlock(concat(h, skip)); upsample (nearest + conv) if
+  l > 0
   out = conv_out(silu(GroupNorm(h)))                # 3×3, widths[0] -> C, zero-initialised
 
 ``ResBlock(h, e) = skip(h) + conv(silu(GN(conv(silu(GN(h))) + Dense(e)))))``
@@ -22,9 +23,10 @@ The first convolution is named :data:`FIRST_LAYER` (``"conv_in"``), so
 ``memjax.curvature.param_subset(params, select=FIRST_LAYER_SELECT)`` selects
 exactly its kernel and bias (the "first layer only" Bayesian subset).
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -37,7 +39,8 @@ FIRST_LAYER_SELECT = "['conv_in']"  # exact leaf-path pattern for curvature.para
 
 
 class Conv(nn.Module):
-  """2-D convolution ``(N,H,W,Cin) -> (N,⌈H/s⌉,⌈W/s⌉,features)`` with flax ``nn.Conv`` parameter shapes.
+  """2-D convolution ``(N,H,W,Cin) -> (N,⌈H/s⌉,⌈W/s⌉,features)`` with flax ``nn.Conv`` parameter
+  shapes.
 
   ``impl="matmul"`` (default) computes ``y[n,h,w] = Σ_{i,j} x_pad[n, s h + i, s w + j] K[i,j] + b``
   as ONE einsum over the ``k_h k_w`` shifted views (im2col, zero "SAME" padding of ``(k−1)/2``
@@ -58,15 +61,22 @@ class Conv(nn.Module):
     (kh, kw), (sh, sw) = self.kernel_size, self.strides
     if self.impl == "lax":
       pad = ((kh // 2, kh // 2), (kw // 2, kw // 2))
-      return nn.Conv(self.features, (kh, kw), (sh, sw), padding=pad, kernel_init=self.kernel_init,
-                     name="conv")(x)
+      return nn.Conv(
+        self.features, (kh, kw), (sh, sw), padding=pad, kernel_init=self.kernel_init, name="conv"
+      )(x)
     n, h, w, c = x.shape
     kernel = self.param("kernel", self.kernel_init, (kh, kw, c, self.features), x.dtype)
     bias = self.param("bias", nn.initializers.zeros, (self.features,), x.dtype)
     xp = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
     ho, wo = -(-h // sh), -(-w // sw)
-    views = [xp[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw, :] for i in range(kh) for j in range(kw)]
-    y = jnp.einsum("nhwkc,kco->nhwo", jnp.stack(views, axis=3), kernel.reshape(kh * kw, c, self.features))
+    views = [
+      xp[:, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw, :]
+      for i in range(kh)
+      for j in range(kw)
+    ]
+    y = jnp.einsum(
+      "nhwkc,kco->nhwo", jnp.stack(views, axis=3), kernel.reshape(kh * kw, c, self.features)
+    )
     return y + bias.reshape(1, 1, 1, -1)
 
 
@@ -75,7 +85,9 @@ def _gn(groups: int, name: str) -> nn.GroupNorm:
 
 
 class ResBlock(nn.Module):
-  """Residual block with GroupNorm, SiLU and an additive time projection; ``(N,H,W,Cin) -> (N,H,W,width)``."""
+  """Residual block with GroupNorm, SiLU and an additive time projection; ``(N,H,W,Cin) ->
+  (N,H,W,width)``.
+  """
 
   width: int
   groups: int = 8
@@ -83,10 +95,16 @@ class ResBlock(nn.Module):
 
   @nn.compact
   def __call__(self, h: jax.Array, emb: jax.Array) -> jax.Array:
-    y = Conv(self.width, (3, 3), impl=self.conv, name="conv_0")(nn.silu(_gn(self.groups, "norm_0")(h)))
+    y = Conv(self.width, (3, 3), impl=self.conv, name="conv_0")(
+      nn.silu(_gn(self.groups, "norm_0")(h))
+    )
     y = y + nn.Dense(self.width, name="time_proj")(emb)[:, None, None, :]
-    y = Conv(self.width, (3, 3), impl=self.conv, name="conv_1")(nn.silu(_gn(self.groups, "norm_1")(y)))
-    skip = h if h.shape[-1] == self.width else Conv(self.width, (1, 1), impl=self.conv, name="skip")(h)
+    y = Conv(self.width, (3, 3), impl=self.conv, name="conv_1")(
+      nn.silu(_gn(self.groups, "norm_1")(y))
+    )
+    skip = (
+      h if h.shape[-1] == self.width else Conv(self.width, (1, 1), impl=self.conv, name="skip")(h)
+    )
     return skip + y
 
 
@@ -104,7 +122,9 @@ class SelfAttention(nn.Module):
     n, hh, ww, c = h.shape
     y = _gn(self.groups, "norm")(h).reshape(n, hh * ww, c)
     q, k, v = (nn.Dense(c, name=f"{s}")(y) for s in ("query", "key", "value"))
-    w = jax.nn.softmax(jnp.einsum("nic,njc->nij", q, k) / jnp.sqrt(jnp.asarray(c, h.dtype)), axis=-1)
+    w = jax.nn.softmax(
+      jnp.einsum("nic,njc->nij", q, k) / jnp.sqrt(jnp.asarray(c, h.dtype)), axis=-1
+    )
     out = nn.Dense(c, name="out")(jnp.einsum("nij,njc->nic", w, v))
     return h + out.reshape(n, hh, ww, c)
 
@@ -119,7 +139,8 @@ class UNetField(nn.Module):
     time_dim: size of the sinusoidal time embedding (even, ≥ 4).
     attention: self-attention in the middle (lowest resolution) block.
     groups: GroupNorm groups; must divide every width.
-    conv: ``"matmul"`` (im2col; fast gradients inside loops on CPU) or ``"lax"`` (see :class:`Conv`).
+    conv: ``"matmul"`` (im2col; fast gradients inside loops on CPU) or ``"lax"`` (see
+    :class:`Conv`).
   """
 
   image_shape: Sequence[int]
@@ -140,13 +161,19 @@ class UNetField(nn.Module):
     if len(self.image_shape) != 3 or min(self.image_shape) < 1:
       raise ValueError(f"`image_shape` must be (H, W, C) of positive ints; got {self.image_shape}.")
     if not self.widths or min(self.widths) < 1:
-      raise ValueError(f"`widths` must be a non-empty sequence of positive ints; got {self.widths}.")
+      raise ValueError(
+        f"`widths` must be a non-empty sequence of positive ints; got {self.widths}."
+      )
     f = 2 ** (len(self.widths) - 1)
     if self.image_shape[0] % f or self.image_shape[1] % f:
-      raise ValueError(f"`image_shape` {tuple(self.image_shape)}: H and W must be divisible by "
-                       f"2^(len(widths)-1) = {f}.")
+      raise ValueError(
+        f"`image_shape` {tuple(self.image_shape)}: H and W must be divisible by "
+        f"2^(len(widths)-1) = {f}."
+      )
     if self.groups < 1 or any(w % self.groups for w in self.widths):
-      raise ValueError(f"`groups`={self.groups} must divide every width in `widths`={tuple(self.widths)}.")
+      raise ValueError(
+        f"`groups`={self.groups} must divide every width in `widths`={tuple(self.widths)}."
+      )
     if self.conv not in ("matmul", "lax"):
       raise ValueError(f"`conv` must be 'matmul' or 'lax'; got {self.conv!r}.")
     if self.num_res_blocks < 1:
@@ -156,12 +183,17 @@ class UNetField(nn.Module):
   def __call__(self, x: jax.Array, t: jax.Array) -> jax.Array:
     self._validate()
     if x.shape[-1] != self.dim:
-      raise ValueError(f"`x` must have shape (..., {self.dim}) (H·W·C of {tuple(self.image_shape)}); got {x.shape}.")
+      raise ValueError(
+        f"`x` must have shape (..., {self.dim}) (H·W·C of {tuple(self.image_shape)}); "
+        f"got {x.shape}."
+      )
     batch = x.shape[:-1]
     h = x.reshape((-1,) + tuple(self.image_shape))
     t = jnp.broadcast_to(jnp.asarray(t, x.dtype), batch).reshape(-1)
     emb = nets.sinusoidal_embedding(t, self.time_dim).astype(x.dtype)
-    emb = nn.Dense(4 * self.time_dim, name="time_dense_1")(nn.silu(nn.Dense(4 * self.time_dim, name="time_dense_0")(emb)))
+    emb = nn.Dense(4 * self.time_dim, name="time_dense_1")(
+      nn.silu(nn.Dense(4 * self.time_dim, name="time_dense_0")(emb))
+    )
     h = Conv(self.widths[0], (3, 3), impl=self.conv, name=FIRST_LAYER)(h)
     skips = [h]
     for lvl, width in enumerate(self.widths):
@@ -178,18 +210,27 @@ class UNetField(nn.Module):
     for lvl in reversed(range(len(self.widths))):
       for i in range(self.num_res_blocks + 1):
         h = ResBlock(self.widths[lvl], self.groups, self.conv, name=f"up_{lvl}_{i}")(
-            jnp.concatenate([h, skips.pop()], axis=-1), emb)
+          jnp.concatenate([h, skips.pop()], axis=-1), emb
+        )
       if lvl > 0:
         n, hh, ww, c = h.shape
         h = jax.image.resize(h, (n, 2 * hh, 2 * ww, c), method="nearest")
         h = Conv(self.widths[lvl - 1], (3, 3), impl=self.conv, name=f"upsample_{lvl}")(h)
     h = nn.silu(_gn(self.groups, "norm_out")(h))
-    h = Conv(self.image_shape[-1], (3, 3), impl=self.conv, kernel_init=nn.initializers.zeros, name="conv_out")(h)
+    h = Conv(
+      self.image_shape[-1],
+      (3, 3),
+      impl=self.conv,
+      kernel_init=nn.initializers.zeros,
+      name="conv_out",
+    )(h)
     return h.reshape(batch + (self.dim,))
 
 
 def unet_field(image_shape: Sequence[int], **kw):
-  """Build ``(module, u)`` with ``u(params, x, t)`` the validated pure field of :func:`memjax.nets.velocity_fn`."""
+  """Build ``(module, u)`` with ``u(params, x, t)`` the validated pure field of
+  :func:`memjax.nets.velocity_fn`.
+  """
   module = UNetField(tuple(int(s) for s in image_shape), **kw)
   module._validate()  # pylint: disable=protected-access
   return module, nets.velocity_fn(module)

@@ -1,4 +1,5 @@
 """Tests for memjax.curvature against dense, independently computed references (float64)."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,7 +17,9 @@ U_FN = nets.velocity_fn(MOD)
 
 def _setup():
   k_p, k_d, k_t = jax.random.split(jax.random.PRNGKey(0), 3)
-  params = jax.tree_util.tree_map(lambda x: x.astype(jnp.float64), nets.init_params(MOD, k_p, 2, jnp.float64))
+  params = jax.tree_util.tree_map(
+    lambda x: x.astype(jnp.float64), nets.init_params(MOD, k_p, 2, jnp.float64)
+  )
   data = jax.random.normal(k_d, (NUM_DATA, 2), jnp.float64)
   x1, x0, t = curvature.make_triples(k_t, data, 8)
   return params, x1, x0, t
@@ -56,12 +59,14 @@ def test_hvp_matches_dense_hessian():
 
 def test_curvature_loss_definition():
   # Independent: s Σ_b ℓ_b(params) + α/2 ||θ||² via training.fm_loss_per_example.
-  ref = SCALE * jnp.sum(training.fm_loss_per_example(U_FN, PARAMS, X1, X0, T)) \
-      + 0.5 * ALPHA * jnp.sum(THETA ** 2)
+  ref = SCALE * jnp.sum(
+    training.fm_loss_per_example(U_FN, PARAMS, X1, X0, T)
+  ) + 0.5 * ALPHA * jnp.sum(THETA**2)
   np.testing.assert_allclose(LOSS(THETA), ref, rtol=1e-12)
   # Residuals reproduce the data term: s Σ ||r_b||².
-  np.testing.assert_allclose(SCALE * jnp.sum(RES_FN(THETA) ** 2) + 0.5 * ALPHA * jnp.sum(THETA ** 2),
-                             ref, rtol=1e-12)
+  np.testing.assert_allclose(
+    SCALE * jnp.sum(RES_FN(THETA) ** 2) + 0.5 * ALPHA * jnp.sum(THETA**2), ref, rtol=1e-12
+  )
   # Explicit loss_scale overrides num_data.
   l2 = curvature.curvature_loss(U_FN, PARAMS, X1, X0, T, alpha=0.0, loss_scale=2.5)
   np.testing.assert_allclose(l2(THETA), 2.5 * jnp.sum(RES_FN(THETA) ** 2), rtol=1e-12)
@@ -70,11 +75,15 @@ def test_curvature_loss_definition():
 def test_ggn_vp_matches_dense():
   jac = jax.jacfwd(RES_FN)(THETA).reshape(-1, P)
   v = _dir(3)
-  np.testing.assert_allclose(ggn_jit(THETA, v), 2 * SCALE * jac.T @ (jac @ v), rtol=1e-10, atol=1e-10)
+  np.testing.assert_allclose(
+    ggn_jit(THETA, v), 2 * SCALE * jac.T @ (jac @ v), rtol=1e-10, atol=1e-10
+  )
 
 
 def _leaves_equal(a, b):
-  return all(np.array_equal(x, y) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+  return all(
+    np.array_equal(x, y) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b))
+  )
 
 
 def test_subset_roundtrip_and_freezing():
@@ -97,14 +106,16 @@ def test_subset_roundtrip_and_freezing():
 
 
 def test_subset_gradient_is_zero_outside_selection():
-  loss_b = curvature.curvature_loss(U_FN, PARAMS, X1, X0, T, subset=SUB_D0, alpha=ALPHA,
-                                    num_data=NUM_DATA)
+  loss_b = curvature.curvature_loss(
+    U_FN, PARAMS, X1, X0, T, subset=SUB_D0, alpha=ALPHA, num_data=NUM_DATA
+  )
   theta_b = SUB_D0.theta
   # Gradient through the subset equals the dense_0 block of the full gradient (+ prior).
   data_term = lambda p: SCALE * jnp.sum(training.fm_loss_per_example(U_FN, p, X1, X0, T))
   full_grad = jax.grad(data_term)(PARAMS)
-  np.testing.assert_allclose(jax.grad(loss_b)(theta_b),
-                             SUB_D0.flatten(full_grad) + ALPHA * theta_b, rtol=1e-10, atol=1e-12)
+  np.testing.assert_allclose(
+    jax.grad(loss_b)(theta_b), SUB_D0.flatten(full_grad) + ALPHA * theta_b, rtol=1e-10, atol=1e-12
+  )
   # Gradient w.r.t. the full params of loss_b∘flatten vanishes on the frozen leaves.
   g = jax.grad(lambda p: loss_b(SUB_D0.flatten(p)))(PARAMS)
   for name, leaf in g["params"].items():
@@ -122,15 +133,20 @@ A = 0.5 * (A + A.T)
 
 def test_lanczos_topk_matches_dense_eigh():
   k = 5
-  res = jax.jit(lambda key: linalg.lanczos_topk(lambda x: A @ x, DIM, k, key))(jax.random.PRNGKey(5))
+  res = jax.jit(lambda key: linalg.lanczos_topk(lambda x: A @ x, DIM, k, key))(
+    jax.random.PRNGKey(5)
+  )
   w, vecs = np.linalg.eigh(np.asarray(A))
   w, vecs = w[::-1][:k], vecs[:, ::-1][:, :k].T
   assert res.values.shape == (k,) and res.vectors.shape == (k, DIM) and res.residuals.shape == (k,)
   np.testing.assert_allclose(res.values, w, rtol=1e-8)
   overlaps = np.abs(np.sum(np.asarray(res.vectors) * vecs, axis=1))
   np.testing.assert_allclose(overlaps, 1.0, atol=1e-8)
-  ref_res = np.linalg.norm(np.asarray(res.vectors) @ np.asarray(A) - np.asarray(res.values)[:, None]
-                           * np.asarray(res.vectors), axis=1)
+  ref_res = np.linalg.norm(
+    np.asarray(res.vectors) @ np.asarray(A)
+    - np.asarray(res.values)[:, None] * np.asarray(res.vectors),
+    axis=1,
+  )
   np.testing.assert_allclose(res.residuals, ref_res, rtol=1e-6, atol=1e-12)
   assert np.all(np.asarray(res.residuals) < 1e-7 * LAM[0])
 
@@ -149,7 +165,9 @@ def test_lanczos_raw_values_and_clip():
 
 @pytest.mark.parametrize("sampler", ["signs", "normal"])
 def test_hutchinson_within_standard_errors(sampler):
-  est, sem = linalg.hutchinson_trace(lambda x: A @ x, DIM, jax.random.PRNGKey(7), 300, sampler=sampler)
+  est, sem = linalg.hutchinson_trace(
+    lambda x: A @ x, DIM, jax.random.PRNGKey(7), 300, sampler=sampler
+  )
   exact = float(np.trace(np.asarray(A)))
   assert float(sem) > 0
   assert abs(float(est) - exact) < 4 * float(sem), (float(est), exact, float(sem))

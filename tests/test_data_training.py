@@ -1,4 +1,5 @@
 """data: determinism and the exact two-point field; training: loss, EMA, exact resume after a kill."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,10 +22,15 @@ def test_two_point_and_mixture_deterministic():
 
 def test_mixture_log_prob_matches_scipy():
   from scipy import stats
+
   gmm = data.gaussian_mixture([[0.0, 1.0], [2.0, -1.0]], [0.5, 1.5], [0.3, 0.7], dtype=jnp.float64)
   x = jax.random.normal(jax.random.PRNGKey(0), (6, 2), jnp.float64)
-  ref = np.log(sum(w * stats.multivariate_normal(m, s**2 * np.eye(2)).pdf(np.asarray(x))
-                   for m, s, w in zip(np.asarray(gmm.means), np.asarray(gmm.stds), np.asarray(gmm.weights))))
+  ref = np.log(
+    sum(
+      w * stats.multivariate_normal(m, s**2 * np.eye(2)).pdf(np.asarray(x))
+      for m, s, w in zip(np.asarray(gmm.means), np.asarray(gmm.stds), np.asarray(gmm.weights))
+    )
+  )
   np.testing.assert_allclose(data.mixture_log_prob(gmm, x), ref, rtol=1e-10)
 
 
@@ -49,7 +55,9 @@ def test_two_point_velocity_equals_posterior_mean_field():
     train = jnp.array([-m, m])
     logw = -((x[:, None] - t * train[None, :]) ** 2) / (2 * (1 - t) ** 2)
     post_mean = jnp.sum(jax.nn.softmax(logw, axis=1) * train[None, :], axis=1)
-    np.testing.assert_allclose(data.two_point_velocity(x, t, m), (post_mean - x) / (1 - t), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(
+      data.two_point_velocity(x, t, m), (post_mean - x) / (1 - t), rtol=1e-10, atol=1e-12
+    )
     np.testing.assert_allclose(data.two_point_velocity(-x, t, m), -data.two_point_velocity(x, t, m))
 
 
@@ -77,12 +85,15 @@ class _Killed(Exception):
 
 def test_training_decreases_loss_and_ema():
   params, loss_fn, opt = _setup()
-  res = training.train(loss_fn, params, opt, 300, jax.random.PRNGKey(1), chunk_size=100, ema_decay=0.9,
-                       progress=False)
+  res = training.train(
+    loss_fn, params, opt, 300, jax.random.PRNGKey(1), chunk_size=100, ema_decay=0.9, progress=False
+  )
   assert res.losses.shape == (300,) and np.all(np.isfinite(res.losses))
   assert res.losses[-50:].mean() < 0.7 * res.losses[:50].mean()
   # EMA differs from the raw params but stays close to them.
-  diff = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), res.state.ema_params, res.state.params)
+  diff = jax.tree.map(
+    lambda a, b: float(jnp.max(jnp.abs(a - b))), res.state.ema_params, res.state.params
+  )
   assert 0 < max(jax.tree_util.tree_leaves(diff)) < 0.5
 
 
@@ -97,13 +108,17 @@ def test_killed_run_resumes_to_identical_params(tmp_path):
 
   ckpt = str(tmp_path / "ckpt")
   with pytest.raises(_Killed):
-    training.train(loss_fn, params, opt, 250, key, checkpoint_dir=ckpt, callback=kill_after_two_chunks, **kw)
+    training.train(
+      loss_fn, params, opt, 250, key, checkpoint_dir=ckpt, callback=kill_after_two_chunks, **kw
+    )
   resumed = training.train(loss_fn, params, opt, 250, key, checkpoint_dir=ckpt, **kw)
   straight = training.train(loss_fn, params, opt, 250, key, **kw)
   assert resumed.resumed_from == 100
-  chex_equal = jax.tree.map(lambda a, b: np.array_equal(np.asarray(a), np.asarray(b)),
-                            (resumed.state.params, resumed.state.ema_params, resumed.state.opt_state),
-                            (straight.state.params, straight.state.ema_params, straight.state.opt_state))
+  chex_equal = jax.tree.map(
+    lambda a, b: np.array_equal(np.asarray(a), np.asarray(b)),
+    (resumed.state.params, resumed.state.ema_params, resumed.state.opt_state),
+    (straight.state.params, straight.state.ema_params, straight.state.opt_state),
+  )
   assert all(jax.tree_util.tree_leaves(chex_equal))
   np.testing.assert_array_equal(resumed.losses, straight.losses)
   # A finished run in the same directory restores and does nothing more.

@@ -1,4 +1,5 @@
 """Sharded == single-device results (float64), on 8 fake CPU devices in a subprocess; 1-device path in-process."""
+
 import os
 import subprocess
 import sys
@@ -17,8 +18,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def test_sharded_equals_unsharded_on_8_devices(which):
   env = dict(os.environ, PYTHONPATH=os.path.dirname(HERE))
   env.pop("XLA_FLAGS", None)
-  proc = subprocess.run([sys.executable, os.path.join(HERE, "_sharded_check.py"), which], env=env,
-                        capture_output=True, text=True, timeout=900)
+  proc = subprocess.run(
+    [sys.executable, os.path.join(HERE, "_sharded_check.py"), which],
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=900,
+  )
   assert proc.returncode == 0 and "ALL OK" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 

@@ -1,4 +1,5 @@
 """Tests for memjax.laplace: tangent Gaussian sampling and Riemannian (geodesic) samples (float64)."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,7 +16,7 @@ B3 = jnp.array([0.7, -0.4, 0.9])
 
 
 def toy_loss(th):
-  return 0.5 * th @ A3 @ th + jnp.sum(B3 * th ** 3) / 6 + 0.25 * jnp.sum(th ** 4)
+  return 0.5 * th @ A3 @ th + jnp.sum(B3 * th**3) / 6 + 0.25 * jnp.sum(th**4)
 
 
 @jax.jit
@@ -34,20 +35,23 @@ V3 = jnp.array([[0.8, -0.5, 1.0], [-1.2, 0.3, 0.4], [0.2, 1.5, -0.7]])
 
 def speed_ref(th, v):
   g = jax.grad(toy_loss)(th)
-  return jnp.sum(v ** 2) + jnp.dot(g, v) ** 2
+  return jnp.sum(v**2) + jnp.dot(g, v) ** 2
 
 
 def test_speed_conserved_along_solution():
   theta0 = jnp.array([0.3, -0.2, 0.5])  # not a critical point: g(θ*) ≠ 0
   res = solve_toy(theta0, 1.5 * V3, TS, 1e-9, 1e-11)
   assert np.all(np.asarray(res.success))
-  s0 = jax.vmap(lambda v: jnp.sum(v ** 2) + jnp.dot(jax.grad(toy_loss)(theta0), v) ** 2)(1.5 * V3)
+  s0 = jax.vmap(lambda v: jnp.sum(v**2) + jnp.dot(jax.grad(toy_loss)(theta0), v) ** 2)(1.5 * V3)
   s_path = jax.vmap(jax.vmap(speed_ref))(res.trajectory, res.trajectory_velocity)  # (S, T)
   rel = np.abs(np.asarray(s_path) / np.asarray(s0)[:, None] - 1.0)
   assert rel.max() < 1e-6, rel
   assert np.all(np.asarray(res.speed_drift) < 1e-6)
   # The geodesic genuinely bends: θ(1) is far from the straight line θ* + v.
-  assert np.min(np.linalg.norm(np.asarray(res.theta - laplace.euclidean(theta0, 1.5 * V3)), axis=1)) > 1e-2
+  assert (
+    np.min(np.linalg.norm(np.asarray(res.theta - laplace.euclidean(theta0, 1.5 * V3)), axis=1))
+    > 1e-2
+  )
 
 
 def test_critical_point_fourth_order_expansion():
@@ -59,7 +63,7 @@ def test_critical_point_fourth_order_expansion():
   for s in range(V3.shape[0]):
     v = V3[s]
     hv = A3 @ v
-    pred = -(ts ** 4 / 6) * float(v @ hv) * float(hv @ hv)
+    pred = -(ts**4 / 6) * float(v @ hv) * float(hv @ hv)
     diff = np.array([toy_loss(res.trajectory[s, i]) - toy_loss(ts[i] * v) for i in range(len(ts))])
     err = np.abs(diff / pred - 1.0)
     assert np.all(np.diff(err) > 0), err  # error shrinks with t
@@ -80,8 +84,9 @@ def test_affine_loss_gives_straight_line():
 
 
 def _solve_1d(p, v, solver):
-  return laplace.riemannian(lambda th: 0.5 * p * th @ th, jnp.zeros(1), v, solver=solver,
-                            rtol=1e-10, atol=1e-12)
+  return laplace.riemannian(
+    lambda th: 0.5 * p * th @ th, jnp.zeros(1), v, solver=solver, rtol=1e-10, atol=1e-12
+  )
 
 
 SOLVE_1D = {s: jax.jit(lambda p, v, s=s: _solve_1d(p, v, s)) for s in ("tsit5", "dopri5")}
@@ -95,7 +100,7 @@ def test_1d_quadratic_arc_length_closed_form(solver):
     res = SOLVE_1D[solver](jnp.asarray(p), v)
     assert np.all(np.asarray(res.success))
     th1 = np.asarray(res.theta[:, 0])
-    arc = 0.5 * (th1 * np.sqrt(1 + p ** 2 * th1 ** 2) + np.arcsinh(p * th1) / p)
+    arc = 0.5 * (th1 * np.sqrt(1 + p**2 * th1**2) + np.arcsinh(p * th1) / p)
     np.testing.assert_allclose(arc, np.asarray(v[:, 0]), atol=1e-8, rtol=0)
 
 
@@ -103,7 +108,9 @@ def test_1d_quadratic_arc_length_closed_form(solver):
 def test_geodesic_rhs_matches_dense_hessian():
   mod = nets.MLPField(dim=2, hidden=(8, 8), time_dim=8)
   k_p, k_d, k_t, k_v = jax.random.split(jax.random.PRNGKey(1), 4)
-  params = jax.tree_util.tree_map(lambda x: x.astype(jnp.float64), nets.init_params(mod, k_p, 2, jnp.float64))
+  params = jax.tree_util.tree_map(
+    lambda x: x.astype(jnp.float64), nets.init_params(mod, k_p, 2, jnp.float64)
+  )
   x1, x0, t = curvature.make_triples(k_t, jax.random.normal(k_d, (16, 2), jnp.float64), 6)
   loss = curvature.curvature_loss(nets.velocity_fn(mod), params, x1, x0, t, alpha=0.1, num_data=16)
   theta = curvature.param_subset(params).theta
@@ -133,7 +140,7 @@ def _sigma_ref(subspace=False):
 def _check_cov(v, cov):
   v = np.asarray(v)
   emp = v.T @ v / v.shape[0]  # known zero mean
-  se = np.sqrt((np.outer(np.diag(cov), np.diag(cov)) + cov ** 2) / v.shape[0])
+  se = np.sqrt((np.outer(np.diag(cov), np.diag(cov)) + cov**2) / v.shape[0])
   assert np.all(np.abs(emp - cov) < 5 * se + 1e-12), np.abs(emp - cov) / (se + 1e-300)
 
 
@@ -141,7 +148,9 @@ def test_tangent_covariance_is_inverse_of_low_rank_precision():
   tg = laplace.tangent_gaussian(EIG, ALPHA)
   u, lam = np.asarray(EIG.vectors), np.maximum(np.asarray(EIG.values), 0.0)
   precision = u.T @ np.diag(lam) @ u + ALPHA * np.eye(P6)
-  np.testing.assert_allclose(laplace.tangent_covariance_dense(tg), np.linalg.inv(precision), atol=1e-12)
+  np.testing.assert_allclose(
+    laplace.tangent_covariance_dense(tg), np.linalg.inv(precision), atol=1e-12
+  )
   w = jax.random.normal(jax.random.PRNGKey(3), (4, P6), jnp.float64)
   sq = laplace.tangent_sqrt(tg, laplace.tangent_sqrt(tg, w))
   np.testing.assert_allclose(sq, laplace.tangent_covariance(tg)(w), atol=1e-12)
@@ -151,7 +160,7 @@ def test_tangent_covariance_is_inverse_of_low_rank_precision():
 def test_sample_covariance(mode):
   v = laplace.sample_velocities(EIG, ALPHA, ETA, jax.random.PRNGKey(4), NS, mode=mode)
   assert v.shape == (NS, P6)
-  _check_cov(v, ETA ** 2 * _sigma_ref(subspace=(mode == "subspace")))
+  _check_cov(v, ETA**2 * _sigma_ref(subspace=(mode == "subspace")))
 
 
 def test_full_minus_subspace_is_orthogonal_complement():
@@ -167,8 +176,8 @@ def test_single_mode_lies_on_eigenvector():
   u = np.asarray(EIG.vectors[i])
   coef = np.asarray(v) @ u
   np.testing.assert_allclose(np.asarray(v), coef[:, None] * u[None, :], atol=1e-12)
-  var = ETA ** 2 / (float(EIG.values[i]) + ALPHA)
-  assert abs(np.mean(coef ** 2) / var - 1.0) < 5 * np.sqrt(2.0 / NS)
+  var = ETA**2 / (float(EIG.values[i]) + ALPHA)
+  assert abs(np.mean(coef**2) / var - 1.0) < 5 * np.sqrt(2.0 / NS)
 
 
 # --- Failures are reported per sample, never replaced.
@@ -215,9 +224,12 @@ def test_input_validation():
   with pytest.raises(ValueError, match="`index`"):
     laplace.sample_velocities(EIG, ALPHA, ETA, jax.random.PRNGKey(0), 3, mode="single", index=3)
   with pytest.raises(ValueError, match="`eig.vectors`"):
-    laplace.sample_velocities(EIG._replace(vectors=EIG.vectors[:2]), ALPHA, ETA, jax.random.PRNGKey(0), 3)
+    laplace.sample_velocities(
+      EIG._replace(vectors=EIG.vectors[:2]), ALPHA, ETA, jax.random.PRNGKey(0), 3
+    )
   with pytest.raises(ValueError, match="`eig.values`"):
-    laplace.sample_velocities(EIG._replace(values=EIG.values.at[0].set(jnp.nan)), ALPHA, ETA,
-                              jax.random.PRNGKey(0), 3)
+    laplace.sample_velocities(
+      EIG._replace(values=EIG.values.at[0].set(jnp.nan)), ALPHA, ETA, jax.random.PRNGKey(0), 3
+    )
   with pytest.raises(ValueError, match="`v`"):
     laplace.euclidean(th, jnp.zeros((2, 4)))

@@ -1,4 +1,5 @@
 """LID estimators against closed forms and scikit-dimension (float64)."""
+
 import functools
 
 import jax
@@ -28,22 +29,35 @@ B0, B1 = 0.1, 20.0
 _vp_b = lambda t: B0 * t + 0.5 * (B1 - B0) * t**2
 _vp_psi = lambda t: jnp.exp(-0.5 * _vp_b(t))
 COEFFS = {
-    "linear_fm": lambda t: (t, 1.0 - t, jnp.ones_like(t), -jnp.ones_like(t)),
-    "vp_linear": lambda t: (_vp_psi(t), jnp.sqrt(1 - _vp_psi(t) ** 2), -0.5 * (B0 + (B1 - B0) * t) * _vp_psi(t),
-                            0.5 * (B0 + (B1 - B0) * t) * _vp_psi(t) ** 2 / jnp.sqrt(1 - _vp_psi(t) ** 2)),
-    "ve": lambda t: (jnp.ones_like(t), 0.01 * 5000.0**t, jnp.zeros_like(t), 0.01 * 5000.0**t * np.log(5000.0)),
-    "edm": lambda t: (jnp.ones_like(t), t, jnp.zeros_like(t), jnp.ones_like(t)),
+  "linear_fm": lambda t: (t, 1.0 - t, jnp.ones_like(t), -jnp.ones_like(t)),
+  "vp_linear": lambda t: (
+    _vp_psi(t),
+    jnp.sqrt(1 - _vp_psi(t) ** 2),
+    -0.5 * (B0 + (B1 - B0) * t) * _vp_psi(t),
+    0.5 * (B0 + (B1 - B0) * t) * _vp_psi(t) ** 2 / jnp.sqrt(1 - _vp_psi(t) ** 2),
+  ),
+  "ve": lambda t: (
+    jnp.ones_like(t),
+    0.01 * 5000.0**t,
+    jnp.zeros_like(t),
+    0.01 * 5000.0**t * np.log(5000.0),
+  ),
+  "edm": lambda t: (jnp.ones_like(t), t, jnp.zeros_like(t), jnp.ones_like(t)),
 }
 T0 = {"linear_fm": 0.9, "vp_linear": 0.05, "ve": 0.3, "edm": 0.1}
 
 
 def gaussian_field(name, parameterisation):
   """Exact field of p_t = N(ψμ, ψ²Σ + σ²I): score −C⁻¹r, ε = σC⁻¹r, x̂ = μ + ψΣC⁻¹r, u = ψ'x̂ + σ'ε."""
+
   def one(y, t):
     psi, sig, dpsi, dsig = COEFFS[name](t)
     a = jnp.linalg.solve(psi**2 * SIGMA + sig**2 * jnp.eye(D), y - psi * MU)
     x0 = MU + psi * SIGMA @ a
-    return {"score": -a, "eps": sig * a, "x0": x0, "velocity": dpsi * x0 + dsig * sig * a}[parameterisation]
+    return {"score": -a, "eps": sig * a, "x0": x0, "velocity": dpsi * x0 + dsig * sig * a}[
+      parameterisation
+    ]
+
   return jax.vmap(one)
 
 
@@ -59,7 +73,9 @@ def closed_form(name, t0, x):
 @pytest.mark.parametrize("param", ["eps", "score", "x0", "velocity"])
 def test_flipd_gaussian_closed_form(name, param):
   sched = paths.get_schedule(name)
-  got = lid.flipd(gaussian_field(name, param), X, T0[name], sched, parameterisation=param, chunk_size=4)
+  got = lid.flipd(
+    gaussian_field(name, param), X, T0[name], sched, parameterisation=param, chunk_size=4
+  )
   want = closed_form(name, T0[name], X)
   np.testing.assert_allclose(got, want, rtol=1e-6)
   assert float(jnp.max(want)) > 2.5 and float(jnp.min(want)) < 4.5  # a soft count, neither 0 nor D
@@ -71,7 +87,9 @@ def test_flipd_fm_near_data_end_and_batching():
   sched = paths.linear_fm()
   got = lid.flipd(f, X, 0.995, sched, parameterisation="velocity", batch_size=2)
   np.testing.assert_allclose(got, closed_form("linear_fm", 0.995, X), rtol=1e-6)
-  np.testing.assert_allclose(got, lid.flipd(f, X, 0.995, sched, parameterisation="velocity"), rtol=1e-12)
+  np.testing.assert_allclose(
+    got, lid.flipd(f, X, 0.995, sched, parameterisation="velocity"), rtol=1e-12
+  )
 
 
 def test_exact_trace_matches_jacobian_of_mlp():
@@ -89,12 +107,22 @@ def test_hutchinson_within_standard_errors(sampler):
   sched = paths.vp_linear()
   f = gaussian_field("vp_linear", "eps")
   exact = lid.flipd_details(f, X, 0.05, sched, parameterisation="eps")
-  est = lid.flipd_details(f, X, 0.05, sched, parameterisation="eps", key=jax.random.PRNGKey(3),
-                          n_probes=64, sampler=sampler)
+  est = lid.flipd_details(
+    f,
+    X,
+    0.05,
+    sched,
+    parameterisation="eps",
+    key=jax.random.PRNGKey(3),
+    n_probes=64,
+    sampler=sampler,
+  )
   assert np.all(exact.sem == 0) and np.all(est.sem > 0)
   np.testing.assert_allclose(est.sq_norm, exact.sq_norm, rtol=1e-12)
   assert np.all(np.abs(est.lid - exact.lid) < 4 * est.sem), (est.lid, exact.lid, est.sem)
-  one = lid.flipd_details(f, X, 0.05, sched, parameterisation="eps", key=jax.random.PRNGKey(3), n_probes=1)
+  one = lid.flipd_details(
+    f, X, 0.05, sched, parameterisation="eps", key=jax.random.PRNGKey(3), n_probes=1
+  )
   assert np.all(np.isfinite(one.lid)) and np.all(np.isinf(one.sem))
 
 
@@ -109,7 +137,9 @@ def test_flipd_curve_and_auto_t0_on_gaussian():
   assert t0 == t0s[i] and 0 < int(i) < 11
   # A learned-field-like curve in log σ: ≈ D at tiny noise, a plateau at 3 from index 4 on, then a slow fall.
   sig = np.asarray(sched.sigma(t0s))
-  fake = np.where(np.arange(12) < 4, 3.0 + 7.0 * (4 - np.arange(12)) / 4, 3.0 - 0.05 * (np.arange(12) - 4))
+  fake = np.where(
+    np.arange(12) < 4, 3.0 + 7.0 * (4 - np.arange(12)) / 4, 3.0 - 0.05 * (np.arange(12) - 4)
+  )
   _, i_fake = lid.auto_t0(t0s, jnp.asarray(fake)[:, None], sched)
   assert int(i_fake) == 4, (i_fake, sig)
 
@@ -117,10 +147,10 @@ def test_flipd_curve_and_auto_t0_on_gaussian():
 def test_knee_index_known_knee():
   x = jnp.linspace(0.0, 1.0, 21)
   a = x[7]
-  plateau_drop = jnp.where(x < a, 1.0, (1.0 - x) / (1.0 - a))       # concave decreasing, knee at 7
-  rise_plateau = jnp.minimum(x / a, 1.0)                             # concave increasing
-  drop_floor = jnp.maximum(1.0 - x / a, 0.0)                         # convex decreasing
-  floor_rise = jnp.maximum((x - a) / (1.0 - a), 0.0)                 # convex increasing
+  plateau_drop = jnp.where(x < a, 1.0, (1.0 - x) / (1.0 - a))  # concave decreasing, knee at 7
+  rise_plateau = jnp.minimum(x / a, 1.0)  # concave increasing
+  drop_floor = jnp.maximum(1.0 - x / a, 0.0)  # convex decreasing
+  floor_rise = jnp.maximum((x - a) / (1.0 - a), 0.0)  # convex increasing
   assert int(lid.knee_index(x, 3.0 + 2.0 * plateau_drop)) == 7
   assert int(lid.knee_index(x, rise_plateau, "concave", "increasing")) == 7
   assert int(lid.knee_index(x, drop_floor, "convex", "decreasing")) == 7
@@ -154,8 +184,9 @@ def test_normal_bundle_recovers_large_variance_directions():
     np.testing.assert_array_equal(nb.normal_dim, d - big)
   # ε-parameterised field gives the same singular values (score = −ε/σ, converted inside).
   sig = COEFFS["vp_linear"](jnp.asarray(0.01))[1]
-  nb_eps = lid.normal_bundle(lambda y, t: -sig * score(y, t), x, 0.01, sched, jax.random.PRNGKey(0),
-                             parameterisation="eps")
+  nb_eps = lid.normal_bundle(
+    lambda y, t: -sig * score(y, t), x, 0.01, sched, jax.random.PRNGKey(0), parameterisation="eps"
+  )
   nb_score = lid.normal_bundle(score, x, 0.01, sched, jax.random.PRNGKey(0))
   np.testing.assert_allclose(nb_eps.singular_values, nb_score.singular_values, rtol=1e-8)
 
@@ -166,15 +197,22 @@ def test_gap_dimension_variants():
   np.testing.assert_array_equal(lid.gap_dimension(sv, skip_first_gap=True), [4, 3])
 
 
-MIX = data.manifold_mixture(jax.random.PRNGKey(0), dims=(2, 4, 8), kinds=("sphere", "affine", "affine"),
-                            ambient_dim=10, dtype=jnp.float64)
+MIX = data.manifold_mixture(
+  jax.random.PRNGKey(0),
+  dims=(2, 4, 8),
+  kinds=("sphere", "affine", "affine"),
+  ambient_dim=10,
+  dtype=jnp.float64,
+)
 MX, MC, MLID = data.sample_manifold_mixture(jax.random.PRNGKey(1), MIX, 3000)
 
 
 def test_manifold_mixture_points_lie_on_their_manifolds():
   for k, (kind, frame) in enumerate(zip(MIX.kinds, MIX.frames)):
     v = MX[MC == k] - MIX.centres[k][None]
-    np.testing.assert_allclose(v - (v @ frame) @ frame.T, 0.0, atol=1e-10)  # inside the span of the frame
+    np.testing.assert_allclose(
+      v - (v @ frame) @ frame.T, 0.0, atol=1e-10
+    )  # inside the span of the frame
     if kind == "sphere":
       np.testing.assert_allclose(jnp.linalg.norm(v, axis=1), MIX.scale, rtol=1e-10)
     else:
@@ -207,7 +245,9 @@ def test_knn_matches_brute_force():
   full = np.linalg.norm(q[:, None] - r[None], axis=-1)
   np.testing.assert_array_equal(i, np.argsort(full, axis=1)[:, :4])
   np.testing.assert_allclose(d, np.sort(full, axis=1)[:, :4], rtol=1e-12)
-  d_self, i_self = neighbours.knn(jnp.asarray(r), jnp.asarray(r), 3, exclude_self=True, query_chunk=16)
+  d_self, i_self = neighbours.knn(
+    jnp.asarray(r), jnp.asarray(r), 3, exclude_self=True, query_chunk=16
+  )
   assert not np.any(np.asarray(i_self) == np.arange(53)[:, None])
   full_r = np.linalg.norm(r[:, None] - r[None], axis=-1) + np.diag(np.full(53, np.inf))
   np.testing.assert_allclose(d_self, np.sort(full_r, axis=1)[:, :3], rtol=1e-12)
@@ -244,8 +284,9 @@ def test_mmh_labels():
   lid_star = jnp.asarray([1.0, 0.0, 1.0, 1.0, 1.0, 0.0])
   mem = jnp.asarray([True, True, True, False, True, True])
   labels = lid.mmh_labels(lid_model, lid_star, mem)
-  np.testing.assert_array_equal(labels, [lid.OD_MEM, lid.DD_MEM, lid.OTHER_MEM, lid.NOT_MEMORISED,
-                                         lid.OTHER_MEM, lid.DD_MEM])
+  np.testing.assert_array_equal(
+    labels, [lid.OD_MEM, lid.DD_MEM, lid.OTHER_MEM, lid.NOT_MEMORISED, lid.OTHER_MEM, lid.DD_MEM]
+  )
   assert lid.mmh_counts(labels) == {"not_memorised": 1, "od_mem": 1, "dd_mem": 2, "other_mem": 2}
 
 
@@ -256,8 +297,11 @@ def test_denoising_loss_equals_fm_loss_for_linear_fm():
   k1, k2, k3 = jax.random.split(jax.random.PRNGKey(1), 3)
   x, eps = jax.random.normal(k1, (16, 3), jnp.float64), jax.random.normal(k2, (16, 3), jnp.float64)
   t = jax.random.uniform(k3, (16,), jnp.float64)
-  np.testing.assert_allclose(training.denoising_loss(apply_fn, params, paths.linear_fm(), x, eps, t, "velocity"),
-                             training.fm_loss(apply_fn, params, x, eps, t), rtol=1e-12)
+  np.testing.assert_allclose(
+    training.denoising_loss(apply_fn, params, paths.linear_fm(), x, eps, t, "velocity"),
+    training.fm_loss(apply_fn, params, x, eps, t),
+    rtol=1e-12,
+  )
 
 
 @pytest.mark.parametrize("name", sorted(COEFFS))
@@ -271,13 +315,17 @@ def test_denoising_targets_are_the_conditional_quantities(name):
   np.testing.assert_allclose(tgt("velocity"), dpsi * x + dsig * eps, rtol=1e-10)
   np.testing.assert_allclose(tgt("score"), -eps / sig, rtol=1e-12)
   np.testing.assert_allclose(tgt("x0"), x)
-  loss = training.denoising_objective(lambda p, y, s: p * y, sched, x, batch_size=8)(1.0, jax.random.PRNGKey(0))
+  loss = training.denoising_objective(lambda p, y, s: p * y, sched, x, batch_size=8)(
+    1.0, jax.random.PRNGKey(0)
+  )
   assert np.isfinite(float(loss))
 
 
 def test_edm_schedule_and_karras_sigmas():
   s = paths.get_schedule("edm")
-  np.testing.assert_allclose([s.psi(0.7), s.sigma(0.7), s.dpsi(0.7), s.dsigma(0.7)], [1.0, 0.7, 0.0, 1.0])
+  np.testing.assert_allclose(
+    [s.psi(0.7), s.sigma(0.7), s.dpsi(0.7), s.dsigma(0.7)], [1.0, 0.7, 0.0, 1.0]
+  )
   sig = paths.karras_sigmas(10)
   np.testing.assert_allclose([sig[0], sig[-1]], [80.0, 0.002], rtol=1e-10)
   assert np.all(np.diff(sig) < 0)

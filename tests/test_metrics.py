@@ -1,4 +1,5 @@
 """metrics against brute-force / closed-form references."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -43,11 +44,14 @@ def test_kl_small_for_matching_samples_and_large_otherwise():
 
 def test_kde_matches_scipy():
   from scipy import stats
+
   s = np.random.default_rng(2).normal(size=50)
   x = np.linspace(-2, 2, 9)
   h = 0.4
   ref = stats.gaussian_kde(s, bw_method=h / s.std(ddof=1)).logpdf(x)
-  np.testing.assert_allclose(metrics.kde_log_density(jnp.asarray(s), jnp.asarray(x), h), ref, rtol=1e-10)
+  np.testing.assert_allclose(
+    metrics.kde_log_density(jnp.asarray(s), jnp.asarray(x), h), ref, rtol=1e-10
+  )
 
 
 def test_symmetry_score():

@@ -1,4 +1,5 @@
 """nets: shapes and validation; paths: converters agree on an analytic Gaussian for every schedule."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -28,10 +29,13 @@ def test_field_vmaps_over_params():
   np.testing.assert_allclose(out[0], U(PARAMS, jnp.ones((4, 3)), 0.5))
 
 
-@pytest.mark.parametrize("x,t,match", [
+@pytest.mark.parametrize(
+  "x,t,match",
+  [
     (jnp.ones((5, 2)), 0.5, r"\(\.\.\., 3\)"),
     (jnp.ones((5, 3)), jnp.ones((4,)), "`t` must be"),
-])
+  ],
+)
 def test_field_bad_shapes(x, t, match):
   with pytest.raises(ValueError, match=match):
     U(PARAMS, x, t)
@@ -80,8 +84,10 @@ def test_velocity_transports_gaussian_marginals(schedule):
   For data N(μ, s²), p_t = N(ψμ, ψ²s² + σ²); the quantile y_t = ψμ + c·√(ψ²s²+σ²) must satisfy ẏ = u(y, t).
   """
   mu, s2, c = 0.7, 0.3, 1.3
+
   def quantile(t):
     return schedule.psi(t) * mu + c * jnp.sqrt(schedule.psi(t) ** 2 * s2 + schedule.sigma(t) ** 2)
+
   for t in (0.2, 0.5, 0.8):
     t = jnp.asarray(t)
     y = quantile(t).reshape(1, 1)

@@ -1,4 +1,5 @@
 """regimes: empirical denoiser, concentration, shell coverage, D_lin, PF sampler against independent references."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,7 +27,9 @@ def np_posterior(train, y, sigma, psi=1.0):
 @pytest.mark.parametrize("sigma", [0.05, 0.7, 4.0])
 @pytest.mark.parametrize("train_chunk,query_chunk", [(1, 3), (5, 4), (37, 11), (64, 512)])
 def test_posterior_matches_bruteforce(sigma, train_chunk, query_chunk):
-  post = denoisers.posterior(TRAIN, QUERIES, sigma, train_chunk=train_chunk, query_chunk=query_chunk)
+  post = denoisers.posterior(
+    TRAIN, QUERIES, sigma, train_chunk=train_chunk, query_chunk=query_chunk
+  )
   den, log_z, wmax, ent, _ = np_posterior(TRAIN, QUERIES, sigma)
   np.testing.assert_allclose(post.denoiser, den, atol=1e-12)
   np.testing.assert_allclose(post.log_norm, log_z, rtol=1e-12, atol=1e-9)
@@ -40,11 +43,17 @@ def test_per_query_sigma_psi_weights_and_score():
   post = denoisers.posterior(TRAIN, QUERIES, sig, psi=0.6, train_chunk=8)
   den, _, _, _, w = np_posterior(TRAIN, QUERIES, sig, psi=0.6)
   np.testing.assert_allclose(post.denoiser, den, atol=1e-12)
-  np.testing.assert_allclose(denoisers.posterior_weights(TRAIN, QUERIES, sig, psi=0.6), w, atol=1e-12)
+  np.testing.assert_allclose(
+    denoisers.posterior_weights(TRAIN, QUERIES, sig, psi=0.6), w, atol=1e-12
+  )
   # Score = gradient of the log mixture density, by autodiff of an independent log-sum-exp.
-  logp = lambda y, s: jax.scipy.special.logsumexp(-jnp.sum((y[None] - 0.6 * TRAIN) ** 2, -1) / (2 * s**2))
+  logp = lambda y, s: jax.scipy.special.logsumexp(
+    -jnp.sum((y[None] - 0.6 * TRAIN) ** 2, -1) / (2 * s**2)
+  )
   ref = jax.vmap(jax.grad(logp))(jnp.asarray(QUERIES), jnp.asarray(sig))
-  np.testing.assert_allclose(denoisers.empirical_score(TRAIN, QUERIES, sig, psi=0.6), ref, atol=1e-10)
+  np.testing.assert_allclose(
+    denoisers.empirical_score(TRAIN, QUERIES, sig, psi=0.6), ref, atol=1e-10
+  )
 
 
 def test_small_sigma_denoiser_returns_training_points():
@@ -54,7 +63,9 @@ def test_small_sigma_denoiser_returns_training_points():
     np.testing.assert_allclose(den, TRAIN, atol=1e-12)
   # Off the training set too: the output is the nearest training point.
   nn = neighbours.nearest_two(QUERIES, TRAIN).i1
-  np.testing.assert_allclose(denoisers.empirical_denoiser(TRAIN, QUERIES, 1e-3), TRAIN[np.asarray(nn)], atol=1e-12)
+  np.testing.assert_allclose(
+    denoisers.empirical_denoiser(TRAIN, QUERIES, 1e-3), TRAIN[np.asarray(nn)], atol=1e-12
+  )
 
 
 def test_linear_denoiser_matches_dense_wiener_formula():
@@ -81,7 +92,10 @@ def test_large_sigma_gap_to_linear_shrinks():
 
 
 def test_concentration_monotone_on_two_and_four_points():
-  for train in (np.array([[-1.0, 0.0], [1.0, 0.0]]), np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0], [3.0, 3.0]])):
+  for train in (
+    np.array([[-1.0, 0.0], [1.0, 0.0]]),
+    np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0], [3.0, 3.0]]),
+  ):
     sigmas = np.geomspace(0.05, 20.0, 12)
     c = regimes.concentration(jax.random.PRNGKey(4), train, sigmas, num_noise=2000)
     w, h, ne = (np.asarray(a) for a in (c.max_weight, c.entropy, c.n_eff))
@@ -89,7 +103,12 @@ def test_concentration_monotone_on_two_and_four_points():
     assert np.all(np.diff(w) <= 0) and np.all(np.diff(h) >= 0) and np.all(np.diff(ne) >= 0)
     moving = w[:-1] < 1 - 1e-6
     assert moving.sum() >= 7 and np.all(np.diff(w)[moving] < 0) and np.all(np.diff(h)[moving] > 0)
-    assert w[0] > 0.99 and abs(w[-1] - 1 / len(train)) < 0.05 and 1 <= ne.min() and ne.max() <= len(train)
+    assert (
+      w[0] > 0.99
+      and abs(w[-1] - 1 / len(train)) < 0.05
+      and 1 <= ne.min()
+      and ne.max() <= len(train)
+    )
 
 
 def test_shell_radii_mass_and_formula():
@@ -136,18 +155,25 @@ def test_coverage_rule_and_rough_boundaries():
   nn = np.linalg.norm(held[:, None] - TRAIN[None], axis=-1).min(1)
   sig = np.array([0.05, 0.2, 1.0])
   reach = np.sqrt(2 * np.sqrt(15.0) + 10.0)
-  np.testing.assert_allclose(regimes.coverage_rule(nn, sig, 3), [(nn <= reach * s).mean() for s in sig])
+  np.testing.assert_allclose(
+    regimes.coverage_rule(nn, sig, 3), [(nn <= reach * s).mean() for s in sig]
+  )
   b = regimes.rough_boundaries(TRAIN, held)
   dtt = np.sort(np.linalg.norm(TRAIN[:, None] - TRAIN[None], axis=-1), 1)[:, 1]
   assert b["delta_nn_heldout"] == pytest.approx(np.median(nn))
-  assert b["sigma_cov"] == pytest.approx(np.median(nn) / 60 ** 0.25)
+  assert b["sigma_cov"] == pytest.approx(np.median(nn) / 60**0.25)
   assert b["sigma_conc"] == pytest.approx(np.median(dtt) / (2 * np.sqrt(np.log(37))))
 
 
 def test_regime_boundaries_from_curves():
   s = np.array([0.1, 0.2, 0.4, 0.8, 1.6])
   b = regimes.regime_boundaries(s, [0.1, 0.5, 0.85, 0.95, 1.0], [1.0, 0.99, 0.9, 0.82, 0.3])
-  assert (b["sigma_small"], b["sigma_large"], b["danger_lo"], b["danger_hi"]) == (0.4, 0.8, 0.4, 0.8)
+  assert (b["sigma_small"], b["sigma_large"], b["danger_lo"], b["danger_hi"]) == (
+    0.4,
+    0.8,
+    0.4,
+    0.8,
+  )
   assert b["danger_mask"] == [False, False, True, True, False]
   b = regimes.regime_boundaries(s, [0, 0, 0, 0.5, 0.9], [0.9, 0.5, 0.2, 0.1, 0.0])
   assert b["sigma_small"] == 1.6 and b["sigma_large"] == 0.1 and np.isnan(b["danger_lo"])
@@ -162,12 +188,16 @@ def test_fm_time_mapping_with_exact_two_point_field():
   den = denoisers.fm_denoiser(field, None)
   y = np.linspace(-3, 3, 13)[:, None]
   for sigma in paths.fm_t_to_sigma(t):
-    np.testing.assert_allclose(den(jnp.asarray(y), sigma), denoisers.empirical_denoiser(train, y, sigma), atol=1e-10)
+    np.testing.assert_allclose(
+      den(jnp.asarray(y), sigma), denoisers.empirical_denoiser(train, y, sigma), atol=1e-10
+    )
 
 
 GAUSS_MU = np.array([0.5, -1.0, 2.0])
 GAUSS_A = np.array([[1.0, 0.3, 0.0], [0.0, 0.8, -0.2], [0.1, 0.0, 0.6]])
-GAUSS_LG = denoisers.LinearGaussian(jnp.asarray(GAUSS_MU), *(lambda u, s, _: (u, s))(*np.linalg.svd(GAUSS_A @ GAUSS_A.T)))
+GAUSS_LG = denoisers.LinearGaussian(
+  jnp.asarray(GAUSS_MU), *(lambda u, s, _: (u, s))(*np.linalg.svd(GAUSS_A @ GAUSS_A.T))
+)
 Z = np.asarray(jax.random.normal(jax.random.PRNGKey(10), (16, 3)))
 
 
@@ -238,7 +268,9 @@ def test_sigma_grid_and_windows():
   np.testing.assert_allclose(w, [[0.01, 0.1], [0.1, 1.0], [1.0, 10.0]], rtol=1e-12)
 
 
-@pytest.mark.parametrize("call,match", [
+@pytest.mark.parametrize(
+  "call,match",
+  [
     (lambda: denoisers.posterior(TRAIN, QUERIES[:, :2], 1.0), "`y`"),
     (lambda: denoisers.posterior(TRAIN[0], QUERIES, 1.0), "`train`"),
     (lambda: denoisers.posterior(TRAIN, QUERIES, -1.0), "`sigma`"),
@@ -256,7 +288,8 @@ def test_sigma_grid_and_windows():
     (lambda: sampling.sample_pf(lambda y, s: y, Z[0], [1.0, 0.1]), "`z`"),
     (lambda: regimes.rough_boundaries(TRAIN[:2], QUERIES), "at least 3"),
     (lambda: metrics.energy_distance(TRAIN, QUERIES[:, :2]), "`y`"),
-])
+  ],
+)
 def test_validation_errors(call, match):
   with pytest.raises(ValueError, match=match):
     call()

@@ -1,4 +1,5 @@
 """sampling against closed-form flows; memorisation against brute force and the Apollonius ball."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -36,7 +37,9 @@ def test_generate_multi_vmaps_over_params_and_reports_failures():
   a = jnp.array([0.1, -0.5, 0.9])
   res = sampling.generate_multi(linear_field, a, X0, rtol=1e-10, atol=1e-10)
   assert res.x.shape == (3, 6, 3)
-  np.testing.assert_allclose(res.x, X0[None] * np.exp(1.5 * np.asarray(a))[:, None, None], rtol=1e-8)
+  np.testing.assert_allclose(
+    res.x, X0[None] * np.exp(1.5 * np.asarray(a))[:, None, None], rtol=1e-8
+  )
   bad = sampling.generate(linear_field, 0.7, X0, max_steps=2)
   assert not np.any(bad.success)
   summary = sampling.summarise(bad)
@@ -52,7 +55,9 @@ def test_generate_validates():
     sampling.generate(linear_field, 0.1, X0, solver="rk4")
 
 
-@pytest.mark.parametrize("q,n,d,qc,tc", [(37, 53, 5, 8, 7), (10, 2, 3, 1024, 4096), (64, 300, 12, 16, 64)])
+@pytest.mark.parametrize(
+  "q,n,d,qc,tc", [(37, 53, 5, 8, 7), (10, 2, 3, 1024, 4096), (64, 300, 12, 16, 64)]
+)
 def test_nearest_two_equals_brute_force(q, n, d, qc, tc):
   kq, kt = jax.random.split(jax.random.PRNGKey(q))
   queries = jax.random.normal(kq, (q, d))
@@ -122,7 +127,8 @@ def test_euler_trajectory_matches_generate_euler_and_closed_form_steps():
   field = lambda x, t: linear_field(0.7, x, t)
   traj = sampling.euler_trajectory(field, X0, 10)
   assert traj.shape == (11, 6, 3)
-  np.testing.assert_allclose(traj[-1], sampling.generate(linear_field, 0.7, X0, solver="euler", num_steps=10).x,
-                             rtol=1e-12)
+  np.testing.assert_allclose(
+    traj[-1], sampling.generate(linear_field, 0.7, X0, solver="euler", num_steps=10).x, rtol=1e-12
+  )
   # One step by hand: x1 = x0 + h·a·x0·(1 + 0).
   np.testing.assert_allclose(traj[1], X0 * (1 + 0.1 * 0.7), rtol=1e-12)

@@ -1,4 +1,5 @@
 """Sharpness (seed 003): Gaussian lemma, Lanczos / Hutchinson vs dense Jacobians, ||H^Δ s^Δ||², SAIL, CFG."""
+
 import functools
 
 import jax
@@ -18,14 +19,17 @@ def _gaussian(key):
 
 def _analytic_score(mu, sigma_mat, sched):
   """s(y, t) = −C⁻¹(y − ψμ), C = ψ²Σ + σ²I (written independently of memjax.sharpness)."""
+
   def s(y, t):
     c = sched.psi(t) ** 2 * sigma_mat + sched.sigma(t) ** 2 * jnp.eye(D)
     return -jnp.linalg.solve(c, y - sched.psi(t) * mu)
+
   return s
 
 
-@pytest.mark.parametrize("sched_name,t", [("linear_fm", 0.3), ("linear_fm", 0.9), ("vp_linear", 0.05),
-                                          ("ve", 0.2)])
+@pytest.mark.parametrize(
+  "sched_name,t", [("linear_fm", 0.3), ("linear_fm", 0.9), ("vp_linear", 0.05), ("ve", 0.2)]
+)
 def test_gaussian_lemma_expected_score_norm_equals_minus_trace(sched_name, t):
   sched = paths.get_schedule(sched_name)
   mu, sig = _gaussian(jax.random.PRNGKey(0))
@@ -35,7 +39,9 @@ def test_gaussian_lemma_expected_score_norm_equals_minus_trace(sched_name, t):
   # Through the velocity adapter: s → u → point_fn(u) must give back s.
   field = lambda y, tt: paths.convert(sched, y, tt, jax.vmap(s)(y, tt), "score", "velocity")
   s_pt = paths.point_fn(field, sched, "velocity", "score")
-  y = (sched.psi(t) * mu)[None] + jax.random.multivariate_normal(jax.random.PRNGKey(1), jnp.zeros(D), c, (20000,))
+  y = (sched.psi(t) * mu)[None] + jax.random.multivariate_normal(
+    jax.random.PRNGKey(1), jnp.zeros(D), c, (20000,)
+  )
   sq = jax.vmap(lambda x: sharpness.score_norm_sq(s_pt, x, t))(y)
   tr, sem = sharpness.hessian_trace(s_pt, y[0], t)
   np.testing.assert_allclose(tr, -jnp.trace(jnp.linalg.inv(c)), rtol=1e-8)
@@ -62,7 +68,9 @@ def test_lanczos_matches_dense_symmetrised_jacobian():
   jac = jax.jacfwd(lambda y: s(y, t))(x)
   assert float(jnp.max(jnp.abs(jac - jac.T))) > 1e-4  # a learned H is not symmetric
   ev = np.linalg.eigvalsh(0.5 * np.asarray(jac + jac.T))
-  spec = jax.jit(lambda x, k: sharpness.hessian_eigs(s, x, t, 2, k, num_iters=5))(x, jax.random.PRNGKey(5))
+  spec = jax.jit(lambda x, k: sharpness.hessian_eigs(s, x, t, 2, k, num_iters=5))(
+    x, jax.random.PRNGKey(5)
+  )
   np.testing.assert_allclose(spec.top, ev[::-1][:2], rtol=1e-7, atol=1e-9)
   np.testing.assert_allclose(spec.bottom, ev[:2], rtol=1e-7, atol=1e-9)
   _, mv = sharpness.symmetrised_hessian(s, x, t)
@@ -70,7 +78,9 @@ def test_lanczos_matches_dense_symmetrised_jacobian():
   np.testing.assert_allclose(mv(v), 0.5 * (jac + jac.T) @ v, rtol=1e-10)
   # Vmapped profile over (T, N) agrees with the per-point call.
   xs = jnp.stack([x, -x])
-  prof = sharpness.sharpness_profile(s, xs, jnp.asarray([0.6, 0.2]), jax.random.PRNGKey(6), k=2, num_iters=5)
+  prof = sharpness.sharpness_profile(
+    s, xs, jnp.asarray([0.6, 0.2]), jax.random.PRNGKey(6), k=2, num_iters=5
+  )
   assert prof.top.shape == (2, 2, 2) and prof.trace.shape == (2, 2)
   np.testing.assert_allclose(prof.bottom[0, 0], ev[:2], rtol=1e-7, atol=1e-9)
   np.testing.assert_allclose(prof.trace[0, 0], jnp.trace(jac), rtol=1e-10)
@@ -96,18 +106,28 @@ def _cond():
 def test_hs_detector_matches_dense_jacobian_and_wen_metric():
   module, params, u = _cond()
   cs = paths.point_cond_fn(functools.partial(u, params), paths.linear_fm(), "velocity", "score")
-  x, t, null = jax.random.normal(jax.random.PRNGKey(10), (D,), jnp.float64), jnp.asarray(0.3, jnp.float64), 2
+  x, t, null = (
+    jax.random.normal(jax.random.PRNGKey(10), (D,), jnp.float64),
+    jnp.asarray(0.3, jnp.float64),
+    2,
+  )
   sd = lambda y: cs(y, t, 1) - cs(y, t, null)
   dense = jnp.sum((jax.jacfwd(sd)(x) @ sd(x)) ** 2)
   np.testing.assert_allclose(sharpness.hs_detector(cs, x, t, 1, null), dense, rtol=1e-10)
   np.testing.assert_allclose(sharpness.score_delta(cs, x, t, 1, null), sd(x), rtol=1e-12)
   uf = lambda y, tt, c: u(params, y, tt, c)
-  np.testing.assert_allclose(sharpness.wen_metric(uf, x, t, 1, null),
-                             np.linalg.norm(np.asarray(u(params, x, t, 1) - u(params, x, t, null))), rtol=1e-12)
+  np.testing.assert_allclose(
+    sharpness.wen_metric(uf, x, t, 1, null),
+    np.linalg.norm(np.asarray(u(params, x, t, 1) - u(params, x, t, null))),
+    rtol=1e-12,
+  )
   xs = jnp.stack([x, 2 * x])
   avg = sharpness.averaged_over_generations(lambda y: sharpness.hs_detector(cs, y, t, 1, null), xs)
-  np.testing.assert_allclose(avg, 0.5 * (sharpness.hs_detector(cs, x, t, 1, null)
-                                         + sharpness.hs_detector(cs, 2 * x, t, 1, null)), rtol=1e-12)
+  np.testing.assert_allclose(
+    avg,
+    0.5 * (sharpness.hs_detector(cs, x, t, 1, null) + sharpness.hs_detector(cs, 2 * x, t, 1, null)),
+    rtol=1e-12,
+  )
 
 
 def test_sail_objective_definition_and_decrease():
@@ -142,13 +162,21 @@ def test_cfg_velocity_algebra_and_cond_objective():
   uc, un = u(params, x, t, y), u(params, x, t, jnp.full((3,), 2))
   np.testing.assert_allclose(training.cfg_velocity(u, 1.0, 2)(params, x, t, y), uc, rtol=1e-12)
   np.testing.assert_allclose(training.cfg_velocity(u, 0.0, 2)(params, x, t, y), un, rtol=1e-12)
-  np.testing.assert_allclose(training.cfg_velocity(u, 5.0, 2)(params, x, t, y), 5 * uc - 4 * un, rtol=1e-10)
+  np.testing.assert_allclose(
+    training.cfg_velocity(u, 5.0, 2)(params, x, t, y), 5 * uc - 4 * un, rtol=1e-10
+  )
   xs, ys = jax.random.normal(jax.random.PRNGKey(12), (10, D), jnp.float64), jnp.arange(10) % 2
-  loss = training.cond_fm_objective(u, xs, ys, 2, batch_size=8, p_uncond=0.2)(params, jax.random.PRNGKey(0))
+  loss = training.cond_fm_objective(u, xs, ys, 2, batch_size=8, p_uncond=0.2)(
+    params, jax.random.PRNGKey(0)
+  )
   assert np.isfinite(float(loss))
   # p_uncond = 1 trains only the null label: the loss ignores the labels.
-  l1 = training.cond_fm_objective(u, xs, ys, 2, batch_size=8, p_uncond=1.0)(params, jax.random.PRNGKey(0))
-  l2 = training.cond_fm_objective(u, xs, 1 - ys, 2, batch_size=8, p_uncond=1.0)(params, jax.random.PRNGKey(0))
+  l1 = training.cond_fm_objective(u, xs, ys, 2, batch_size=8, p_uncond=1.0)(
+    params, jax.random.PRNGKey(0)
+  )
+  l2 = training.cond_fm_objective(u, xs, 1 - ys, 2, batch_size=8, p_uncond=1.0)(
+    params, jax.random.PRNGKey(0)
+  )
   np.testing.assert_allclose(l1, l2, rtol=1e-12)
 
 
@@ -158,7 +186,9 @@ def test_data_helpers():
   x, comp, uniq = data.duplicated_sample(jax.random.PRNGKey(0), gmm, 200)
   n_dup = int(np.sum(np.asarray(comp) == 0))
   assert n_dup > 1 and uniq.shape[0] == 200 - n_dup + 1
-  dd = data.duplicated_digits(jax.random.PRNGKey(0), n_general=50, n_dup_class_distinct=5, copies=30)
+  dd = data.duplicated_digits(
+    jax.random.PRNGKey(0), n_general=50, n_dup_class_distinct=5, copies=30
+  )
   assert dd.x.shape == (50 + 5 + 30, 64) and dd.unique.shape == (56, 64)
   assert np.sum(dd.y == 1) == 35 and np.sum(np.all(dd.x == dd.dup_image, axis=1)) >= 30
 
@@ -193,6 +223,7 @@ def test_lemma_check_closed_form_and_mixture():
   import jax.numpy as jnp
   from memjax import data as mdata
   from memjax import sharpness as sh
+
   cov = jnp.array([[1.0, 0.3], [0.3, 0.5]])
   prec = jnp.linalg.inv(cov)
   score = lambda y, t: -prec @ y
@@ -206,6 +237,9 @@ def test_lemma_check_closed_form_and_mixture():
   chk = sh.lemma_check(mscore, ys, 0.5)
   assert abs(float(chk.gap)) < 4 * float(chk.gap_sem) and float(chk.mean_score_sq) > 1.0
   # A non-gradient / wrongly scaled field fails the identity.
-  bad = sh.lemma_check(lambda y, t: -2.0 * prec @ y, jax.random.multivariate_normal(
-      jax.random.PRNGKey(0), jnp.zeros(2), cov, (20000,)), 0.5)
+  bad = sh.lemma_check(
+    lambda y, t: -2.0 * prec @ y,
+    jax.random.multivariate_normal(jax.random.PRNGKey(0), jnp.zeros(2), cov, (20000,)),
+    0.5,
+  )
   assert abs(float(bad.gap)) > 10 * float(bad.gap_sem)

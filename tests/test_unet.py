@@ -1,4 +1,5 @@
 """UNet velocity field: shapes, validation, time dependence, first-layer subset, dense-Hessian HVP check."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,8 +18,9 @@ def tiny():
   # conv_out is zero-initialised; perturb all leaves so the field (and its Hessian) is non-trivial.
   leaves, tdef = jax.tree_util.tree_flatten(params)
   keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
-  params = jax.tree_util.tree_unflatten(tdef, [l + 0.1 * jax.random.normal(k, l.shape, l.dtype)
-                                               for l, k in zip(leaves, keys)])
+  params = jax.tree_util.tree_unflatten(
+    tdef, [l + 0.1 * jax.random.normal(k, l.shape, l.dtype) for l, k in zip(leaves, keys)]
+  )
   return module, u, params
 
 
@@ -37,14 +39,17 @@ def test_time_dependence(tiny):
   assert float(jnp.max(jnp.abs(u(p, x, 0.1) - u(p, x, 0.9)))) > 1e-4
 
 
-@pytest.mark.parametrize("kw, match", [
+@pytest.mark.parametrize(
+  "kw, match",
+  [
     (dict(image_shape=(4, 4)), "image_shape"),
     (dict(image_shape=(6, 6, 1), widths=(2, 4, 8)), "divisible"),
     (dict(widths=(3, 4)), "groups"),
     (dict(widths=()), "widths"),
     (dict(conv="fft"), "conv"),
     (dict(num_res_blocks=0), "num_res_blocks"),
-])
+  ],
+)
 def test_validation(kw, match):
   kw = {"image_shape": SHAPE, "widths": (2, 4), "groups": 2, **kw}
   with pytest.raises(ValueError, match=match):
@@ -64,8 +69,13 @@ def test_matmul_conv_matches_lax():
   for strides in ((1, 1), (2, 2)):
     mm = unet.Conv(5, (3, 3), strides, impl="matmul")
     p = mm.init(jax.random.PRNGKey(5), x)
-    ref = jax.lax.conv_general_dilated(x, p["params"]["kernel"], strides, ((1, 1), (1, 1)),
-                                       dimension_numbers=("NHWC", "HWIO", "NHWC")) + p["params"]["bias"].reshape(1, 1, 1, -1)
+    ref = jax.lax.conv_general_dilated(
+      x,
+      p["params"]["kernel"],
+      strides,
+      ((1, 1), (1, 1)),
+      dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    ) + p["params"]["bias"].reshape(1, 1, 1, -1)
     np.testing.assert_allclose(mm.apply(p, x), ref, rtol=1e-10, atol=1e-12)
 
 
@@ -78,9 +88,16 @@ def test_num_params_and_first_layer_subset(tiny):
   new = sub.theta + 1.0
   merged = sub.merge(new)
   np.testing.assert_allclose(sub.flatten(merged), new)
-  np.testing.assert_allclose(merged["params"]["conv_in"]["kernel"], p["params"]["conv_in"]["kernel"] + 1.0)
-  others = [(a, b) for (k, a), b in zip(jax.tree_util.tree_flatten_with_path(merged)[0],
-                                        jax.tree_util.tree_leaves(p)) if "conv_in" not in jax.tree_util.keystr(k)]
+  np.testing.assert_allclose(
+    merged["params"]["conv_in"]["kernel"], p["params"]["conv_in"]["kernel"] + 1.0
+  )
+  others = [
+    (a, b)
+    for (k, a), b in zip(
+      jax.tree_util.tree_flatten_with_path(merged)[0], jax.tree_util.tree_leaves(p)
+    )
+    if "conv_in" not in jax.tree_util.keystr(k)
+  ]
   assert others and all(np.array_equal(a, b) for a, b in others)
   np.testing.assert_array_equal(sub.flatten(sub.merge(sub.theta)), sub.theta)
 
