@@ -7,9 +7,10 @@ export JAX_PLATFORMS ?= cpu
 export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.jax_cache
 export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS ?= 0
 export PYTHONUNBUFFERED := 1
+export MPLBACKEND ?= Agg
 PYTEST_WORKERS ?= 2
 
-.PHONY: venv demo test test-slow notebooks bench clean
+.PHONY: venv demo test lint format test-slow notebooks bench clean
 
 venv: $(STAMP)
 
@@ -22,12 +23,22 @@ $(STAMP): requirements.txt setup.cfg pyproject.toml
 
 ## Main job on the embedded default config: writes figures + results.json under runs/.
 demo: $(STAMP)
-	$(PY) -m experiments.two_point_1d --config=experiments/configs/two_point_1d.py
+	$(PY) -m experiments.laplace.two_point_1d --config=experiments/laplace/configs/two_point_1d.py
 
 ## Default (non-slow) test suite: unit/property tests, every experiment's :smoke config end to end, and
 ## every notebook executed with nbmake (SMALL = True).
-test: $(STAMP)
+test: $(STAMP) lint
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "not slow" --durations=15 tests --nbmake notebooks
+
+## Lint (ruff check) and formatting check (ruff format --check); part of `make test`.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+## Apply the formatter and the safe lint fixes.
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
 
 notebooks: $(STAMP)
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --nbmake notebooks

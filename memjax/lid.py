@@ -52,7 +52,8 @@ def _check_field_inputs(x, t0, schedule, parameterisation):
       f"`parameterisation` must be one of {paths.PARAMETERISATIONS}; got {parameterisation!r}."
     )
   if _checks.is_concrete(t0):
-    sig = float(schedule.sigma(jnp.asarray(t0, jnp.result_type(float))))
+    with jax.ensure_compile_time_eval():  # concrete even inside a caller's jit
+      sig = float(schedule.sigma(jnp.asarray(t0, jnp.result_type(float))))
     if not sig > 0:
       raise ValueError(
         f"`t0` must give σ(t0) > 0 for schedule {schedule.name!r}; got t0={t0} (σ={sig})."

@@ -18,8 +18,6 @@ from memjax import (
   distributed,
   laplace,
   lid,
-  linalg,
-  memorisation,
   neighbours,
   nets,
   paths,
@@ -84,7 +82,8 @@ def main(which):
       neighbours.nearest_two(q, train, query_chunk=3, train_chunk=4),
       "nearest_two",
     )
-    # Per-device batches change matmul shapes, so rounding differs at the ulp level; an adaptive solve
+    # Per-device batches change matmul shapes, so rounding differs at the ulp level; an adaptive
+    # solve
     # may amplify that up to its tolerance. Tight tolerances make the comparison sharp.
     tol = dict(rtol=1e-12, atol=1e-12)
     close(

@@ -1,4 +1,6 @@
-"""Test configuration: float64 for property tests, strict rank promotion, persistent compile cache."""
+"""Test configuration: float64 for property tests, strict rank promotion, persistent compile
+cache.
+"""
 
 import os
 
@@ -7,6 +9,7 @@ os.environ.setdefault(
 )
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("MPLBACKEND", "Agg")
 
 import jax  # noqa: E402
 

@@ -5,9 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from memjax import curvature, linalg
-from memjax import nets
-from memjax import training
+from memjax import curvature, linalg, nets, training
 
 ALPHA = 0.1
 NUM_DATA = 32

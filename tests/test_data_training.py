@@ -1,5 +1,8 @@
-"""data: determinism and the exact two-point field; training: loss, EMA, exact resume after a kill."""
+"""data: determinism and the exact two-point field; training: loss, EMA, exact resume after a
+kill.
+"""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -48,7 +51,9 @@ def test_bad_inputs():
 
 
 def test_two_point_velocity_equals_posterior_mean_field():
-  """u* (tanh form) equals (E[x1|x_t] − x)/(1 − t) from the softmax posterior over {−m, m} (brute force)."""
+  """u* (tanh form) equals (E[x1|x_t] − x)/(1 − t) from the softmax posterior over {−m, m} (brute
+  force).
+  """
   m = 1.3
   x = jnp.linspace(-3, 3, 41)
   for t in (0.1, 0.5, 0.85):
@@ -114,12 +119,10 @@ def test_killed_run_resumes_to_identical_params(tmp_path):
   resumed = training.train(loss_fn, params, opt, 250, key, checkpoint_dir=ckpt, **kw)
   straight = training.train(loss_fn, params, opt, 250, key, **kw)
   assert resumed.resumed_from == 100
-  chex_equal = jax.tree.map(
-    lambda a, b: np.array_equal(np.asarray(a), np.asarray(b)),
+  chex.assert_trees_all_equal(
     (resumed.state.params, resumed.state.ema_params, resumed.state.opt_state),
     (straight.state.params, straight.state.ema_params, straight.state.opt_state),
   )
-  assert all(jax.tree_util.tree_leaves(chex_equal))
   np.testing.assert_array_equal(resumed.losses, straight.losses)
   # A finished run in the same directory restores and does nothing more.
   again = training.train(loss_fn, params, opt, 250, key, checkpoint_dir=ckpt, **kw)

@@ -1,4 +1,6 @@
-"""Sharded == single-device results (float64), on 8 fake CPU devices in a subprocess; 1-device path in-process."""
+"""Sharded == single-device results (float64), on 8 fake CPU devices in a subprocess; 1-device
+path in-process.
+"""
 
 import os
 import subprocess

@@ -1,4 +1,6 @@
-"""Image data: bundled digits offline; TFDS loaders through tfds.testing.mock_data (never the network)."""
+"""Image data: bundled digits offline; TFDS loaders through tfds.testing.mock_data (never the
+network).
+"""
 
 import jax
 import numpy as np

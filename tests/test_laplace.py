@@ -1,13 +1,13 @@
-"""Tests for memjax.laplace: tangent Gaussian sampling and Riemannian (geodesic) samples (float64)."""
+"""Tests for memjax.laplace: tangent Gaussian sampling and Riemannian (geodesic) samples
+(float64).
+"""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from memjax import curvature, linalg
-from memjax import laplace
-from memjax import nets
+from memjax import curvature, laplace, linalg, nets
 
 # --- A small nonlinear test loss with a critical point at 0:
 # L(θ) = ½ θᵀAθ + (1/6) Σ b_i θ_i³ + ¼ Σ θ_i⁴   (g(0) = 0, H(0) = A, third derivative ≠ 0).

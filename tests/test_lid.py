@@ -48,7 +48,9 @@ T0 = {"linear_fm": 0.9, "vp_linear": 0.05, "ve": 0.3, "edm": 0.1}
 
 
 def gaussian_field(name, parameterisation):
-  """Exact field of p_t = N(ψμ, ψ²Σ + σ²I): score −C⁻¹r, ε = σC⁻¹r, x̂ = μ + ψΣC⁻¹r, u = ψ'x̂ + σ'ε."""
+  """Exact field of p_t = N(ψμ, ψ²Σ + σ²I): score −C⁻¹r, ε = σC⁻¹r, x̂ = μ + ψΣC⁻¹r, u = ψ'x̂ +
+  σ'ε.
+  """
 
   def one(y, t):
     psi, sig, dpsi, dsig = COEFFS[name](t)
@@ -82,7 +84,8 @@ def test_flipd_gaussian_closed_form(name, param):
 
 
 def test_flipd_fm_near_data_end_and_batching():
-  # Linear FM at t0 = 0.995 (σ = 0.005): the ε form stays accurate; batch_size gives the same values.
+  # Linear FM at t0 = 0.995 (σ = 0.005): the ε form stays accurate; batch_size gives the same
+  # values.
   f = gaussian_field("linear_fm", "velocity")
   sched = paths.linear_fm()
   got = lid.flipd(f, X, 0.995, sched, parameterisation="velocity", batch_size=2)
@@ -135,7 +138,8 @@ def test_flipd_curve_and_auto_t0_on_gaussian():
     np.testing.assert_allclose(curves[i], closed_form("vp_linear", t0s[i], X), rtol=1e-6)
   t0, i = lid.auto_t0(t0s, curves, sched, curve="concave")
   assert t0 == t0s[i] and 0 < int(i) < 11
-  # A learned-field-like curve in log σ: ≈ D at tiny noise, a plateau at 3 from index 4 on, then a slow fall.
+  # A learned-field-like curve in log σ: ≈ D at tiny noise, a plateau at 3 from index 4 on, then a
+  # slow fall.
   sig = np.asarray(sched.sigma(t0s))
   fake = np.where(
     np.arange(12) < 4, 3.0 + 7.0 * (4 - np.arange(12)) / 4, 3.0 - 0.05 * (np.arange(12) - 4)
@@ -155,7 +159,8 @@ def test_knee_index_known_knee():
   assert int(lid.knee_index(x, rise_plateau, "concave", "increasing")) == 7
   assert int(lid.knee_index(x, drop_floor, "convex", "decreasing")) == 7
   assert int(lid.knee_index(x, floor_rise, "convex", "increasing")) == 7
-  # A smooth curve: y = 1 − exp(−10x) has its Kneedle knee where d/dx (y_n − x_n) = 0, i.e. x ≈ ln(10)/10.
+  # A smooth curve: y = 1 − exp(−10x) has its Kneedle knee where d/dx (y_n − x_n) = 0, i.e. x ≈
+  # ln(10)/10.
   xs = jnp.linspace(0.0, 1.0, 1001)
   k = int(lid.knee_index(xs, 1.0 - jnp.exp(-10.0 * xs), "concave", "increasing"))
   ys = 1.0 - np.exp(-10.0)

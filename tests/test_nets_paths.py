@@ -1,4 +1,6 @@
-"""nets: shapes and validation; paths: converters agree on an analytic Gaussian for every schedule."""
+"""nets: shapes and validation; paths: converters agree on an analytic Gaussian for every
+schedule.
+"""
 
 import jax
 import jax.numpy as jnp
@@ -53,8 +55,10 @@ def gaussian_truth(schedule, mu, cov, y, t):
   score = -dev @ prec.T
   x0 = mu + (psi * dev @ prec.T) @ cov.T
   eps = sig * (dev @ prec.T)
-  # Velocity of the marginal flow: d/dt of the map y ↦ ψμ + A_t (y0 − ψ0 μ) that transports N(ψμ, C_t):
-  # equivalently u = ψ' x̂ + σ' ε̂ (checked below against a finite difference of the Gaussian flow).
+  # Velocity of the marginal flow: d/dt of the map y ↦ ψμ + A_t (y0 − ψ0 μ) that transports N(ψμ,
+  # C_t):
+  # equivalently u = ψ' x̂ + σ' ε̂ (checked below against a finite difference of the Gaussian
+  # flow).
   return score, x0, eps, dpsi * x0 + dsig * eps
 
 
@@ -81,7 +85,8 @@ def test_converters_agree_on_gaussian(schedule):
 def test_velocity_transports_gaussian_marginals(schedule):
   """Independent check of u = ψ' x̂ + σ' ε̂: the 1D Gaussian flow ODE moves quantiles of p_t.
 
-  For data N(μ, s²), p_t = N(ψμ, ψ²s² + σ²); the quantile y_t = ψμ + c·√(ψ²s²+σ²) must satisfy ẏ = u(y, t).
+  For data N(μ, s²), p_t = N(ψμ, ψ²s² + σ²); the quantile y_t = ψμ + c·√(ψ²s²+σ²) must satisfy ẏ =
+  u(y, t).
   """
   mu, s2, c = 0.7, 0.3, 1.3
 

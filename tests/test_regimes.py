@@ -1,4 +1,6 @@
-"""regimes: empirical denoiser, concentration, shell coverage, D_lin, PF sampler against independent references."""
+"""regimes: empirical denoiser, concentration, shell coverage, D_lin, PF sampler against
+independent references.
+"""
 
 import jax
 import jax.numpy as jnp

@@ -96,7 +96,8 @@ def test_memorised_set_is_apollonius_ball(c):
     crit = mem.is_memorised(pts, a, b, c)
     margin = jnp.abs(jnp.linalg.norm(pts - centre[None], axis=-1) - radius) > 1e-9
     np.testing.assert_array_equal(inside[margin], crit[margin])
-    # Through the nearest-two ratio on the training set {a, b}: memorised iff inside either point's ball.
+    # Through the nearest-two ratio on the training set {a, b}: memorised iff inside either
+    # point's ball.
     centre_b, radius_b = mem.apollonius_ball(b, a, c)
     inside_b = jnp.linalg.norm(pts - centre_b[None], axis=-1) <= radius_b
     margin_b = jnp.abs(jnp.linalg.norm(pts - centre_b[None], axis=-1) - radius_b) > 1e-9

@@ -1,4 +1,6 @@
-"""Sharpness (seed 003): Gaussian lemma, Lanczos / Hutchinson vs dense Jacobians, ||H^Δ s^Δ||², SAIL, CFG."""
+"""Sharpness (seed 003): Gaussian lemma, Lanczos / Hutchinson vs dense Jacobians, ||H^Δ s^Δ||²,
+SAIL, CFG.
+"""
 
 import functools
 
@@ -218,9 +220,12 @@ def test_validation_errors():
 
 
 def test_lemma_check_closed_form_and_mixture():
-  """Exact Gaussian score: the gap is within Monte-Carlo error; a non-Gaussian (mixture) score too."""
+  """Exact Gaussian score: the gap is within Monte-Carlo error; a non-Gaussian (mixture) score
+  too.
+  """
   import jax
   import jax.numpy as jnp
+
   from memjax import data as mdata
   from memjax import sharpness as sh
 

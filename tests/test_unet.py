@@ -1,4 +1,6 @@
-"""UNet velocity field: shapes, validation, time dependence, first-layer subset, dense-Hessian HVP check."""
+"""UNet velocity field: shapes, validation, time dependence, first-layer subset, dense-Hessian
+HVP check.
+"""
 
 import jax
 import jax.numpy as jnp
