@@ -10,23 +10,25 @@ Prints, from one run:
   python benchmarks/geodesics.py                 # CPU-sized
   python benchmarks/geodesics.py --size=large    # GPU: ~128k-param MLP, 4096-point loss, S=64
 """
+
 from __future__ import annotations
 
-
-from absl import app, flags
 import jax
 import jax.numpy as jnp
 import numpy as np
-
 import timing  # benchmarks/timing.py (the script directory is on sys.path)
-from memjax import curvature, data, laplace, nets
+from absl import app, flags
+
+from memjax import data, laplace, linalg, nets
 
 _SIZE = flags.DEFINE_enum("size", "small", ["small", "large"], "problem size")
 _X64 = flags.DEFINE_bool("x64", True, "float64 (the tests' precision); False for float32")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "timed repetitions (best of)")
 
-SIZES = {"small": dict(hidden=(64, 64), num_triples=256, S=8, eta=0.1, k=10),
-         "large": dict(hidden=(256, 256, 224), num_triples=4096, S=64, eta=0.1, k=20)}
+SIZES = {
+  "small": dict(hidden=(64, 64), num_triples=256, S=8, eta=0.1, k=10),
+  "large": dict(hidden=(256, 256, 224), num_triples=4096, S=64, eta=0.1, k=20),
+}
 
 
 def main(argv):
@@ -41,16 +43,23 @@ def main(argv):
   module = nets.MLPField(dim=2, hidden=s["hidden"], time_dim=32)
   params = nets.init_params(module, key, 2, dtype)
   u = nets.velocity_fn(module)
-  subset = curvature.param_subset(params)
-  x1, x0, t = curvature.make_triples(jax.random.PRNGKey(1), train, s["num_triples"])
-  loss_fn = curvature.curvature_loss(u, params, x1, x0, t, subset=subset, alpha=1.0, loss_scale=1.0)
-  theta = subset.theta
+  lfit = laplace.fit(
+    u,
+    params,
+    train,
+    jax.random.PRNGKey(1),
+    k=s["k"],
+    alpha=1.0,
+    num_triples=s["num_triples"],
+    loss_scale=1.0,
+    lanczos_key=jax.random.PRNGKey(2),
+  )
+  loss_fn, theta = lfit.loss_fn, lfit.theta_map
   p = theta.shape[0]
-  eig = laplace.fit_eigenpairs(loss_fn, theta, s["k"], jax.random.PRNGKey(2))
-  v = laplace.sample_velocities(eig, 1.0, s["eta"], jax.random.PRNGKey(3), s["S"])
+  v = laplace.sample_velocities(lfit.eig, lfit.alpha, s["eta"], jax.random.PRNGKey(3), s["S"])
 
-  hvp1 = jax.jit(lambda th, w: curvature.hvp(loss_fn, th, w))
-  hvp_b = jax.jit(jax.vmap(lambda w: curvature.hvp(loss_fn, theta, w)))
+  hvp1 = jax.jit(lambda th, w: linalg.hvp(loss_fn, th, w))
+  hvp_b = jax.jit(jax.vmap(lambda w: linalg.hvp(loss_fn, theta, w)))
   geo = jax.jit(lambda w: laplace.riemannian(loss_fn, theta, w, rtol=1e-6, atol=1e-8))
   t_hvp1, _ = timing.measure(lambda: hvp1(theta, v[0]), repeats=_REPEATS.value)
   t_hvpb, _ = timing.measure(lambda: hvp_b(v), repeats=_REPEATS.value)
@@ -59,11 +68,15 @@ def main(argv):
   rhs_batched = 6 * int(steps.max()) + 1
   rhs_single = 6 * int(steps.sum()) + len(steps)
   print(f"device: {jax.devices()[0].device_kind}  dtype: {dtype.__name__}  size: {_SIZE.value}")
-  print(f"params P = {p}, loss points B = {s['num_triples']}, samples S = {s['S']}, "
-        f"failed = {int(np.sum(~np.asarray(res.success)))}")
+  print(
+    f"params P = {p}, loss points B = {s['num_triples']}, samples S = {s['S']}, "
+    f"failed = {int(np.sum(~np.asarray(res.success)))}"
+  )
   print(f"steps per geodesic: mean {steps.mean():.1f}, max {steps.max()}")
-  print(f"one HVP: {t_hvp1 * 1e3:.3f} ms; vmapped HVP over S: {t_hvpb * 1e3:.3f} ms "
-        f"(batching gain {s['S'] * t_hvp1 / t_hvpb:.2f}x)")
+  print(
+    f"one HVP: {t_hvp1 * 1e3:.3f} ms; vmapped HVP over S: {t_hvpb * 1e3:.3f} ms "
+    f"(batching gain {s['S'] * t_hvp1 / t_hvpb:.2f}x)"
+  )
   print(f"geodesics: {t_geo:.3f} s for S={s['S']}  ->  {s['S'] / t_geo:.2f} posterior samples / s")
   print(f"overhead ratio (batched)    = {t_geo / (rhs_batched * t_hvpb):.3f}")
   print(f"overhead ratio (per-sample) = {t_geo / (rhs_single * t_hvp1):.3f}")

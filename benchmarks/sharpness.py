@@ -1,4 +1,4 @@
-"""Sharpness throughput: top-k Hessian eigenvalues per second per point, ||H^Δ s^Δ||² points/s, SAIL iterations/s.
+"""Sharpness throughput: top-k Hessian eigenpairs, ||H^Δ s^Δ||² and SAIL iterations per second.
 
   python benchmarks/sharpness.py                 # small (CPU, seconds)
   python benchmarks/sharpness.py --size=large    # D = 3072, wide MLP (for a GPU)
@@ -7,6 +7,7 @@ Each Lanczos eigen-solve costs ``2 m`` products with ``½(H + Hᵀ)`` (a JVP and
 ``m`` Lanczos steps (top and bottom spectra); one SAIL iteration is three forward passes of the
 conditional score pair plus their reverse-mode gradient.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,13 +16,17 @@ import json
 
 import jax
 import jax.numpy as jnp
-
 import timing  # benchmarks/timing.py (the script directory is on sys.path)
+
 from memjax import nets, paths, sharpness
 
 SIZES = {
-    "small": dict(dim=64, hidden=(256, 256, 256), num_points=64, k=4, iters=16, sail_iters=20, repeats=3),
-    "large": dict(dim=3072, hidden=(2048, 2048, 2048), num_points=256, k=8, iters=32, sail_iters=50, repeats=3),
+  "small": dict(
+    dim=64, hidden=(256, 256, 256), num_points=64, k=4, iters=16, sail_iters=20, repeats=3
+  ),
+  "large": dict(
+    dim=3072, hidden=(2048, 2048, 2048), num_points=256, k=8, iters=32, sail_iters=50, repeats=3
+  ),
 }
 
 
@@ -30,23 +35,39 @@ def run(size: str) -> dict:
   d, n = cfg["dim"], cfg["num_points"]
   module = nets.CondMLPField(dim=d, num_classes=2, hidden=cfg["hidden"])
   params = nets.init_cond_params(module, jax.random.PRNGKey(0), d)
-  cs = sharpness.point_cond_score(functools.partial(nets.cond_velocity_fn(module), params), paths.linear_fm())
+  field = functools.partial(nets.cond_velocity_fn(module), params)
+  cs = paths.point_cond_fn(field, paths.linear_fm(), "velocity", "score")
   x = jax.random.normal(jax.random.PRNGKey(1), (n, d))
   t = jnp.asarray(0.5)
   keys = jax.random.split(jax.random.PRNGKey(2), n)
-  eigs = jax.jit(jax.vmap(lambda xx, k: sharpness.hessian_eigs(lambda y, tt: cs(y, tt, 1), xx, t, cfg["k"], k,
-                                                               cfg["iters"])))
+
+  def score_1(y, tt):
+    return cs(y, tt, 1)
+
+  eigs = jax.jit(
+    jax.vmap(lambda xx, k: sharpness.hessian_eigs(score_1, xx, t, cfg["k"], k, cfg["iters"]))
+  )
   hs = jax.jit(jax.vmap(lambda xx: sharpness.hs_detector(cs, xx, t, 1, 2)))
-  g = lambda xx: sharpness.score_delta(cs, xx, jnp.asarray(0.2), 1, 2)
+
+  def g(xx):
+    return sharpness.score_delta(cs, xx, jnp.asarray(0.2), 1, 2)
+
   sail = jax.jit(lambda xx: sharpness.sail(g, xx, threshold=-1.0, max_iters=cfg["sail_iters"]).x)
   t_eig = timing.median_time(eigs, x, keys, repeats=cfg["repeats"])
   t_hs = timing.median_time(hs, x, repeats=cfg["repeats"])
   t_sail = timing.median_time(sail, x, repeats=cfg["repeats"])
-  return {"size": size, "device": str(jax.devices()[0]), "dim": d, "num_points": n, "k": cfg["k"],
-          "lanczos_iters": cfg["iters"], "topk_and_bottomk_points_per_s": n / t_eig,
-          "hs_detector_points_per_s": n / t_hs,
-          "sail_iterations_per_s_per_point": n * cfg["sail_iters"] / t_sail,
-          "sail_batch_iterations_per_s": cfg["sail_iters"] / t_sail}
+  return {
+    "size": size,
+    "device": str(jax.devices()[0]),
+    "dim": d,
+    "num_points": n,
+    "k": cfg["k"],
+    "lanczos_iters": cfg["iters"],
+    "topk_and_bottomk_points_per_s": n / t_eig,
+    "hs_detector_points_per_s": n / t_hs,
+    "sail_iterations_per_s_per_point": n * cfg["sail_iters"] / t_sail,
+    "sail_batch_iterations_per_s": cfg["sail_iters"] / t_sail,
+  }
 
 
 if __name__ == "__main__":

@@ -1,15 +1,19 @@
 """Wall-clock timing shared by the benchmark scripts (run as ``python benchmarks/NAME.py``)."""
+
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import numpy as np
 
 
 def measure(fn: Callable, *args, repeats: int = 3, stat: Callable = min):
-  """``(stat(times), output)`` of ``fn(*args)`` over ``repeats`` timed calls after one warm-up (compile) call."""
+  """``(stat(times), output)`` of ``fn(*args)`` over ``repeats`` timed calls.
+
+  One untimed warm-up (compile) call comes first; its output is the one returned.
+  """
   out = jax.block_until_ready(fn(*args))
   times = []
   for _ in range(repeats):

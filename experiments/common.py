@@ -1,4 +1,4 @@
-"""Scaffolding shared by every experiment: run dirs, JSON, timing, stats, model fitting, the absl main.
+"""Scaffolding shared by every experiment: run dirs, JSON, timing, stats, fitting, the absl main.
 
 Each experiment module exposes ``run(cfg, workdir) -> dict`` (all the computing, saving and
 plotting; returns the results that were written to ``results.json``) and a three-line ``main``
@@ -13,7 +13,8 @@ import json
 import logging as py_logging
 import os
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import numpy as np
@@ -29,7 +30,7 @@ _NOISY_LOGGERS = ("orbax", "absl", "jax", "jax._src.xla_bridge", "tensorstore", 
 
 def make_run_dir(name: str, root: str = "runs", workdir: str | None = None) -> str:
   """``runs/NAME/<UTC timestamp>/`` (or ``workdir`` if given), created."""
-  stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
+  stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S-%f")
   path = workdir or os.path.join(root, name, stamp)
   os.makedirs(path, exist_ok=True)
   return str(path)
@@ -93,26 +94,54 @@ def cosine_adam(lr: float, steps: int, warmup: int = 0, final_fraction: float = 
   return optax.adam(sched)
 
 
-def fit(loss_fn: Callable, params, train_cfg, key, *, checkpoint_dir: str | None = None,
-        metadata: dict | None = None, progress: bool = True, chunk_size: int = 500):
+def fit(
+  loss_fn: Callable,
+  params,
+  train_cfg,
+  key,
+  *,
+  checkpoint_dir: str | None = None,
+  metadata: dict | None = None,
+  progress: bool = True,
+  chunk_size: int = 500,
+):
   """Minimise ``loss_fn(params, key)`` with :func:`cosine_adam` under :func:`memjax.training.train`.
 
   ``train_cfg`` holds ``steps``, ``lr`` and optionally ``warmup`` and ``ema_decay``. Returns
   ``(params, losses, result)`` where ``params`` are the EMA parameters when ``ema_decay`` is set.
   """
   steps = int(train_cfg.steps)
-  ema = train_cfg.get("ema_decay", None)
+  ema = train_cfg.get("ema_decay", None) or None  # 0 or None: no EMA
   opt = cosine_adam(train_cfg.lr, steps, int(train_cfg.get("warmup", 0) or 0))
-  res = training.train(loss_fn, params, opt, steps, key, chunk_size=min(chunk_size, steps),
-                       ema_decay=ema, checkpoint_dir=checkpoint_dir or None, progress=progress,
-                       metadata=metadata)
+  res = training.train(
+    loss_fn,
+    params,
+    opt,
+    steps,
+    key,
+    chunk_size=min(chunk_size, steps),
+    ema_decay=ema,
+    checkpoint_dir=checkpoint_dir or None,
+    progress=progress,
+    metadata=metadata,
+  )
   out = res.state.ema_params if ema is not None else res.state.params
   return out, res.losses, res
 
 
-def fit_mlp(data, model_cfg, train_cfg, key, *, objective: str = "fm", schedule=None,
-            parameterisation: str = "velocity", t_min: float = 1e-3, checkpoint_dir=None,
-            progress: bool = True):
+def fit_mlp(
+  data,
+  model_cfg,
+  train_cfg,
+  key,
+  *,
+  objective: str = "fm",
+  schedule=None,
+  parameterisation: str = "velocity",
+  t_min: float = 1e-3,
+  checkpoint_dir=None,
+  progress: bool = True,
+):
   """Train a :class:`memjax.nets.MLPField` on ``data`` ``(N, D)``.
 
   ``objective="fm"`` uses :func:`memjax.training.fm_objective`; ``"denoising"`` uses
@@ -128,12 +157,14 @@ def fit_mlp(data, model_cfg, train_cfg, key, *, objective: str = "fm", schedule=
   if objective == "fm":
     loss_fn = training.fm_objective(apply_fn, data, train_cfg.batch_size)
   elif objective == "denoising":
-    loss_fn = training.denoising_objective(apply_fn, schedule, data, train_cfg.batch_size,
-                                           parameterisation, t_min)
+    loss_fn = training.denoising_objective(
+      apply_fn, schedule, data, train_cfg.batch_size, parameterisation, t_min
+    )
   else:
     raise ValueError(f"`objective` must be 'fm' or 'denoising'; got {objective!r}.")
-  params, losses, _ = fit(loss_fn, params, train_cfg, k_train, checkpoint_dir=checkpoint_dir,
-                          progress=progress)
+  params, losses, _ = fit(
+    loss_fn, params, train_cfg, k_train, checkpoint_dir=checkpoint_dir, progress=progress
+  )
   return apply_fn, params, losses
 
 
@@ -171,7 +202,12 @@ def absl_main(run: Callable, config_flag, summarise: Callable | None = None) -> 
     if flags.FLAGS["verbosity"].value < 1:
       quiet_libraries()
     cfg = config_flag.value
-    name = run.__module__.rsplit(".", 1)[-1]
+    module = run.__module__
+    if module == "__main__":  # `python -m experiments.group.name`: the spec has the real name
+      import __main__
+
+      module = getattr(getattr(__main__, "__spec__", None), "name", None) or "experiment"
+    name = module.rsplit(".", 1)[-1]
     workdir = make_run_dir(name, workdir=cfg.get("workdir") or None)
     results = run(cfg, workdir)
     logging.info("%s finished", name)

@@ -16,6 +16,7 @@ with ``γ(0) = θ*``, ``γ̇(0) = v``:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -305,6 +306,25 @@ def riemannian(
     :class:`RiemannianResult`.
   """
   _check_riemannian_args(theta_map, v, solver, rtol, atol, t1, max_steps, saveat_ts)
+  dtype = theta_map.dtype
+  return _riemannian(
+    loss_fn,
+    solver,
+    int(max_steps),
+    None if dt0 is None else float(dt0),
+    mesh,
+    theta_map,
+    v,
+    jnp.asarray(rtol, dtype),
+    jnp.asarray(atol, dtype),
+    jnp.asarray(t1, dtype),
+    saveat_ts,
+  )
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
+def _riemannian(loss_fn, solver, max_steps, dt0, mesh, theta_map, v, rtol, atol, t1, saveat_ts):
+  # One compiled program per (loss_fn, settings, shapes): a repeated call reuses it.
   term = diffrax.ODETerm(geodesic_rhs(loss_fn))
   controller = diffrax.PIDController(rtol=rtol, atol=atol)
   if saveat_ts is None:
@@ -396,36 +416,15 @@ def fit_eigenpairs(
   """
   _checks.check_ndim("theta_map", theta_map, 1, "(P,)")
   _checks.check_finite("theta_map", theta_map)
-
-  @jax.jit
-  def run(theta, key):
-    matvec = lambda v: linalg.hvp(loss_fn, theta, v)[1]
-    return linalg.lanczos_topk(
-      matvec, theta.shape[0], k, key, num_iters=num_iters, dtype=theta.dtype
-    )
-
-  return run(theta_map, key)
+  return _fit_eigenpairs(
+    loss_fn, int(k), None if num_iters is None else int(num_iters), theta_map, key
+  )
 
 
-def paired_samples(
-  loss_fn: Callable[[Array], Array],
-  theta_map: Array,
-  eig,
-  alpha,
-  eta,
-  key: Array,
-  num: int,
-  *,
-  mode: str = "full",
-  **riemannian_kw,
-):
-  """Euclidean and Riemannian Laplace samples from the SAME tangent velocities ``v``.
-
-  Returns ``(v (S, P), θ_E (S, P), RiemannianResult)``; pass the same ``key`` for
-  several ``eta`` to get samples that differ only in scale (paired across η).
-  """
-  v = sample_velocities(eig, alpha, eta, key, num, mode=mode)
-  return v, euclidean(theta_map, v), riemannian(loss_fn, theta_map, v, **riemannian_kw)
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _fit_eigenpairs(loss_fn, k, num_iters, theta, key):
+  matvec = lambda v: linalg.hvp(loss_fn, theta, v)[1]
+  return linalg.lanczos_topk(matvec, theta.shape[0], k, key, num_iters=num_iters, dtype=theta.dtype)
 
 
 # ---------------------------------------------------------------------------

@@ -133,6 +133,16 @@ def flipd_details(
   Returns:
     :class:`Flipd` of ``(N,)`` arrays; ``sem`` is ``inf`` for ``n_probes = 1``.
   """
+  settings, key = _flipd_validate(
+    x, t0, schedule, parameterisation, key, n_probes, sampler, chunk_size, batch_size
+  )
+  return _flipd_jit(field, schedule, settings, mesh, x, jnp.asarray(t0, x.dtype), key)
+
+
+def _flipd_validate(
+  x, t0, schedule, parameterisation, key, n_probes, sampler, chunk_size, batch_size
+):
+  """Check the FLIPD arguments; returns the hashable settings tuple and the key to use."""
   _check_field_inputs(x, jnp.asarray(t0), schedule, parameterisation)
   if n_probes is not None:
     if not (isinstance(n_probes, (int, np.integer)) and n_probes >= 1):
@@ -142,9 +152,22 @@ def flipd_details(
   if sampler not in ("normal", "signs"):
     raise ValueError(f"`sampler` must be 'normal' or 'signs'; got {sampler!r}.")
   _checks.check_positive("chunk_size", chunk_size)
-  t0 = jnp.asarray(t0, x.dtype)
+  if batch_size is not None:
+    _checks.check_positive("batch_size", batch_size)
+  settings = (
+    parameterisation,
+    None if n_probes is None else int(n_probes),
+    sampler,
+    int(chunk_size),
+    None if batch_size is None else int(batch_size),
+  )
+  return settings, key if key is not None else jax.random.PRNGKey(0)
+
+
+def _flipd_core(field, schedule, settings, mesh, x, t0, key):
+  parameterisation, n_probes, sampler, chunk_size, batch_size = settings
   psi, sig = schedule.psi(t0), schedule.sigma(t0)
-  keys = jax.random.split(key if key is not None else jax.random.PRNGKey(0), x.shape[0])
+  keys = jax.random.split(key, x.shape[0])
   point = functools.partial(
     _flipd_point,
     paths.point_fn(field, schedule, parameterisation, "eps"),
@@ -155,6 +178,15 @@ def flipd_details(
     chunk_size,
   )
   return distributed.map_rows(_batched(point, batch_size), psi * x, keys, mesh=mesh)
+
+
+# One compiled program per (field, schedule, settings, mesh, shapes); repeated calls reuse it.
+_flipd_jit = jax.jit(_flipd_core, static_argnums=(0, 1, 2, 3))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _flipd_curve_jit(field, schedule, settings, mesh, x, t0s, key):
+  return jax.lax.map(lambda t: _flipd_core(field, schedule, settings, mesh, x, t, key).lid, t0s)
 
 
 def flipd(field: BatchField, x: jax.Array, t0, schedule: paths.Schedule, **kwargs) -> jax.Array:
@@ -170,9 +202,26 @@ def flipd_curve(
   """
   _checks.check_ndim("t0s", t0s, 1, "(T,)")
   _checks.check_finite("t0s", t0s)
-  for t in np.asarray(t0s):
-    _check_field_inputs(x, jnp.asarray(t), schedule, kwargs.get("parameterisation", "score"))
-  return jax.lax.map(lambda t: flipd(field, x, t, schedule, **kwargs), jnp.asarray(t0s, x.dtype))
+  if _checks.is_concrete(t0s):
+    for t in np.asarray(t0s):
+      _check_field_inputs(x, jnp.asarray(t), schedule, kwargs.get("parameterisation", "score"))
+  opts = dict(kwargs)
+  mesh = opts.pop("mesh", None)
+  names = ("parameterisation", "key", "n_probes", "sampler", "chunk_size", "batch_size")
+  unknown = set(opts) - set(names)
+  if unknown:
+    raise ValueError(f"unknown keyword(s) for flipd_curve: {sorted(unknown)}.")
+  defaults = dict(
+    parameterisation="score",
+    key=None,
+    n_probes=None,
+    sampler="normal",
+    chunk_size=64,
+    batch_size=None,
+  )
+  defaults.update(opts)
+  settings, key = _flipd_validate(x, t0s[0], schedule, **defaults)
+  return _flipd_curve_jit(field, schedule, settings, mesh, x, jnp.asarray(t0s, x.dtype), key)
 
 
 def knee_index(
@@ -281,7 +330,22 @@ def normal_bundle(
   k = 4 * d if num_samples is None else int(num_samples)
   if k < 2:
     raise ValueError(f"`num_samples` must be >= 2; got {num_samples}.")
-  t0 = jnp.asarray(t0, x.dtype)
+  if batch_size is not None:
+    _checks.check_positive("batch_size", batch_size)
+  settings = (
+    parameterisation,
+    k,
+    bool(centre),
+    bool(skip_first_gap),
+    None if batch_size is None else int(batch_size),
+  )
+  return _normal_bundle_jit(field, schedule, settings, mesh, x, jnp.asarray(t0, x.dtype), key)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _normal_bundle_jit(field, schedule, settings, mesh, x, t0, key):
+  parameterisation, k, centre, skip_first_gap, batch_size = settings
+  n, d = x.shape
   psi, sig = schedule.psi(t0), schedule.sigma(t0)
 
   def point(xi, ki):
@@ -311,6 +375,15 @@ def _pca_count(nb, threshold, explained_variance, atol):
   return jnp.where(jnp.sum(lam) > atol, 1 + jnp.sum(frac < explained_variance), 0)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _pca_counts(settings, train, idx):
+  threshold, explained_variance, atol, batch = settings
+  count = functools.partial(
+    _pca_count, threshold=threshold, explained_variance=explained_variance, atol=atol
+  )
+  return jax.lax.map(lambda i: count(train[i]), idx, batch_size=batch)
+
+
 def lpca(
   train: jax.Array,
   k: int = 100,
@@ -333,12 +406,8 @@ def lpca(
   if explained_variance is not None and not 0 < explained_variance <= 1:
     raise ValueError(f"`explained_variance` must be in (0, 1]; got {explained_variance}.")
   _, idx = neighbours.knn(train, train, k, query_chunk=chunk_size, names=("train", "train"))
-  count = functools.partial(
-    _pca_count, threshold=threshold, explained_variance=explained_variance, atol=atol
-  )
-  lid_train = jax.lax.map(
-    lambda i: count(train[i]), idx, batch_size=max(1, min(chunk_size, idx.shape[0]))
-  )
+  settings = (float(threshold), explained_variance, float(atol), max(1, min(chunk_size, len(idx))))
+  lid_train = _pca_counts(settings, train, idx)
   if queries is None:
     return lid_train
   _, nearest = neighbours.knn(queries, train, 1, query_chunk=chunk_size, names=("queries", "train"))

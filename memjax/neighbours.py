@@ -132,12 +132,16 @@ def knn(
   n_local = q.shape[0] if mesh is None else -(-q.shape[0] // mesh.size)
   qc = max(1, min(int(query_chunk), n_local))
   rc = max(k, min(int(ref_chunk), r.shape[0]))
-  r = r.astype(dtype)
+  return _knn_entry(int(k), bool(exclude_self), qc, rc, mesh, q.astype(dtype), r.astype(dtype))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
+def _knn_entry(k, exclude_self, query_chunk, ref_chunk, mesh, q, r):
   ids = jnp.arange(q.shape[0], dtype=jnp.int32)
   fn = functools.partial(
-    _knn, ref=r, k=int(k), exclude_self=bool(exclude_self), query_chunk=qc, ref_chunk=rc
+    _knn, ref=r, k=k, exclude_self=exclude_self, query_chunk=query_chunk, ref_chunk=ref_chunk
   )
-  return distributed.map_rows(fn, q.astype(dtype), ids, mesh=mesh)
+  return distributed.map_rows(fn, q, ids, mesh=mesh)
 
 
 def nearest_two(

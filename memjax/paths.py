@@ -26,6 +26,7 @@ another (e.g. a velocity network into a per-point ε̂ or score).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -71,11 +72,13 @@ def _scalar_derivative(f, t):
   return g(t)
 
 
+@functools.cache  # one Schedule object per setting, so compiled programs are reused
 def linear_fm() -> Schedule:
   """Linear (rectified / conditional-OT) flow matching: ψ = t, σ = 1 − t; noise at 0, data at 1."""
   return Schedule("linear_fm", psi=lambda t: t, sigma=lambda t: 1.0 - t, t_noise=0.0, t_data=1.0)
 
 
+@functools.cache  # one Schedule object per setting, so compiled programs are reused
 def vp_linear(beta_min: float = 0.1, beta_max: float = 20.0) -> Schedule:
   """Variance-preserving SDE with linear β(t) = β_min + t(β_max − β_min), data at t = 0.
 
@@ -94,6 +97,7 @@ def vp_linear(beta_min: float = 0.1, beta_max: float = 20.0) -> Schedule:
   )
 
 
+@functools.cache  # one Schedule object per setting, so compiled programs are reused
 def ve(sigma_min: float = 0.01, sigma_max: float = 50.0) -> Schedule:
   """Variance-exploding: ψ = 1, σ(t) = σ_min (σ_max/σ_min)^t, data at t = 0."""
   ratio = sigma_max / sigma_min
@@ -288,6 +292,7 @@ def as_score_fn(field, schedule: Schedule, parameterisation: str = "velocity"):
 # EDM (Karras et al. 2022): time is the noise level.
 
 
+@functools.cache  # one Schedule object per setting, so compiled programs are reused
 def edm(sigma_max: float = 80.0) -> Schedule:
   """EDM / Karras schedule: ψ(t) = 1, σ(t) = t; data at t = 0, noise at ``t = σ_max``.
 

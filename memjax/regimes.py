@@ -72,6 +72,19 @@ def _check_sigmas(sigmas):
   return sigmas
 
 
+def _optimal_and_linear(key, train, sigmas, points, num_noise, chunks):
+  """Per σ: ``(σ, y, D*_σ(y), D_lin(y), lg)`` at ``y = p + σz`` (the same ``z`` for every σ)."""
+  train = jnp.asarray(train)
+  sigmas = _check_sigmas(sigmas).astype(train.dtype)
+  lg = denoisers.fit_linear_gaussian(train)
+  pts = train if points is None else jnp.asarray(points, train.dtype)
+  base, z = _noised_points(key, pts, num_noise)
+  for s in sigmas:
+    y = base + s * z
+    dstar = denoisers.posterior(train, y, s, **chunks).denoiser
+    yield s, y, dstar, denoisers.linear_denoiser(lg, y, s), lg
+
+
 def concentration(
   key: jax.Array, train: jax.Array, sigmas, *, num_noise: int = 4, **chunks
 ) -> Concentration:
@@ -101,17 +114,9 @@ def linearity_gap(
   scale, ``D* = μ̂ + Σ̂(y − μ̂)/σ² + O(σ⁻²)`` and ``D_lin`` agrees to that order,
   so ``ρ = O(1/σ) → 0``.
   """
-  train = jnp.asarray(train)
-  sigmas = _check_sigmas(sigmas).astype(train.dtype)
-  lg = denoisers.fit_linear_gaussian(train)
-  base, z = _noised_points(
-    key, train if points is None else jnp.asarray(points, train.dtype), num_noise
-  )
   out = []
-  for s in sigmas:
-    y = base + s * z
-    dstar = denoisers.posterior(train, y, s, **chunks).denoiser
-    num = jnp.mean(jnp.linalg.norm(dstar - denoisers.linear_denoiser(lg, y, s), axis=1))
+  for _, _, dstar, dlin, lg in _optimal_and_linear(key, train, sigmas, points, num_noise, chunks):
+    num = jnp.mean(jnp.linalg.norm(dstar - dlin, axis=1))
     out.append(num / jnp.mean(jnp.linalg.norm(dstar - lg.mean[None, :], axis=1)))
   return jnp.stack(out)
 
@@ -308,15 +313,8 @@ def denoiser_profile(
   """
   train = jnp.asarray(train)
   sigmas = _check_sigmas(sigmas).astype(train.dtype)
-  lg = denoisers.fit_linear_gaussian(train)
-  base, z = _noised_points(
-    key, train if points is None else jnp.asarray(points, train.dtype), num_noise
-  )
   rows = []
-  for s in sigmas:
-    y = base + s * z
-    dstar = denoisers.posterior(train, y, s, **chunks).denoiser
-    dlin = denoisers.linear_denoiser(lg, y, s)
+  for s, y, dstar, dlin, _ in _optimal_and_linear(key, train, sigmas, points, num_noise, chunks):
     dmod = jnp.asarray(denoiser(y, s), train.dtype)
     ref = dstar - dlin
     d_mo = jnp.mean(jnp.linalg.norm(dmod - dstar, axis=1))

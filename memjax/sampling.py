@@ -8,6 +8,7 @@ count; failures are returned, never replaced.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import diffrax
@@ -170,9 +171,27 @@ def generate(
   _checks.check_ndim("x0", x0, 2, "(N, D)")
   _checks.check_finite("x0", x0)
   _solver(solver)
-  kw = dict(
-    solver=solver, t0=t0, t1=t1, rtol=rtol, atol=atol, num_steps=num_steps, max_steps=max_steps
-  )
+  static = _static_settings(solver, t0, t1, rtol, atol, num_steps, max_steps)
+  return _generate_jit(apply_fn, static, mesh, params, x0)
+
+
+def _static_settings(solver, t0, t1, rtol, atol, num_steps, max_steps):
+  """Solver settings as a hashable tuple (the jit cache key), refusing traced values by name."""
+  out = [("solver", solver)]
+  for name, val in (("t0", t0), ("t1", t1), ("rtol", rtol), ("atol", atol)):
+    if not _checks.is_concrete(val):
+      raise ValueError(f"`{name}` must be a concrete number (it selects the compiled program).")
+    out.append((name, float(val)))
+  for name, val in (("num_steps", num_steps), ("max_steps", max_steps)):
+    if not (isinstance(val, (int, np.integer)) and val >= 1):
+      raise ValueError(f"`{name}` must be a positive int; got {val!r}.")
+    out.append((name, int(val)))
+  return tuple(out)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _generate_jit(apply_fn, static, mesh, params, x0):
+  kw = dict(static)
   return distributed.map_rows(lambda x: _generate(apply_fn, params, x, **kw), x0, mesh=mesh)
 
 
@@ -185,8 +204,25 @@ def generate_multi(apply_fn, params_stack, x0: jax.Array, **kw) -> SampleResult:
   """
   _checks.check_ndim("x0", x0, (2, 3), "(N, D) or (S, N, D)")
   _checks.check_finite("x0", x0)
-  in_axes = (0, None) if x0.ndim == 2 else (0, 0)
-  return jax.vmap(lambda p, x: generate(apply_fn, p, x, **kw), in_axes=in_axes)(params_stack, x0)
+  settings = dict(
+    solver="tsit5", t0=0.0, t1=1.0, rtol=1e-5, atol=1e-5, num_steps=100, max_steps=4096
+  )
+  unknown = set(kw) - set(settings) - {"mesh"}
+  if unknown:
+    raise ValueError(f"unknown keyword(s) for generate_multi: {sorted(unknown)}.")
+  mesh = kw.pop("mesh", None)
+  settings.update(kw)
+  _solver(settings["solver"])
+  static = _static_settings(**settings)
+  return _generate_multi_jit(apply_fn, static, mesh, x0.ndim == 3, params_stack, x0)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _generate_multi_jit(apply_fn, static, mesh, per_model_noise, params_stack, x0):
+  kw = dict(static)
+  in_axes = (0, 0) if per_model_noise else (0, None)
+  one = lambda p, x: distributed.map_rows(lambda xx: _generate(apply_fn, p, xx, **kw), x, mesh=mesh)
+  return jax.vmap(one, in_axes=in_axes)(params_stack, x0)
 
 
 def euler_trajectory(

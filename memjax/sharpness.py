@@ -38,6 +38,7 @@ Conventions: per-point functions take ``x`` of shape ``(D,)`` and a scalar ``t``
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -155,6 +156,11 @@ def sharpness_profile(
       f"`xs` of shape (T, N, D) must match `ts` (T,); got {xs.shape} and {ts.shape}."
     )
 
+  return _profile_jit(score_fn, int(k), num_iters, num_probes, xs, jnp.asarray(ts), key)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _profile_jit(score_fn, k, num_iters, num_probes, xs, ts, key):
   def one(x, t, kk):
     ke, kt = jax.random.split(kk)
     spec = hessian_eigs(score_fn, x, t, k, ke, num_iters)
@@ -246,9 +252,12 @@ def sail(
     _checks.check_positive(name, v)
   if alpha < 0:
     raise ValueError(f"`alpha` must be >= 0; got {alpha}.")
-  return _sail(g, x0, alpha, delta, threshold, lr, max_iters)
+  dt = x0.dtype
+  as_arr = lambda v: jnp.asarray(v, dt)
+  return _sail(g, x0, as_arr(alpha), as_arr(delta), as_arr(threshold), as_arr(lr), max_iters)
 
 
+@functools.partial(jax.jit, static_argnums=(0, 6))
 def _sail(g, x0, alpha, delta, threshold, lr, max_iters):
   opt = optax.adam(lr)
   loss_grad = jax.value_and_grad(lambda x: sail_objective(g, x, alpha, delta))

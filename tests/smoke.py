@@ -12,14 +12,18 @@ import os
 
 
 def load_config(name: str, variant: str = "smoke"):
-  """``get_config(variant)`` of ``experiments/<group>/configs/<exp>.py`` for ``name = "group.exp"``."""
+  """``get_config(variant)`` of ``experiments/<group>/configs/<exp>.py`` for ``name =
+  "group.exp"``.
+  """
   group, _, exp = name.rpartition(".")
   pkg = f"experiments.{group}.configs.{exp}" if group else f"experiments.configs.{exp}"
   return importlib.import_module(pkg).get_config(variant)
 
 
 def run_smoke(name: str, workdir, variant: str = "smoke", overrides: dict | None = None) -> dict:
-  """Run experiment ``name`` (e.g. ``"lid.manifolds"``) on its ``variant`` config into ``workdir``."""
+  """Run experiment ``name`` (e.g. ``"lid.manifolds"``) on its ``variant`` config into
+  ``workdir``.
+  """
   cfg = load_config(name, variant)
   for key, value in (overrides or {}).items():
     node = cfg

@@ -1,20 +1,25 @@
-"""Image memorisation experiment: :smoke end to end, then the posterior stage again from its checkpoint."""
-import numpy as np
+"""Image memorisation: :smoke end to end, then the posterior stage again from its checkpoint."""
 
+import numpy as np
 from smoke import run_smoke
+
+from memjax import memorisation
 
 
 def test_images_memorisation_smoke(tmp_path):
-  res = run_smoke("images_memorisation", tmp_path / "a")
+  res = run_smoke("laplace.images", tmp_path / "a")
+  cfg = res["config"]
   assert res["map"]["num_subset_params"] == 3 * 3 * 1 * 8 + 8  # first conv layer only
-  assert 0.0 <= res["map"]["memorisation"]["M_c"][3] <= 1.0
+  assert 0.0 <= res["map"]["memorisation"]["M_c"][memorisation.c_label(1 / 3)] <= 1.0
   for row in res["sweep"]:
-    g = row["geodesics"]
-    assert g["successful"] + g["failed"] == g["total"] == res["config"]["num_posterior"]
-    for kind in ("euclidean", "riemannian"):
+    for g in row["sampling"].values():
+      assert g["successful"] + g["failed"] == g["total"] == cfg["posterior"]["num_posterior"]
+    for kind in cfg["posterior"]["samplers"]:
       if kind in row:
-        assert len(row[kind]["memorisation"]["M_c"]) == len(res["config"]["cs"])
+        assert len(row[kind]["memorisation"]["M_c"]) == len(cfg["eval"]["cs"])
         assert np.isfinite(row[kind]["nn_distance_to_heldout_mean"])
-  again = run_smoke("images_memorisation", tmp_path / "b", extra=[f"--config.restore={res['checkpoint_dir']}"])
-  assert again["map"]["resumed_from_step"] == res["config"]["steps"]
+  again = run_smoke(
+    "laplace.images", tmp_path / "b", overrides={"train.restore": res["checkpoint_dir"]}
+  )
+  assert again["map"]["resumed_from_step"] == cfg["train"]["steps"]
   np.testing.assert_allclose(again["map"]["ritz_values"], res["map"]["ritz_values"], rtol=1e-6)

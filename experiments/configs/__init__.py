@@ -1,0 +1,1 @@
+"""Configs of the top-level experiments: ``get_config(variant)`` per experiment."""

@@ -1,0 +1,1 @@
+"""Configs of the Laplace experiments: ``get_config(variant)`` per experiment."""

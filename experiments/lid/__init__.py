@@ -1,0 +1,1 @@
+"""Local intrinsic dimension experiments: estimators on manifolds, MMH, LID as a detector."""

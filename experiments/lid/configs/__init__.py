@@ -1,0 +1,1 @@
+"""Configs of the LID experiments: ``get_config(variant)`` per experiment."""

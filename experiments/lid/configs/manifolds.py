@@ -1,0 +1,58 @@
+"""Config of ``experiments/lid/manifolds.py``; variants ``""`` (default) and ``smoke``."""
+
+import ml_collections
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.workdir = ""  # default: runs/<experiment>/<timestamp>
+  c.progress = True
+
+  # Manifold mixture with analytic LID (memjax.data.manifold_mixture).
+  c.data = ml_collections.ConfigDict(
+    dict(
+      dims=(2, 4, 8),
+      kinds=("affine", "sphere", "affine"),
+      ambient_dim=10,
+      scale=1.5,
+      separation=8.0,
+      num_train=6000,
+      num_eval=300,
+    )
+  )
+
+  # Denoiser: any schedule / parameterisation of memjax.paths (e.g. linear_fm + velocity for FM).
+  c.model = ml_collections.ConfigDict(
+    dict(schedule="vp_linear", parameterisation="eps", hidden=(256, 256, 256), time_dim=32)
+  )
+  # Denoising objective (memjax.training.denoising_objective), Adam with cosine decay.
+  c.train = ml_collections.ConfigDict(
+    dict(steps=8000, batch_size=512, lr=1e-3, ema_decay=0.999, t_min=1e-3)
+  )
+
+  # LID estimators. t0 grids are ordered by increasing noise (for the knee).
+  c.lid = ml_collections.ConfigDict(
+    dict(
+      t0=0.05,
+      t0_grid=(0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5),
+      n_probes=0,  # 0: exact trace (D JVPs); m > 0: Hutchinson with m probes
+      nb_t0=0.01,
+      nb_centre=False,
+      lpca_k=50,
+      mle_k=20,
+      batch_size=100,
+    )
+  )
+
+  if arg == "smoke":
+    c.data.num_train = 600
+    c.data.num_eval = 30
+    c.model.hidden = (32, 32)
+    c.train.steps = 150
+    c.train.batch_size = 64
+    c.lid.t0_grid = (0.01, 0.05, 0.2, 0.5)
+    c.lid.lpca_k = 20
+  elif arg not in (None, ""):
+    raise ValueError(f"unknown config variant {arg!r}; use '' or 'smoke'.")
+  return c

@@ -1,0 +1,1 @@
+"""Noise-regime experiments: where along the schedule memorisation is set, and interventions."""

@@ -1,0 +1,1 @@
+"""Configs of the noise-regime experiments: ``get_config(variant)`` per experiment."""

@@ -1,0 +1,1 @@
+"""Configs of the sharpness experiments: ``get_config(variant)`` per experiment."""

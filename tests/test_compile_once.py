@@ -1,0 +1,110 @@
+"""Compile once, call many: a second identical call of a public entry point must not re-trace.
+
+Re-tracing is observed through JAX's own compile log (``jax.log_compiles``): every trace of a
+jitted function logs "Finished tracing ...". The first call may trace; the second must add none.
+"""
+
+import contextlib
+import functools
+import logging
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from memjax import (
+  curvature,
+  denoisers,
+  laplace,
+  lid,
+  memorisation,
+  neighbours,
+  nets,
+  paths,
+  sampling,
+  sharpness,
+)
+
+
+class _Traces(logging.Handler):
+  def __init__(self):
+    super().__init__(logging.DEBUG)
+    self.count = 0
+
+  def emit(self, record):
+    if record.getMessage().startswith("Finished tracing"):
+      self.count += 1
+
+
+@contextlib.contextmanager
+def _count_traces():
+  handler = _Traces()
+  logger = logging.getLogger("jax")
+  old = logger.level
+  logger.addHandler(handler)
+  logger.setLevel(logging.DEBUG)
+  try:
+    with jax.log_compiles(True):
+      yield handler
+  finally:
+    logger.removeHandler(handler)
+    logger.setLevel(old)
+
+
+def _assert_second_call_reuses(call):
+  jax.block_until_ready(call())  # warm: may trace and compile
+  with _count_traces() as traces:
+    jax.block_until_ready(call())
+  assert traces.count == 0, f"second identical call re-traced {traces.count} time(s)"
+
+
+MOD = nets.MLPField(dim=2, hidden=(8,), time_dim=4)
+U = nets.velocity_fn(MOD)
+PARAMS = nets.init_params(MOD, jax.random.PRNGKey(0), 2, jnp.float64)
+DATA = jax.random.normal(jax.random.PRNGKey(1), (16, 2), jnp.float64)
+TRIPLES = curvature.make_triples(jax.random.PRNGKey(2), DATA, 8)
+SUBSET = curvature.param_subset(PARAMS, "['dense_0']")
+LOSS = curvature.curvature_loss(U, PARAMS, *TRIPLES, subset=SUBSET, alpha=1.0, loss_scale=1.0)
+THETA = SUBSET.theta
+V = 0.01 * jax.random.normal(jax.random.PRNGKey(3), (3, THETA.shape[0]), jnp.float64)
+FIELD = functools.partial(U, PARAMS)  # a batched field f(x, t), built once as a user would
+X = DATA[:5]
+KEY = jax.random.PRNGKey(4)
+SCORE = paths.point_fn(FIELD, paths.linear_fm(), "velocity", "score")
+G = lambda x: SCORE(x, jnp.asarray(0.5, x.dtype))
+
+CASES = {
+  "laplace.riemannian": lambda: laplace.riemannian(LOSS, THETA, V, rtol=1e-4, atol=1e-6),
+  "laplace.fit_eigenpairs": lambda: laplace.fit_eigenpairs(LOSS, THETA, 2, KEY),
+  "sampling.generate": lambda: sampling.generate(U, PARAMS, X, rtol=1e-3, atol=1e-3),
+  "sampling.generate_multi": lambda: sampling.generate_multi(
+    U, jax.tree.map(lambda p: jnp.stack([p, p]), PARAMS), X, solver="euler", num_steps=4
+  ),
+  "lid.flipd exact": lambda: lid.flipd(
+    FIELD, X, 0.9, paths.linear_fm(), parameterisation="velocity"
+  ),
+  "lid.flipd hutchinson": lambda: lid.flipd(
+    FIELD, X, 0.9, paths.linear_fm(), parameterisation="velocity", key=KEY, n_probes=2
+  ),
+  "lid.flipd_curve": lambda: lid.flipd_curve(
+    FIELD, X, jnp.asarray([0.8, 0.9]), paths.linear_fm(), parameterisation="velocity"
+  ),
+  "lid.normal_bundle": lambda: lid.normal_bundle(
+    FIELD, X, 0.9, paths.linear_fm(), KEY, parameterisation="velocity"
+  ),
+  "lid.lpca": lambda: lid.lpca(DATA, 5),
+  "lid.mle": lambda: lid.mle(DATA, 5),
+  "lid.twonn": lambda: lid.twonn(DATA),
+  "sharpness.sharpness_profile": lambda: sharpness.sharpness_profile(
+    SCORE, X, jnp.asarray([0.3, 0.6]), KEY, k=1
+  ),
+  "sharpness.sail": lambda: sharpness.sail(G, X, max_iters=3),
+  "memorisation.nn_ratio": lambda: memorisation.nn_ratio(X + 0.1, DATA),
+  "neighbours.knn": lambda: neighbours.knn(DATA, DATA, 3, exclude_self=True),
+  "denoisers.posterior": lambda: denoisers.posterior(DATA, X, 0.5),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_second_identical_call_does_not_retrace(name):
+  _assert_second_call_reuses(CASES[name])
