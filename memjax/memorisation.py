@@ -1,14 +1,20 @@
-"""The memorisation ratio and the fraction of memorised samples.
+"""The memorisation criterion of Bentley et al. / Yoon et al. and the fraction of memorised samples.
 
-A generated sample ``x̂`` is memorised at threshold ``c`` when
+A generated sample ``x̂`` is memorised at threshold ``c`` when (the papers' squared form)
 
-    r(x̂) = ||x̂ − x⁽¹⁾|| / ||x̂ − x⁽²⁾|| ≤ c,
+    ||x̂ − x⁽¹⁾||² ≤ c ||x̂ − x⁽²⁾||²,   i.e.  r(x̂) = ||x̂ − x⁽¹⁾||² / ||x̂ − x⁽²⁾||² ≤ c,
 
-with ``x⁽¹⁾, x⁽²⁾`` its nearest and second-nearest training points (the
-``squared=True`` form compares squared distances, as in the seed-001 poster).
-Nearest neighbours come from :func:`memjax.neighbours.nearest_two` (chunked,
-exact distances for the selected points). Results are keyed by ``c``
-(:func:`c_label`), never by position in a grid.
+with ``x⁽¹⁾, x⁽²⁾`` its nearest and second-nearest training points. This is the default
+(``squared=True``) everywhere, and thresholds are the papers' ``c`` (e.g. ``c = 1/3`` is
+``||x̂ − x⁽¹⁾|| ≤ 0.577 ||x̂ − x⁽²⁾||``). ``squared=False`` gives the unsquared ratio, whose
+``c`` is the square root of the papers'. ``c = 1`` marks every sample and is not in the grid.
+
+Nearest neighbours come from :func:`memjax.neighbours.nearest_two` (chunked, exact distances
+for the selected points). Results are keyed by ``c`` (:func:`c_label`), never by position.
+
+References:
+  Riemannian Bayesian inference for memorisation (arXiv:2602.00199), Sec. 4 (criterion with
+  squared distances, c = 1/3).
 """
 
 from __future__ import annotations
@@ -21,10 +27,10 @@ import numpy as np
 
 from memjax import _checks, neighbours
 
-DEFAULT_CS = (0.1, 0.2, 0.25, 1.0 / 3.0, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+DEFAULT_CS = (0.1, 0.2, 0.25, 1.0 / 3.0, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
-def ratio_from_nearest(nn: neighbours.Nearest, squared: bool = False) -> jax.Array:
+def ratio_from_nearest(nn: neighbours.Nearest, squared: bool = True) -> jax.Array:
   """``r = d1 / d2`` (or ``d1² / d2²`` with ``squared``); ``r = 1`` when ``d1 = d2 = 0``
   (duplicates).
   """
@@ -32,7 +38,7 @@ def ratio_from_nearest(nn: neighbours.Nearest, squared: bool = False) -> jax.Arr
   return jnp.where(d2 > 0, d1 / jnp.where(d2 > 0, d2, 1.0), 1.0)
 
 
-def nn_ratio(samples: jax.Array, train: jax.Array, *, squared: bool = False, **chunks) -> jax.Array:
+def nn_ratio(samples: jax.Array, train: jax.Array, *, squared: bool = True, **chunks) -> jax.Array:
   """Memorisation ratio ``r(x̂) = ||x̂ − x⁽¹⁾|| / ||x̂ − x⁽²⁾||`` for each sample; shape ``(Q,)``.
 
   ``chunks``: ``query_chunk``, ``train_chunk``, ``mesh`` of :func:`memjax.neighbours.nearest_two`.
@@ -65,22 +71,27 @@ def memorised_fraction(r: jax.Array, cs: Sequence[float] = DEFAULT_CS) -> jax.Ar
   return jnp.mean(r[..., None, :] <= thresholds, axis=-1)
 
 
-def is_memorised(sample, a, b, c: float) -> jax.Array:
-  """Pairwise criterion ``||x − a|| ≤ c ||x − b||`` for a two-point training set ``{a, b}``."""
+def is_memorised(sample, a, b, c: float, squared: bool = True) -> jax.Array:
+  """Pairwise criterion for a two-point training set ``{a, b}``.
+
+  ``||x − a||² ≤ c ||x − b||²`` (``squared``, the papers' form) or ``||x − a|| ≤ c ||x − b||``.
+  """
   lift = lambda p: jnp.reshape(p, (1,) * (jnp.ndim(sample) - jnp.ndim(p)) + jnp.shape(p))
-  return jnp.linalg.norm(sample - lift(a), axis=-1) <= c * jnp.linalg.norm(
-    sample - lift(b), axis=-1
-  )
+  da = jnp.linalg.norm(sample - lift(a), axis=-1)
+  db = jnp.linalg.norm(sample - lift(b), axis=-1)
+  return da**2 <= c * db**2 if squared else da <= c * db
 
 
-def apollonius_ball(a: jax.Array, b: jax.Array, c: float):
-  """The memorised set of ``a`` against ``b``: ``{x : ||x − a|| ≤ c ||x − b||}``, for ``0 < c < 1``.
+def apollonius_ball(a: jax.Array, b: jax.Array, c: float, squared: bool = True):
+  """The memorised set of ``a`` against ``b`` (:func:`is_memorised`), for ``0 < c < 1``.
 
-  It is the ball with centre ``a + c²(a − b)/(1 − c²)`` and radius ``c ||a − b|| / (1 − c²)``.
+  With the distance ratio ``ρ = √c`` (``squared``) or ``ρ = c``, ``{x : ||x − a|| ≤ ρ ||x − b||}``
+  is the ball with centre ``a + ρ²(a − b)/(1 − ρ²)`` and radius ``ρ ||a − b|| / (1 − ρ²)``.
   """
   c = float(check_cs([c])[0])
   if c >= 1:
     raise ValueError(f"`c` must be < 1 for a bounded Apollonius ball; got {c}.")
+  c = float(np.sqrt(c)) if squared else c
   centre = a + c**2 * (a - b) / (1 - c**2)
   radius = c * jnp.linalg.norm(a - b) / (1 - c**2)
   return centre, radius
@@ -88,7 +99,7 @@ def apollonius_ball(a: jax.Array, b: jax.Array, c: float):
 
 def summary(r: jax.Array, cs: Sequence[float] = DEFAULT_CS, bins: int = 20) -> dict:
   """``M_c`` keyed by :func:`c_label` and a histogram of ``r`` as plain Python (for
-  results.json).
+  results.json); ``r`` is whatever ratio was passed (squared by default in :func:`nn_ratio`).
   """
   m = np.asarray(memorised_fraction(r, cs))
   hist, edges = np.histogram(np.asarray(r), bins=bins, range=(0.0, 1.0))

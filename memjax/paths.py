@@ -279,6 +279,43 @@ def fm_t_to_sigma(t):
   return (1.0 - t) / t
 
 
+def noise_to_signal(schedule: Schedule, t) -> jax.Array:
+  """The noise-to-signal ratio ``σ(t)/ψ(t)`` (the VE-equivalent noise level of time ``t``)."""
+  t = jnp.asarray(t, jnp.result_type(float))
+  return schedule.sigma(t) / schedule.psi(t)
+
+
+def time_at_noise_to_signal(schedule: Schedule, ratio, num_iters: int = 100) -> jax.Array:
+  """The time ``t`` of ``schedule`` with ``σ(t)/ψ(t) = ratio`` (bisection; ``ratio`` ``> 0``).
+
+  ``σ/ψ`` grows monotonically from the data end ``t_data`` to the noise end ``t_noise`` for every
+  schedule here, so bisection on ``[t_data, t_noise]`` converges to machine precision in
+  ``num_iters`` halvings. Ratios beyond the schedule's range give the nearest end.
+  """
+  ratio = jnp.asarray(ratio, jnp.result_type(float))
+  lo = jnp.zeros_like(ratio)  # fraction of the way from t_data to t_noise
+  hi = jnp.ones_like(ratio)
+  to_t = lambda f: schedule.t_data + f * (schedule.t_noise - schedule.t_data)
+
+  def halve(_, bounds):
+    lo, hi = bounds
+    mid = 0.5 * (lo + hi)
+    below = noise_to_signal(schedule, to_t(mid)) < ratio
+    return jnp.where(below, mid, lo), jnp.where(below, hi, mid)
+
+  lo, hi = jax.lax.fori_loop(0, num_iters, halve, (lo, hi))
+  return to_t(0.5 * (lo + hi))
+
+
+def match_noise_level(t, src: Schedule, dst: Schedule) -> jax.Array:
+  """The time of ``dst`` with the noise level (``σ/ψ``) of time ``t`` of ``src``.
+
+  The way to carry a setting such as FLIPD's ``t0`` across schedules: VP ``t0 = 0.05`` has
+  ``σ/ψ ≈ 0.178``, which is linear-FM ``t ≈ 0.849`` (``t = 1/(1 + σ/ψ)``), not ``1 − 0.05``.
+  """
+  return time_at_noise_to_signal(dst, noise_to_signal(src, t))
+
+
 def as_score_fn(field, schedule: Schedule, parameterisation: str = "velocity"):
   """Wrap ``field(params, y, t)`` of a given parameterisation as a score ``s(params, y, t)``."""
 

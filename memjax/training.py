@@ -179,7 +179,8 @@ def train(
   ``checkpoint_every`` chunks and at the end, and an existing checkpoint there
   is resumed from: an interrupted run restarted with the same arguments ends
   with exactly the parameters of an uninterrupted one. ``callback(state,
-  losses)`` is called after each chunk (raise from it to stop early).
+  losses)`` is called after each chunk; it stops the run early by returning ``True`` (e.g.
+  :class:`HeldoutStopping`) or by raising.
   """
   if num_steps < 1 or chunk_size < 1:
     raise ValueError(f"`num_steps` and `chunk_size` must be >= 1; got {num_steps}, {chunk_size}.")
@@ -213,8 +214,10 @@ def train(
       done = int(state.step) >= num_steps
       if manager is not None and (done or n_chunks % checkpoint_every == 0):
         save_checkpoint(manager, state, losses, metadata)
-      if callback is not None:
-        callback(state, losses)
+      if callback is not None and callback(state, losses) is True:
+        if manager is not None and not done:
+          save_checkpoint(manager, state, losses, metadata)
+        break
   finally:
     bar.close()
     if manager is not None:
@@ -370,3 +373,94 @@ def cfg_velocity(apply_fn, guidance: float, null_label: int):
     return u_null + guidance * (apply_fn(params, x, t, y) - u_null)
 
   return u
+
+
+# ---------------------------------------------------------------------------
+# Held-out-loss early stopping (the rule used by every experiment that trains "to convergence").
+
+
+class HeldoutStopping:
+  """Stop training when the held-out loss stops improving; keep the best parameters.
+
+  The rule, fixed before any downstream number is looked at: after every chunk the held-out
+  loss ``eval_fn(params)`` is computed on the EMA parameters when present (else the raw ones),
+  on a FIXED held-out batch (same data, noise and times every time, so the curve is smooth);
+  the parameters with the lowest value so far are kept; training stops once ``patience``
+  consecutive evaluations have failed to improve by a relative ``min_rel_improvement`` on the
+  last significant improvement.
+  Pass an instance as ``train(..., callback=...)``; read ``best_params`` afterwards.
+
+  Attributes:
+    best_params: parameters at the best held-out loss (``None`` before the first evaluation).
+    best_step, best_loss: where and what the best was.
+    history: ``[(step, held-out loss), ...]``.
+    stopped_early: whether the rule fired before ``num_steps``.
+  """
+
+  def __init__(
+    self, eval_fn, patience: int = 5, min_rel_improvement: float = 0.005, use_ema: bool = True
+  ):
+    if not (isinstance(patience, int) and patience >= 1):
+      raise ValueError(f"`patience` must be an int >= 1; got {patience!r}.")
+    if not 0 <= min_rel_improvement < 1:
+      raise ValueError(f"`min_rel_improvement` must be in [0, 1); got {min_rel_improvement}.")
+    self.eval_fn = jax.jit(eval_fn)
+    self.patience, self.min_rel, self.use_ema = patience, float(min_rel_improvement), use_ema
+    self.best_params, self.best_step, self.best_loss = None, -1, np.inf
+    self.history: list[tuple[int, float]] = []
+    self.stopped_early = False
+    self._bad, self._ref = 0, np.inf
+
+  def __call__(self, state: TrainState, losses: np.ndarray) -> bool:
+    del losses
+    use_ema = self.use_ema and state.ema_params is not None
+    params = state.ema_params if use_ema else state.params
+    value = float(self.eval_fn(params))
+    step = int(state.step)
+    self.history.append((step, value))
+    if not np.isfinite(value):
+      raise FloatingPointError(f"non-finite held-out loss {value} at step {step}.")
+    if value < self.best_loss or self.best_params is None:  # keep the lowest, always
+      self.best_params, self.best_step, self.best_loss = params, step, value
+    if value < self._ref * (1.0 - self.min_rel):  # a significant improvement resets patience
+      self._ref, self._bad = value, 0
+    else:
+      self._bad += 1
+    self.stopped_early = self._bad >= self.patience
+    return self.stopped_early
+
+  def summary(self) -> dict:
+    """Plain numbers for results.json."""
+    return {
+      "best_step": self.best_step,
+      "best_heldout_loss": self.best_loss,
+      "stopped_early": self.stopped_early,
+      "evaluations": len(self.history),
+      "rule": f"patience {self.patience}, min relative improvement {self.min_rel}",
+    }
+
+
+def heldout_fm_loss(apply_fn, held_out: jax.Array, key: jax.Array, num: int = 2048):
+  """``params -> FM loss`` on a fixed held-out batch of ``num`` triples drawn once from
+  ``held_out``.
+  """
+  x1, x0, t = fm_batch(key, jnp.asarray(held_out), num)
+  return lambda params: fm_loss(apply_fn, params, x1, x0, t)
+
+
+def heldout_denoising_loss(
+  apply_fn,
+  schedule: paths.Schedule,
+  held_out: jax.Array,
+  key: jax.Array,
+  num: int = 2048,
+  parameterisation: str = "eps",
+  t_min: float = 1e-3,
+):
+  """``params -> denoising loss`` (:func:`denoising_loss`) on a fixed held-out batch."""
+  held_out = jnp.asarray(held_out)
+  k_idx, k_eps, k_t = jax.random.split(key, 3)
+  x = held_out[jax.random.randint(k_idx, (num,), 0, held_out.shape[0])]
+  eps = jax.random.normal(k_eps, x.shape, x.dtype)
+  t = sample_times(k_t, schedule, num, t_min, x.dtype)
+  return lambda params: denoising_loss(apply_fn, params, schedule, x, eps, t, parameterisation)

@@ -68,10 +68,11 @@ def test_nearest_two_equals_brute_force(q, n, d, qc, tc):
   np.testing.assert_allclose(nn.d1, dist[np.arange(q), order[:, 0]], rtol=1e-12)
   np.testing.assert_allclose(nn.d2, dist[np.arange(q), order[:, 1]], rtol=1e-12)
   np.testing.assert_array_equal(nn.i1, order[:, 0])
-  r = mem.nn_ratio(queries, train, query_chunk=qc, train_chunk=tc)
+  r = mem.nn_ratio(queries, train, query_chunk=qc, train_chunk=tc, squared=False)
   r_ref = dist[np.arange(q), order[:, 0]] / dist[np.arange(q), order[:, 1]]
   np.testing.assert_allclose(r, r_ref, rtol=1e-12)
-  np.testing.assert_allclose(mem.nn_ratio(queries, train, squared=True), r_ref**2, rtol=1e-12)
+  # The default is the papers' squared criterion.
+  np.testing.assert_allclose(mem.nn_ratio(queries, train), r_ref**2, rtol=1e-12)
   cs = (0.2, 1 / 3, 0.5, 1.0)
   np.testing.assert_allclose(mem.memorised_fraction(r, cs), [(r_ref <= c).mean() for c in cs])
 
@@ -84,27 +85,42 @@ def test_images_and_exact_copies():
   assert float(mem.memorised_fraction(r, [1 / 3])[0]) == 1.0
 
 
+@pytest.mark.parametrize("squared", [True, False])
 @pytest.mark.parametrize("c", [0.1, 1 / 3, 0.6])
-def test_memorised_set_is_apollonius_ball(c):
+def test_memorised_set_is_apollonius_ball(c, squared):
   key = jax.random.PRNGKey(int(100 * c))
   for k in jax.random.split(key, 5):
     ka, kb, kx = jax.random.split(k, 3)
     a, b = jax.random.normal(ka, (3,)), jax.random.normal(kb, (3,))
-    centre, radius = mem.apollonius_ball(a, b, c)
+    centre, radius = mem.apollonius_ball(a, b, c, squared=squared)
     pts = centre[None] + radius * jax.random.normal(kx, (4000, 3))
     inside = jnp.linalg.norm(pts - centre[None], axis=-1) <= radius
-    crit = mem.is_memorised(pts, a, b, c)
+    crit = mem.is_memorised(pts, a, b, c, squared=squared)
     margin = jnp.abs(jnp.linalg.norm(pts - centre[None], axis=-1) - radius) > 1e-9
     np.testing.assert_array_equal(inside[margin], crit[margin])
     # Through the nearest-two ratio on the training set {a, b}: memorised iff inside either
     # point's ball.
-    centre_b, radius_b = mem.apollonius_ball(b, a, c)
+    centre_b, radius_b = mem.apollonius_ball(b, a, c, squared=squared)
     inside_b = jnp.linalg.norm(pts - centre_b[None], axis=-1) <= radius_b
     margin_b = jnp.abs(jnp.linalg.norm(pts - centre_b[None], axis=-1) - radius_b) > 1e-9
-    r = mem.nn_ratio(pts, jnp.stack([a, b]))
+    r = mem.nn_ratio(pts, jnp.stack([a, b]), squared=squared)
     keep = margin & margin_b
     np.testing.assert_array_equal((inside | inside_b)[keep], (r <= c)[keep])
     assert 0.05 < float(inside.mean()) < 0.95
+
+
+def test_papers_squared_criterion_on_a_constructed_case():
+  # Training points a = 0 and b = 3 on a line; x̂ = 1 has d1 = 1, d2 = 2: d1²/d2² = 0.25 ≤ 1/3, so
+  # the papers' criterion marks it memorised at c = 1/3, while the unsquared ratio 0.5 does not.
+  train = jnp.asarray([[0.0], [3.0]])
+  x = jnp.asarray([[1.0]])
+  np.testing.assert_allclose(mem.nn_ratio(x, train), [0.25], rtol=1e-15)
+  assert float(mem.memorised_fraction(mem.nn_ratio(x, train), [1 / 3])[0]) == 1.0
+  assert float(mem.memorised_fraction(mem.nn_ratio(x, train, squared=False), [1 / 3])[0]) == 0.0
+  assert bool(mem.is_memorised(x[0], train[0], train[1], 1 / 3))
+  assert 1.0 not in mem.DEFAULT_CS
+  summary = mem.summary(mem.nn_ratio(x, train), [1 / 3])
+  assert summary["M_c"] == {mem.c_label(1 / 3): 1.0} and mem.c_label(1 / 3) == "0.3333"
 
 
 def test_memorisation_validation():
