@@ -59,3 +59,43 @@ def check_point_sets(ref_name: str, ref, query_name: str, queries) -> None:
   check_last_dim(query_name, queries, np.shape(ref)[1], "(Q, d)")
   check_finite(ref_name, ref)
   check_finite(query_name, queries)
+
+
+def as_float(name: str, x):
+  """``x`` as an array of a floating dtype: integer and bool inputs are promoted to JAX's default
+  float (float32, or float64 with ``jax_enable_x64``); complex inputs are refused."""
+  arr = x if hasattr(x, "dtype") else np.asarray(x)
+  kind = np.dtype(arr.dtype).kind
+  if kind == "c":
+    raise ValueError(f"`{name}` must be real-valued; got dtype {arr.dtype}.")
+  if kind in "iub":
+    import jax.numpy as jnp
+
+    return jnp.asarray(arr, jnp.result_type(float))
+  return arr
+
+
+_CONTRACTS: dict = {}
+
+
+def check_field_output(name: str, fn, args, expected_shape, what: str) -> None:
+  """Check once (per callable and input shapes) that ``fn(*args)`` has ``expected_shape``.
+
+  Uses ``jax.eval_shape`` (no FLOPs); the verdict is cached so repeated calls cost nothing.
+  """
+  spec = tuple((tuple(np.shape(a)), str(getattr(a, "dtype", type(a)))) for a in args)
+  key = (id(fn), spec)
+  if _CONTRACTS.get(key) is fn:
+    return
+  try:
+    out = jax.eval_shape(fn, *args)
+  except Exception as err:  # noqa: BLE001 - the user's callable failed: say which one
+    raise ValueError(f"`{name}` failed when called as {what}: {err}") from err
+  shape = tuple(getattr(out, "shape", ()))
+  if shape != tuple(expected_shape):
+    raise ValueError(
+      f"`{name}` must return shape {tuple(expected_shape)} when called as {what}; got {shape}."
+    )
+  if np.dtype(getattr(out, "dtype", np.float32)).kind != "f":
+    raise ValueError(f"`{name}` must return floating values; got dtype {out.dtype}.")
+  _CONTRACTS[key] = fn

@@ -127,7 +127,7 @@ def posterior(
   Returns:
     :class:`Posterior` with ``D*_σ(y)`` ``(Q, d)``, log normaliser, max weight and entropy ``(Q,)``.
   """
-  train, y = jnp.asarray(train), jnp.asarray(y)
+  train, y = _checks.as_float("train", train), _checks.as_float("y", y)
   _checks.check_point_sets("train", train, "y", y)
   _check_sigma(sigma, y.shape[0])
   for name, val in (("query_chunk", query_chunk), ("train_chunk", train_chunk)):

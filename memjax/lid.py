@@ -52,12 +52,26 @@ def _check_field_inputs(x, t0, schedule, parameterisation):
       f"`parameterisation` must be one of {paths.PARAMETERISATIONS}; got {parameterisation!r}."
     )
   if _checks.is_concrete(t0):
+    lo, hi = sorted((schedule.t_data, schedule.t_noise))
+    t = float(t0)
+    if not lo <= t <= hi:
+      raise ValueError(
+        f"`t0` must lie in the time range [{lo}, {hi}] of schedule {schedule.name!r} "
+        f"(data at {schedule.t_data}, noise at {schedule.t_noise}); got t0={t}."
+      )
     with jax.ensure_compile_time_eval():  # concrete even inside a caller's jit
       sig = float(schedule.sigma(jnp.asarray(t0, jnp.result_type(float))))
     if not sig > 0:
       raise ValueError(
         f"`t0` must give σ(t0) > 0 for schedule {schedule.name!r}; got t0={t0} (σ={sig})."
       )
+
+
+def _check_field(field, x):
+  """The user's field maps ``(B, D), (B,)`` to ``(B, D)`` floats (checked once, by eval_shape)."""
+  n, d = x.shape
+  args = (jax.ShapeDtypeStruct((n, d), x.dtype), jax.ShapeDtypeStruct((n,), x.dtype))
+  _checks.check_field_output("field", field, args, (n, d), f"field(y ({n}, {d}), t ({n},))")
 
 
 # ---------------------------------------------------------------------------
@@ -133,9 +147,11 @@ def flipd_details(
   Returns:
     :class:`Flipd` of ``(N,)`` arrays; ``sem`` is ``inf`` for ``n_probes = 1``.
   """
+  x = _checks.as_float("x", x)
   settings, key = _flipd_validate(
     x, t0, schedule, parameterisation, key, n_probes, sampler, chunk_size, batch_size
   )
+  _check_field(field, x)
   return _flipd_jit(field, schedule, settings, mesh, x, jnp.asarray(t0, x.dtype), key)
 
 
@@ -220,7 +236,9 @@ def flipd_curve(
     batch_size=None,
   )
   defaults.update(opts)
+  x = _checks.as_float("x", x)
   settings, key = _flipd_validate(x, t0s[0], schedule, **defaults)
+  _check_field(field, x)
   return _flipd_curve_jit(field, schedule, settings, mesh, x, jnp.asarray(t0s, x.dtype), key)
 
 
@@ -325,7 +343,9 @@ def normal_bundle(
   The score is ``−ε̂/σ`` from ``field`` in any ``parameterisation``. ``mesh``: optional
   1-D device mesh (:mod:`memjax.distributed`) to split the points over devices.
   """
+  x = _checks.as_float("x", x)
   _check_field_inputs(x, jnp.asarray(t0), schedule, parameterisation)
+  _check_field(field, x)
   n, d = x.shape
   k = 4 * d if num_samples is None else int(num_samples)
   if k < 2:

@@ -39,12 +39,36 @@ def ratio_from_nearest(nn: neighbours.Nearest, squared: bool = True) -> jax.Arra
 
 
 def nn_ratio(samples: jax.Array, train: jax.Array, *, squared: bool = True, **chunks) -> jax.Array:
-  """Memorisation ratio ``r(x̂) = ||x̂ − x⁽¹⁾|| / ||x̂ − x⁽²⁾||`` for each sample; shape ``(Q,)``.
+  """Memorisation ratio ``r = ||x̂ − x⁽¹⁾||² / ||x̂ − x⁽²⁾||²`` (unsquared with ``squared=False``).
+
+  One value per sample, shape ``(Q,)``.
 
   ``chunks``: ``query_chunk``, ``train_chunk``, ``mesh`` of :func:`memjax.neighbours.nearest_two`.
+  Repeated training points are counted once (de-duplicated here), so an exact copy of a point
+  stored twice gets ``r = 0``, not ``r = 1``.
   """
+  if np.shape(samples)[1:] == np.shape(train)[1:]:
+    train = _unique_rows(train)
   nn = neighbours.nearest_two(samples, train, names=("samples", "train"), **chunks)
   return ratio_from_nearest(nn, squared)
+
+
+def _unique_rows(train):
+  """``train`` without repeated points (concrete arrays only; a traced ``train`` is kept).
+
+  A sample that copies a training point present twice would otherwise have ``d1 = d2 = 0`` and
+  ``r = 1`` ("not memorised"); the criterion compares distinct training points.
+  """
+  if not _checks.is_concrete(train) or np.ndim(train) < 2:
+    return train
+  flat = np.ascontiguousarray(np.asarray(train).reshape(np.shape(train)[0], -1))
+  rows = flat.view(np.dtype((np.void, flat.dtype.itemsize * flat.shape[1]))).ravel()
+  uniq, first = np.unique(rows, return_index=True)  # byte-wise: fast for image sets
+  if len(uniq) == len(rows):
+    return train
+  if len(uniq) < 2:
+    raise ValueError(f"`train` must hold at least 2 distinct points; got {len(uniq)}.")
+  return jnp.asarray(train)[np.sort(first)]
 
 
 def c_label(c: float) -> str:
@@ -67,6 +91,8 @@ def memorised_fraction(r: jax.Array, cs: Sequence[float] = DEFAULT_CS) -> jax.Ar
   cs = check_cs(cs)
   _checks.check_finite("r", r)
   r = jnp.asarray(r)
+  if r.ndim < 1 or r.shape[-1] == 0:
+    raise ValueError(f"`r` must hold at least one ratio (shape (..., Q), Q ≥ 1); got {r.shape}.")
   thresholds = jnp.asarray(cs, r.dtype).reshape((1,) * (r.ndim - 1) + (-1, 1))
   return jnp.mean(r[..., None, :] <= thresholds, axis=-1)
 

@@ -111,7 +111,8 @@ def knn(
   Raises:
     ValueError: on shape mismatches, non-finite points or an out-of-range ``k``.
   """
-  q, r = _flatten(names[0], queries), _flatten(names[1], ref)
+  q = _flatten(names[0], _checks.as_float(names[0], queries))
+  r = _flatten(names[1], _checks.as_float(names[1], ref))
   if q.shape[1] != r.shape[1]:
     raise ValueError(
       f"`{names[0]}` and `{names[1]}` must have the same point shape; got "

@@ -168,6 +168,7 @@ def generate(
   ``t1 = 1`` (data). Returns :class:`SampleResult` with per-sample result codes.
   With ``mesh`` (:mod:`memjax.distributed`) the noise rows are split over devices.
   """
+  x0 = _checks.as_float("x0", x0)
   _checks.check_ndim("x0", x0, 2, "(N, D)")
   _checks.check_finite("x0", x0)
   _solver(solver)

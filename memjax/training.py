@@ -47,7 +47,11 @@ def fm_batch(key: jax.Array, data: jax.Array, batch_size: int):
 
 
 def fm_objective(apply_fn, data: jax.Array, batch_size: int = 256):
-  """Return ``loss_fn(params, key)``: the FM loss on a fresh batch drawn with ``key``."""
+  """Return ``loss_fn(params, key)``: the FM loss on a fresh batch drawn with ``key``.
+
+  Integer or bool ``data`` (e.g. uint8 images) is promoted to the default float dtype.
+  """
+  data = _checks.as_float("data", data)
   _checks.check_ndim("data", data, 2, "(N, D)")
   _checks.check_finite("data", data)
   if batch_size < 1:
@@ -296,8 +300,9 @@ def denoising_objective(
   t_min: float = 1e-3,
 ):
   """Return ``loss_fn(params, key)``: :func:`denoising_loss` on a fresh batch (x ~ data, ε ~ N(0,
-  I), t ~ :func:`sample_times`).
+  I), t ~ :func:`sample_times`). Integer ``data`` is promoted to the default float dtype.
   """
+  data = _checks.as_float("data", data)
   _checks.check_ndim("data", data, 2, "(N, D)")
   _checks.check_finite("data", data)
   if batch_size < 1:
@@ -336,6 +341,7 @@ def cond_fm_objective(
   jointly from ``data (N, D)``, ``labels (N,)``, and ``ỹ_b = ∅`` (``null_label``)
   with probability ``p_uncond``, else ``y_b`` — one network learns ``u(·, c)`` and ``u(·, ∅)``.
   """
+  data = _checks.as_float("data", data)
   _checks.check_ndim("data", data, 2, "(N, D)")
   _checks.check_finite("data", data)
   _checks.check_ndim("labels", labels, 1, "(N,)")

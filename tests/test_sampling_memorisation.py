@@ -132,10 +132,15 @@ def test_memorisation_validation():
     mem.nn_ratio(jnp.ones((3, 2)), jnp.ones((1, 2)))
   with pytest.raises(ValueError, match="same point shape"):
     mem.nn_ratio(jnp.ones((3, 2)), jnp.ones((4, 3)))
+  distinct = jnp.arange(8.0).reshape(4, 2)
   with pytest.raises(ValueError, match="`samples`"):  # the caller's argument name
-    mem.nn_ratio(jnp.array([[np.inf, 0.0]]), jnp.ones((4, 2)))
+    mem.nn_ratio(jnp.array([[np.inf, 0.0]]), distinct)
   with pytest.raises(ValueError, match="at least one point"):
-    mem.nn_ratio(jnp.ones((0, 2)), jnp.ones((4, 2)))
+    mem.nn_ratio(jnp.ones((0, 2)), distinct)
+  with pytest.raises(ValueError, match="2 distinct points"):
+    mem.nn_ratio(jnp.ones((3, 2)), jnp.ones((4, 2)))
+  with pytest.raises(ValueError, match="`r`"):
+    mem.memorised_fraction(jnp.zeros((0,)), [0.5])
   with pytest.raises(ValueError, match="`c`"):
     mem.apollonius_ball(jnp.zeros(2), jnp.ones(2), 1.0)
 

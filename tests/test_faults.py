@@ -1,0 +1,105 @@
+"""Fault injection: every bad input a new user tried ends in a correct result or a clear error
+naming the argument — never silent garbage."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from memjax import denoisers, lid, memorisation, nets, paths, training
+
+TRAIN = jax.random.normal(jax.random.PRNGKey(0), (20, 3))
+
+
+def _gauss_eps(y, t):
+  # ε̂ of N(0, I) data under VP: ε̂(y) = σ y / (ψ² + σ²) = σ y.
+  sched = paths.vp_linear()
+  return sched.sigma(t)[:, None] * y
+
+
+# --- dtypes: integer inputs are promoted, scalar settings never become integers.
+
+
+def test_integer_data_to_posterior_is_promoted_not_cast_to_int_sigma():
+  train_int = jnp.asarray(np.arange(12).reshape(6, 2), jnp.int32)
+  y_int = jnp.asarray([[1, 2], [5, 5]], jnp.int32)
+  got = denoisers.posterior(train_int, y_int, 0.5)
+  want = denoisers.posterior(train_int.astype(float), y_int.astype(float), 0.5)
+  assert jnp.issubdtype(got.denoiser.dtype, jnp.floating)
+  np.testing.assert_allclose(got.denoiser, want.denoiser, rtol=1e-12)
+  assert np.all(np.isfinite(np.asarray(got.entropy)))
+
+
+def test_integer_points_to_flipd_keep_a_float_t0():
+  x_int = jnp.asarray([[1, 0, 2], [0, 1, 1]], jnp.int32)
+  got = lid.flipd(_gauss_eps, x_int, 0.05, paths.vp_linear(), parameterisation="eps")
+  want = lid.flipd(_gauss_eps, x_int.astype(float), 0.05, paths.vp_linear(), parameterisation="eps")
+  np.testing.assert_allclose(got, want, rtol=1e-12)
+  assert np.all(np.abs(np.asarray(got) - 3.0) > 1e-6)  # not exactly D (t0 did not become 0)
+
+
+def test_uint8_images_to_nn_ratio():
+  imgs = jnp.asarray(np.random.default_rng(0).integers(0, 255, (10, 4, 4, 1)), jnp.uint8)
+  r = memorisation.nn_ratio(imgs[:3], imgs)
+  np.testing.assert_allclose(r, 0.0)
+
+
+def test_int32_data_to_fm_objective_trains():
+  mod = nets.MLPField(dim=2, hidden=(4,), time_dim=4)
+  u = nets.velocity_fn(mod)
+  params = nets.init_params(mod, jax.random.PRNGKey(1), 2, jnp.float64)
+  data = jnp.asarray([[1, 0], [0, 1], [-1, 0]], jnp.int32)
+  res = training.train(
+    training.fm_objective(u, data, 8),
+    params,
+    optax.adam(1e-2),
+    20,
+    jax.random.PRNGKey(2),
+    chunk_size=10,
+    progress=False,
+  )
+  assert np.all(np.isfinite(res.losses))
+
+
+# --- contracts on user callables and ranges.
+
+
+def test_flipd_field_with_wrong_output_shape_is_refused():
+  bad = lambda y, t: jnp.sum(y, axis=1)  # (B,) instead of (B, D)
+  with pytest.raises(ValueError, match="`field` must return shape"):
+    lid.flipd(bad, TRAIN[:4], 0.05, paths.vp_linear(), parameterisation="eps")
+
+
+@pytest.mark.parametrize(
+  "sched,t0", [("vp_linear", -0.1), ("vp_linear", 1.5), ("vp_linear", 3.0), ("linear_fm", -0.5)]
+)
+def test_flipd_t0_outside_the_schedule_range(sched, t0):
+  with pytest.raises(ValueError, match="`t0` must lie in the time range"):
+    lid.flipd(_gauss_eps, TRAIN[:4], t0, paths.get_schedule(sched), parameterisation="eps")
+
+
+def test_memorised_fraction_of_nothing_is_an_error():
+  with pytest.raises(ValueError, match="`r`"):
+    memorisation.memorised_fraction(jnp.zeros((0,)))
+
+
+def test_nn_ratio_names_the_callers_argument():
+  with pytest.raises(ValueError, match="`samples`"):
+    memorisation.nn_ratio(jnp.asarray([[np.nan, 0.0, 0.0]]), TRAIN)
+
+
+def test_copy_of_a_duplicated_training_point_is_memorised():
+  train = jnp.concatenate([TRAIN, TRAIN[:1]])  # point 0 stored twice
+  r = memorisation.nn_ratio(TRAIN[:1], train)
+  np.testing.assert_allclose(r, 0.0)  # not r = 1 from d1 = d2 = 0
+
+
+def test_normal_bundle_checks_the_field_too():
+  bad = functools.partial(lambda y, t, k: y[:, :k], k=2)
+  with pytest.raises(ValueError, match="`field`"):
+    lid.normal_bundle(
+      bad, TRAIN[:4], 0.05, paths.vp_linear(), jax.random.PRNGKey(0), parameterisation="eps"
+    )
