@@ -126,6 +126,8 @@ def sample_velocities(
   mode: str = "subspace",
   index: int | None = None,
   clip: bool = True,
+  check: bool = True,
+  check_rtol: float = 1e-2,
 ) -> Array:
   """Initial velocities ``v = η Σ^{1/2} z`` of the Laplace samples.
 
@@ -145,11 +147,20 @@ def sample_velocities(
     mode: one of ``"full"``, ``"subspace"``, ``"single"``.
     index: eigenvector index for ``"single"``.
     clip: use ``max(λ, 0)`` (see :func:`tangent_gaussian`).
+    check: refuse eigenpairs whose residual ``||H u − λu||`` exceeds ``check_rtol · max|λ|``
+      or whose vectors are not orthonormal (:func:`memjax.linalg.check_eigenpairs`); the
+      covariance of such pairs is not the posterior's.
+    check_rtol: the residual tolerance, relative to the largest ``|λ|``.
 
   Returns:
     ``(S, P)``.
+
+  Raises:
+    ValueError: for unconverged eigenpairs (with ``check``), or bad ``eta``/``num``/``mode``.
   """
-  tg = tangent_gaussian(eig, alpha, clip=clip)
+  tg = tangent_gaussian(eig, alpha, clip=clip)  # validates shapes
+  if check and hasattr(eig, "residuals"):
+    linalg.check_eigenpairs(eig, rtol=check_rtol, name="eig")
   if _checks.is_concrete(eta) and not np.all(np.asarray(eta) >= 0):
     raise ValueError(f"`eta` must be >= 0; got {eta}.")
   _checks.check_positive("num", num)

@@ -5,7 +5,8 @@ Generic numerics that every estimator composes; nothing here knows about models 
 * :func:`hvp` — gradient and Hessian-vector product ``(∇L, ∇²L v)`` from one
   ``jax.jvp(jax.grad(L))`` call.
 * :func:`ggn_vp` — Gauss–Newton product ``2 s Jᵀ J v`` for ``L = s Σ_b ||r_b||²``.
-* :func:`lanczos_topk` — top-k Ritz pairs (matfree Lanczos, full reorthogonalisation).
+* :func:`lanczos_topk` — top-k Ritz pairs (Lanczos, full reorthogonalisation, restarts on
+  breakdown); :func:`check_eigenpairs` refuses unconverged pairs.
 * :func:`hutchinson_trace` — stochastic trace with a standard error (matfree).
 * :func:`exact_trace` — ``tr ∇f(y)`` of a map ``f: R^D → R^D`` by ``D`` JVPs in chunks.
 """
@@ -18,7 +19,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from matfree import decomp, eig, stochtrace
+from matfree import stochtrace
 
 from memjax import _checks
 
@@ -115,27 +116,33 @@ def lanczos_topk(
   num_iters: int | None = None,
   dtype=None,
 ) -> Eigenpairs:
-  """Top-k eigenpairs of a symmetric ``A`` by Lanczos with full reorthogonalisation.
+  """Top-k eigenpairs of a symmetric ``A`` by Lanczos with full reorthogonalisation and restarts.
 
-  Runs ``m = num_iters`` Lanczos steps from a Gaussian start vector
-  (``A Q ≈ Q T``, matfree ``tridiag_sym(m, reortho="full")``), diagonalises
-  the ``m × m`` tridiagonal ``T = S diag(θ) Sᵀ`` and returns the ``k`` largest
-  Ritz pairs ``(θ_i, Sᵀ_i Q)`` with explicit residuals ``||A u_i − θ_i u_i||``
-  (``k`` further matvecs, run sequentially). Values are raw (not clipped);
-  see :func:`clip_nonnegative`.
+  Runs ``m = num_iters`` Lanczos steps ``A Q ≈ Q T`` from a Gaussian start vector, every new
+  vector orthogonalised twice against all previous ones. When the Krylov space becomes
+  invariant (``β_j ≤ ε·||T||``, e.g. ``A = αI + low rank``, or ``A = I`` after one step) the
+  recursion restarts from a fresh random vector orthogonal to the basis, so ``T`` is block
+  diagonal and its eigenpairs are exact for each invariant block: the top-k pairs of a
+  low-rank-plus-identity operator come out right instead of as garbage. (matfree's
+  ``tridiag_sym`` has no such restart.) ``T = S diag(θ) Sᵀ`` is diagonalised and the ``k``
+  largest Ritz pairs ``(θ_i, Sᵀ_i Q)`` are returned with explicit residuals
+  ``||A u_i − θ_i u_i||`` (``k`` further matvecs). Values are raw (not clipped); see
+  :func:`clip_nonnegative`.
 
   Args:
     matvec: ``(dim,) -> (dim,)``, symmetric.
     dim: ``P``.
     k: number of pairs, ``1 ≤ k ≤ dim``.
-    key: PRNG key for the start vector.
+    key: PRNG key for the start vector (and restart vectors).
     num_iters: Krylov depth ``m``, ``k ≤ m ≤ dim``; default ``min(dim, 2k + 10)``.
-      Larger ``m`` converges the top pairs further. A Lanczos breakdown (an exactly
-      invariant Krylov space before ``m`` steps) produces NaNs; reduce ``m``.
     dtype: dtype of the start vector (default: JAX's default float).
 
   Returns:
-    :class:`Eigenpairs` with ``values`` descending.
+    :class:`Eigenpairs` with ``values`` descending; check ``residuals`` (see
+    :func:`check_eigenpairs`).
+
+  Raises:
+    ValueError: for ``k`` or ``num_iters`` out of range.
   """
   if not (isinstance(dim, (int, np.integer)) and dim >= 1):
     raise ValueError(f"`dim` must be a positive int; got {dim!r}.")
@@ -145,13 +152,82 @@ def lanczos_topk(
   if not (isinstance(m, (int, np.integer)) and k <= m <= dim):
     raise ValueError(f"`num_iters` must be an int with k={k} <= num_iters <= dim={dim}; got {m!r}.")
   dtype = jnp.result_type(float) if dtype is None else dtype
-  v0 = jax.random.normal(key, (dim,), dtype)
-  vals, vecs = eig.eigh_partial(decomp.tridiag_sym(int(m), reortho="full"))(matvec, v0)
-  values = vals[::-1][:k]
-  vectors = vecs[::-1][:k]
+  q_basis, diag, off = _lanczos(matvec, int(dim), int(m), key, dtype)
+  t = jnp.diag(diag) + jnp.diag(off[:-1], 1) + jnp.diag(off[:-1], -1)
+  theta, s = jnp.linalg.eigh(t)
+  values = theta[::-1][:k]
+  vectors = (s[:, ::-1][:, :k].T @ q_basis).astype(dtype)
+  vectors = vectors / jnp.linalg.norm(vectors, axis=-1, keepdims=True)
   av = jax.lax.map(matvec, vectors)
   residuals = jnp.linalg.norm(av - values[:, None] * vectors, axis=-1)
   return Eigenpairs(values, vectors, residuals)
+
+
+def _lanczos(matvec, dim, m, key, dtype):
+  """``m`` Lanczos steps with full (twice) reorthogonalisation and restart on breakdown."""
+  eps = jnp.finfo(dtype).eps
+  keys = jax.random.split(key, m + 1)
+
+  def orth(basis, w):
+    for _ in range(2):  # "twice is enough"
+      w = w - basis.T @ (basis @ w)
+    return w
+
+  def unit(v):
+    return v / jnp.maximum(jnp.linalg.norm(v), jnp.finfo(dtype).tiny)
+
+  def step(j, carry):
+    basis, diag, off, q, scale = carry
+    basis = basis.at[j].set(q)
+    w = matvec(q)
+    a = jnp.dot(q, w)
+    w = orth(basis, w)
+    b = jnp.linalg.norm(w)
+    scale = jnp.maximum(scale, jnp.abs(a) + b)
+    broke = b <= 10 * dim * eps * scale
+    fresh = unit(orth(basis, jax.random.normal(keys[j + 1], (dim,), dtype)))
+    q_next = jnp.where(broke, fresh, w / jnp.where(broke, 1.0, b))
+    return basis, diag.at[j].set(a), off.at[j].set(jnp.where(broke, 0.0, b)), q_next, scale
+
+  q0 = unit(jax.random.normal(keys[0], (dim,), dtype))
+  init = (
+    jnp.zeros((m, dim), dtype),
+    jnp.zeros((m,), dtype),
+    jnp.zeros((m,), dtype),
+    q0,
+    jnp.zeros((), dtype),
+  )
+  basis, diag, off, _, _ = jax.lax.fori_loop(0, m, step, init)
+  return basis, diag, off
+
+
+def check_eigenpairs(pairs: Eigenpairs, rtol: float = 1e-3, name: str = "eig") -> None:
+  """Refuse Ritz pairs that are not eigenpairs: ``||A u_i − λ_i u_i|| > rtol · max_j |λ_j|``.
+
+  Also refuses non-orthonormal vectors (``max |UUᵀ − I| > 1e-4`` in float32, ``1e-8`` in
+  float64) and non-finite values. Needs concrete arrays (no-op under ``jit``).
+
+  Raises:
+    ValueError: naming ``k``/``num_iters`` (raise Lanczos' depth or lower ``k``).
+  """
+  values, vectors, residuals = pairs.values, pairs.vectors, pairs.residuals
+  if not all(_checks.is_concrete(a) for a in (values, vectors, residuals)):
+    return
+  values, vectors, residuals = np.asarray(values), np.asarray(vectors), np.asarray(residuals)
+  if not (np.all(np.isfinite(values)) and np.all(np.isfinite(vectors))):
+    raise ValueError(f"`{name}` holds non-finite Ritz values or vectors (Lanczos failed).")
+  scale = max(float(np.max(np.abs(values))), np.finfo(values.dtype).tiny)
+  bad = np.flatnonzero(residuals > rtol * scale)
+  if bad.size:
+    raise ValueError(
+      f"`{name}`: Ritz pairs {bad.tolist()} have residuals {residuals[bad].tolist()} above "
+      f"{rtol} × max|λ| = {rtol * scale:.3g}; they are not converged eigenpairs. Increase "
+      f"`num_iters` (Lanczos depth) or lower `k`, or pass check=False to use them anyway."
+    )
+  tol = 1e-8 if vectors.dtype == np.float64 else 1e-4
+  err = np.max(np.abs(vectors @ vectors.T - np.eye(len(values))))
+  if err > tol:
+    raise ValueError(f"`{name}`: Ritz vectors are not orthonormal (max |UUᵀ − I| = {err:.3g}).")
 
 
 def hutchinson_trace(

@@ -33,7 +33,7 @@ def _linear_fit(alpha, k, **kw):
     alpha=alpha,
     num_triples=12,
     loss_scale=1.0,
-    num_iters=k,
+    num_iters=8,  # P = 8: a complete Krylov basis, converged pairs
     **kw,
   )
 
