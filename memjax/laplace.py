@@ -318,7 +318,7 @@ def riemannian(
   """
   _check_riemannian_args(theta_map, v, solver, rtol, atol, t1, max_steps, saveat_ts)
   dtype = theta_map.dtype
-  return _riemannian(
+  res = _riemannian(
     loss_fn,
     solver,
     int(max_steps),
@@ -331,6 +331,12 @@ def riemannian(
     jnp.asarray(t1, dtype),
     saveat_ts,
   )
+  # A solve that met a non-finite loss is reported as "nonfinite" (diffrax says
+  # max_steps_reached): probed only when something failed, so the hot path pays nothing.
+  if _checks.is_concrete(res.result) and bool(np.any(np.asarray(res.result) != 0)):
+    code = _relabel(loss_fn, res.theta, res.velocity, res.result, jnp.asarray(t1, dtype))
+    res = res._replace(result=code)
+  return res
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
@@ -382,6 +388,17 @@ def _riemannian(loss_fn, solver, max_steps, dt0, mesh, theta_map, v, rtol, atol,
   return RiemannianResult(
     theta, vel, code, ok, t_final, n_steps, n_acc, n_rej, drift, saveat_ts, traj, traj_v
   )
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _relabel(loss_fn, theta, vel, code, t1):
+  """Failed samples whose loss gradient is non-finite just ahead of where they stopped."""
+
+  def one(th, ve, c):
+    grads = [jax.grad(loss_fn)(th + d * t1 * ve) for d in (0.0, 1e-12, 1e-9, 1e-6, 1e-3)]
+    return sampling.relabel_nonfinite(c, (th, ve, *grads))
+
+  return jax.vmap(one)(theta, vel, code)
 
 
 def summarise_failures(res: RiemannianResult) -> dict:

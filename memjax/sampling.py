@@ -75,6 +75,22 @@ def result_code(result) -> jax.Array:
   return code
 
 
+_PROBES = (1e-12, 1e-9, 1e-6, 1e-3)  # steps ahead of the stopping point, in units of t1 − t0
+
+
+def relabel_nonfinite(code: jax.Array, state) -> jax.Array:
+  """``code`` of a failed solve becomes ``"nonfinite"`` when ``state`` holds NaN/inf.
+
+  diffrax reports a solve whose vector field turned non-finite as ``max_steps_reached`` (its
+  step-size controller rejects every step into the bad region until the budget is spent).
+  Callers pass the final state together with the vector field probed a little ahead of it
+  (:data:`_PROBES`), which is where the non-finite values are.
+  """
+  finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(state)]))
+  nonfinite = jnp.int32(RESULT_NAMES.index("nonfinite"))
+  return jnp.where((code != 0) & ~finite, nonfinite, code)
+
+
 def result_name(code: int) -> str:
   """Name of a result code from :func:`result_code` (e.g. ``"max_steps_reached"``)."""
   code = int(code)
@@ -173,7 +189,25 @@ def generate(
   _checks.check_finite("x0", x0)
   _solver(solver)
   static = _static_settings(solver, t0, t1, rtol, atol, num_steps, max_steps)
-  return _generate_jit(apply_fn, static, mesh, params, x0)
+  res = _generate_jit(apply_fn, static, mesh, params, x0)
+  if _checks.is_concrete(res.result) and bool(np.any(np.asarray(res.result) != 0)):
+    res = res._replace(result=_relabel_jit(apply_fn, static, params, res.x, res.result))
+  return res
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _relabel_jit(apply_fn, static, params, x, code):
+  """Failed solves whose field is non-finite at or just ahead of where they stopped."""
+  kw = dict(static)
+  h, t_end = kw["t1"] - kw["t0"], kw["t1"]
+
+  def one(xe, c):
+    field = lambda y, t: apply_fn(params, y[None], jnp.full((1,), t, y.dtype))[0]
+    u = field(xe, jnp.asarray(t_end, xe.dtype))
+    ahead = [field(xe + d * h * u, jnp.asarray(t_end, xe.dtype)) for d in _PROBES]
+    return relabel_nonfinite(c, (xe, u, *ahead))
+
+  return jax.vmap(one)(x, code)
 
 
 def _static_settings(solver, t0, t1, rtol, atol, num_steps, max_steps):

@@ -147,3 +147,26 @@ def test_unconverged_eigenpairs_are_refused_by_the_sampler():
     laplace.sample_velocities(eig, 1.0, 0.1, jax.random.PRNGKey(8), 4)
   v = laplace.sample_velocities(eig, 1.0, 0.1, jax.random.PRNGKey(8), 4, check=False)
   assert v.shape == (4, 60)
+
+
+# --- solver diagnostics.
+
+
+def test_geodesic_meeting_a_nonfinite_loss_is_reported_as_nonfinite():
+  from memjax import laplace, sampling
+
+  loss = lambda th: jnp.where(th[0] > 0.5, jnp.nan, 1.0) * jnp.sum(th**2) + th[0]
+  v = jnp.asarray([[1.0, 0.0, 0.0], [-0.1, 0.1, 0.0]])
+  res = laplace.riemannian(loss, jnp.zeros(3), v, max_steps=256)
+  assert [sampling.result_name(c) for c in res.result] == ["nonfinite", "successful"]
+  assert laplace.summarise_failures(res)["by_result"] == {"successful": 1, "nonfinite": 1}
+
+
+def test_generation_meeting_a_nonfinite_field_is_reported_as_nonfinite():
+  from memjax import sampling
+
+  def u(params, x, t):
+    return jnp.where(x > params, jnp.nan, 1.0 + 0.0 * x)
+
+  res = sampling.generate(u, jnp.asarray(0.5), jnp.asarray([[0.0], [-2.0]]), max_steps=256)
+  assert [sampling.result_name(c) for c in res.result] == ["nonfinite", "successful"]
