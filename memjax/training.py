@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import os
+import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -130,34 +133,171 @@ def _checkpoint_manager(directory: str, max_to_keep: int):
   )
 
 
-def save_checkpoint(manager, state: TrainState, losses: np.ndarray, metadata: dict | None = None):
-  """Save ``state`` and the loss history at ``state.step`` (async; waits before returning)."""
+class CheckpointError(ValueError):
+  """A checkpoint directory that cannot be resumed safely (another run, or nothing intact)."""
+
+
+def state_checksum(state: TrainState, losses: np.ndarray) -> str:
+  """SHA-256 of every leaf's bytes (state and loss history), in tree order."""
+  h = hashlib.sha256()
+  for leaf in jax.tree_util.tree_leaves((state, np.asarray(losses))):
+    arr = np.ascontiguousarray(np.asarray(leaf))
+    h.update(str((arr.dtype.str, arr.shape)).encode())
+    h.update(arr.tobytes())
+  return h.hexdigest()
+
+
+def run_fingerprint(params, optimizer_name: str = "", ema: bool = False, extra=None) -> dict:
+  """The identity of a run: parameter tree structure/shapes/dtypes, EMA flag and user ``extra``
+  (e.g. the experiment config and a hash of the data). Stored with every checkpoint."""
+  leaves, treedef = jax.tree_util.tree_flatten(params)
+  return {
+    "params": str(treedef),
+    "shapes": [[list(np.shape(x)), str(np.asarray(x).dtype)] for x in leaves],
+    "ema": bool(ema),
+    "optimizer": optimizer_name,
+    "extra": extra if extra is not None else {},
+  }
+
+
+def data_fingerprint(data) -> dict:
+  """Shape, dtype and SHA-256 of a data array (for :func:`run_fingerprint`'s ``extra``)."""
+  arr = np.ascontiguousarray(np.asarray(data))
+  return {
+    "shape": list(arr.shape),
+    "dtype": str(arr.dtype),
+    "sha256": hashlib.sha256(arr.tobytes()).hexdigest(),
+  }
+
+
+def save_checkpoint(
+  manager,
+  state: TrainState,
+  losses: np.ndarray,
+  metadata: dict | None = None,
+  fingerprint: dict | None = None,
+):
+  """Save ``state``, the loss history, a checksum and the run fingerprint at ``state.step``.
+
+  Saves are asynchronous in orbax; this waits until the step is on disk before returning.
+  """
   import orbax.checkpoint as ocp
 
   step = int(state.step)
+  losses = np.asarray(losses)
+  meta = dict(
+    metadata or {},
+    step=step,
+    checksum=state_checksum(state, losses),
+    num_losses=int(losses.shape[0]),
+    fingerprint=fingerprint or {},
+  )
   manager.save(
     step,
     args=ocp.args.Composite(
-      state=ocp.args.StandardSave({"state": state, "losses": np.asarray(losses)}),
-      metadata=ocp.args.JsonSave(dict(metadata or {}, step=step)),
+      state=ocp.args.StandardSave({"state": state, "losses": losses}),
+      metadata=ocp.args.JsonSave(_jsonable(meta)),
     ),
   )
   manager.wait_until_finished()
 
 
-def restore_checkpoint(manager, like_state: TrainState, num_steps: int, step: int | None = None):
-  """Restore ``(state, losses)`` saved by :func:`save_checkpoint` against the structure of
-  ``like_state``.
-  """
+def _jsonable(obj):
+  return json.loads(json.dumps(obj, default=str))
+
+
+def _restore_step(manager, like_state: TrainState, step: int):
+  """``(state, losses, metadata)`` of one step, verified against its stored checksum."""
   import orbax.checkpoint as ocp
 
-  step = manager.latest_step() if step is None else step
+  meta = manager.restore(step, args=ocp.args.Composite(metadata=ocp.args.JsonRestore())).metadata
+  if not isinstance(meta, dict) or "checksum" not in meta:
+    raise CheckpointError(f"step {step}: metadata without a checksum")
   abstract = jax.tree.map(
     ocp.utils.to_shape_dtype_struct,
-    {"state": like_state, "losses": np.zeros((num_steps,), np.float32)},
+    {"state": like_state, "losses": np.zeros((int(meta["num_losses"]),), np.float32)},
   )
   out = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
-  return out.state["state"], np.asarray(out.state["losses"])
+  state, losses = out.state["state"], np.asarray(out.state["losses"])
+  if state_checksum(state, losses) != meta["checksum"]:
+    raise CheckpointError(f"step {step}: checksum mismatch (the saved state was altered)")
+  return state, losses, meta
+
+
+def restore_checkpoint(
+  manager, like_state: TrainState, num_steps: int | None = None, step: int | None = None
+):
+  """Restore ``(state, losses)`` of ``step`` (default: the newest), verified by its checksum.
+
+  ``losses`` is padded with NaN (or kept) to ``num_steps`` entries when given.
+  """
+  step = manager.latest_step() if step is None else step
+  state, losses, _ = _restore_step(manager, like_state, step)
+  return state, _fit_losses(losses, num_steps)
+
+
+def _fit_losses(losses, num_steps):
+  if num_steps is None or losses.shape[0] == num_steps:
+    return losses
+  out = np.full((num_steps,), np.nan, np.float32)
+  n = min(num_steps, losses.shape[0])
+  out[:n] = losses[:n]
+  return out
+
+
+def _fingerprint_diff(stored: dict, current: dict) -> list[str]:
+  return [k for k in sorted(set(stored) | set(current)) if stored.get(k) != current.get(k)]
+
+
+def _resume(directory, manager, like_state, fingerprint, max_to_keep):
+  """Newest intact, matching step of ``directory``: ``(manager, state, losses)`` or ``None``.
+
+  A step that fails to restore or to verify is moved aside to ``corrupt-<step>-<time>`` (never
+  deleted), with a warning, and the previous step is tried; a step of a different run (another
+  fingerprint) is an error.
+  """
+  failures = []
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      state, losses, meta = _restore_step(manager, like_state, step)
+    except CheckpointError as err:
+      failures.append(str(err))
+    except Exception as err:  # noqa: BLE001 - orbax/TensorStore/JSON errors of a damaged step
+      failures.append(f"step {step}: unreadable ({type(err).__name__}: {str(err)[:200]})")
+    else:
+      diff = _fingerprint_diff(meta.get("fingerprint", {}), fingerprint)
+      if diff:
+        raise CheckpointError(
+          f"`checkpoint_dir` {directory!r} holds another run (step {step} differs in "
+          f"{diff}); use a new directory or delete it to start over."
+        )
+      if failures:
+        manager = _set_aside_newer(directory, manager, step, max_to_keep, failures)
+      return manager, state, losses
+  if failures:
+    manager = _set_aside_newer(directory, manager, -1, max_to_keep, failures)
+  return None if not failures else (manager, None, None)
+
+
+def _set_aside_newer(directory, manager, keep_step, max_to_keep, failures):
+  import warnings
+
+  stamp = time.strftime("%Y%m%d-%H%M%S")
+  moved = []
+  for step in sorted(manager.all_steps()):
+    if step > keep_step:
+      src = os.path.join(os.path.abspath(directory), str(step))
+      if os.path.exists(src):
+        dst = os.path.join(os.path.abspath(directory), f"corrupt-{step}-{stamp}")
+        os.rename(src, dst)
+        moved.append(os.path.basename(dst))
+  what = f"resuming from step {keep_step}" if keep_step >= 0 else "no intact step: starting fresh"
+  warnings.warn(
+    f"checkpoint_dir {directory!r}: {'; '.join(failures)}. Moved aside {moved}; {what}.",
+    stacklevel=3,
+  )
+  manager.close()
+  return _checkpoint_manager(directory, max_to_keep)
 
 
 def train(
@@ -175,6 +315,7 @@ def train(
   progress: bool = True,
   callback: Callable[[TrainState, np.ndarray], None] | None = None,
   metadata: dict | None = None,
+  fingerprint: dict | None = None,
 ) -> TrainResult:
   """Minimise ``loss_fn(params, key)`` for ``num_steps`` optax steps.
 
@@ -182,7 +323,15 @@ def train(
   progress. With ``checkpoint_dir`` the state is saved with orbax every
   ``checkpoint_every`` chunks and at the end, and an existing checkpoint there
   is resumed from: an interrupted run restarted with the same arguments ends
-  with exactly the parameters of an uninterrupted one. ``callback(state,
+  with exactly the parameters of an uninterrupted one.
+
+  Checkpoints never lie: each step stores a SHA-256 of the saved state and the run's
+  fingerprint (:func:`run_fingerprint` of ``params`` plus ``fingerprint``, e.g. the config and
+  :func:`data_fingerprint` of the data). On resume a step of another run is refused
+  (:class:`CheckpointError`), a step that is unreadable or fails its checksum is moved aside
+  (``corrupt-<step>-<time>``, with a warning) and the previous intact step is used, so
+  ``max_to_keep`` can never delete the last verified step. A larger ``num_steps`` than the
+  finished run extends it; a smaller one than the stored step is an error. ``callback(state,
   losses)`` is called after each chunk; it stops the run early by returning ``True`` (e.g.
   :class:`HeldoutStopping`) or by raising.
   """
@@ -192,11 +341,22 @@ def train(
   state = init_state(params, optimizer, ema=ema_decay is not None)
   losses = np.full((num_steps,), np.nan, np.float32)
   manager, resumed_from = None, 0
+  fp = run_fingerprint(params, type(optimizer).__name__, ema_decay is not None, fingerprint)
   if checkpoint_dir is not None:
     manager = _checkpoint_manager(checkpoint_dir, max_to_keep)
-    if manager.latest_step() is not None:
-      state, losses = restore_checkpoint(manager, state, num_steps)
-      resumed_from = int(state.step)
+    found = _resume(checkpoint_dir, manager, state, fp, max_to_keep)
+    if found is not None:
+      manager, restored, stored_losses = found
+      if restored is not None:
+        if int(restored.step) > num_steps:
+          manager.close()
+          raise CheckpointError(
+            f"`checkpoint_dir` {checkpoint_dir!r} holds a run at step {int(restored.step)}, "
+            f"beyond `num_steps`={num_steps}; pass num_steps >= {int(restored.step)} (or a "
+            "new directory)."
+          )
+        state, losses = restored, _fit_losses(stored_losses, num_steps)
+        resumed_from = int(state.step)
   chunk = make_chunk_fn(loss_fn, optimizer, key, ema_decay)
   bar = tqdm.tqdm(
     total=num_steps, initial=resumed_from, disable=not progress, desc="train", leave=False
@@ -217,10 +377,10 @@ def train(
         )
       done = int(state.step) >= num_steps
       if manager is not None and (done or n_chunks % checkpoint_every == 0):
-        save_checkpoint(manager, state, losses, metadata)
+        save_checkpoint(manager, state, losses, metadata, fp)
       if callback is not None and callback(state, losses) is True:
         if manager is not None and not done:
-          save_checkpoint(manager, state, losses, metadata)
+          save_checkpoint(manager, state, losses, metadata, fp)
         break
   finally:
     bar.close()

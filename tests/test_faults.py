@@ -170,3 +170,134 @@ def test_generation_meeting_a_nonfinite_field_is_reported_as_nonfinite():
 
   res = sampling.generate(u, jnp.asarray(0.5), jnp.asarray([[0.0], [-2.0]]), max_steps=256)
   assert [sampling.result_name(c) for c in res.result] == ["nonfinite", "successful"]
+
+
+# --- checkpoints that never lie.
+
+
+def _ckpt_setup():
+  mod = nets.MLPField(dim=1, hidden=(4,), time_dim=4)
+  u = nets.velocity_fn(mod)
+  params = nets.init_params(mod, jax.random.PRNGKey(11), 1, jnp.float64)
+  data = jnp.asarray([[-1.0], [1.0]])
+  return training.fm_objective(u, data, 8), params, optax.adam(1e-2), data
+
+
+def _train(ckpt, num_steps=100, **kw):
+  loss_fn, params, opt, data = _ckpt_setup()
+  kw = dict(dict(chunk_size=25, progress=False, checkpoint_dir=str(ckpt), max_to_keep=2), **kw)
+  return training.train(loss_fn, params, opt, num_steps, jax.random.PRNGKey(12), **kw)
+
+
+def _data_files(step_dir):
+  import os
+
+  out = []
+  for root, _, files in os.walk(step_dir):
+    out += [os.path.join(root, f) for f in files if os.path.getsize(os.path.join(root, f)) > 0]
+  return out
+
+
+def test_flipped_byte_in_the_latest_step_falls_back_and_keeps_the_good_step(tmp_path):
+  import os
+
+  ckpt = tmp_path / "ckpt"
+  first = _train(ckpt, 50)  # steps 25, 50 on disk
+  # Flip one byte in every file of step 50's saved state (one of them holds the params).
+  for f in _data_files(ckpt / "50" / "state"):
+    raw = bytearray(open(f, "rb").read())
+    raw[len(raw) // 2] ^= 0xFF
+    open(f, "wb").write(bytes(raw))
+  with pytest.warns(UserWarning, match="Moved aside"):
+    res = _train(ckpt, 100)
+  assert res.resumed_from == 25
+  assert any(n.startswith("corrupt-50") for n in os.listdir(ckpt))  # kept for inspection
+  straight = _train(tmp_path / "fresh", 100)
+  np.testing.assert_array_equal(res.losses, straight.losses)  # bit-for-bit the same run
+  assert first.resumed_from == 0
+
+
+@pytest.mark.parametrize("damage", ["truncate", "delete_manifest", "missing_state"])
+def test_damaged_latest_step_falls_back_to_the_previous_one(tmp_path, damage):
+  import os
+  import shutil
+
+  ckpt = tmp_path / "ckpt"
+  _train(ckpt, 50)
+  step = ckpt / "50"
+  if damage == "truncate":
+    for f in _data_files(step):
+      open(f, "wb").close()
+  elif damage == "delete_manifest":
+    for f in _data_files(step):
+      if "manifest" in os.path.basename(f) or os.path.basename(f) == "_METADATA":
+        os.remove(f)
+    shutil.rmtree(step / "metadata", ignore_errors=True)
+  else:
+    shutil.rmtree(step / "state")
+  with pytest.warns(UserWarning, match="resuming from step 25"):
+    res = _train(ckpt, 75)
+  assert res.resumed_from == 25 and int(res.state.step) == 75
+
+
+def test_extending_a_finished_run_continues_it(tmp_path):
+  ckpt = tmp_path / "ckpt"
+  _train(ckpt, 50)
+  longer = _train(ckpt, 100)
+  straight = _train(tmp_path / "fresh", 100)
+  assert longer.resumed_from == 50
+  np.testing.assert_array_equal(longer.losses, straight.losses)
+
+
+def test_smaller_num_steps_than_stored_is_an_error(tmp_path):
+  ckpt = tmp_path / "ckpt"
+  _train(ckpt, 50)
+  with pytest.raises(training.CheckpointError, match="num_steps"):
+    _train(ckpt, 25)
+
+
+def test_same_directory_other_run_is_refused(tmp_path):
+  ckpt = tmp_path / "ckpt"
+  _train(ckpt, 50, fingerprint={"data": "set A"})
+  with pytest.raises(training.CheckpointError, match="another run"):
+    _train(ckpt, 100, fingerprint={"data": "set B"})
+
+
+_KILL_SCRIPT = r"""
+import os, sys, time
+os.environ["JAX_PLATFORMS"] = "cpu"
+import jax
+jax.config.update("jax_enable_x64", True)
+sys.path.insert(0, sys.argv[2])
+import test_faults as tf
+tf._train(sys.argv[1], 1000)
+"""
+
+
+def test_kill_9_during_training_resumes_bit_for_bit(tmp_path):
+  import os
+  import signal
+  import subprocess
+  import sys
+  import time
+
+  ckpt = tmp_path / "ckpt"
+  here = os.path.dirname(os.path.abspath(__file__))
+  env = dict(os.environ, PYTHONPATH=os.path.dirname(here))
+  proc = subprocess.Popen([sys.executable, "-c", _KILL_SCRIPT, str(ckpt), here], env=env)
+  deadline = time.time() + 300
+  while time.time() < deadline and proc.poll() is None:
+    steps = [d for d in os.listdir(ckpt) if d.isdigit()] if ckpt.exists() else []
+    if len(steps) >= 2:
+      break
+    time.sleep(0.05)
+  os.kill(proc.pid, signal.SIGKILL)  # no clean-up: possibly mid-save
+  proc.wait()
+  # A stale temporary directory of an interrupted save must not break the resume either.
+  (ckpt / "999.orbax-checkpoint-tmp-1").mkdir(exist_ok=True)
+  res = _train(ckpt, 1000)
+  straight = _train(tmp_path / "fresh", 1000)
+  assert 0 < res.resumed_from < 1000  # killed mid-run
+  np.testing.assert_array_equal(res.losses, straight.losses)
+  chex_equal = jax.tree.map(np.array_equal, res.state.params, straight.state.params)
+  assert all(jax.tree_util.tree_leaves(chex_equal))
