@@ -1,14 +1,16 @@
 """Scaffolding shared by every experiment: run dirs, JSON, timing, stats, fitting, the absl main.
 
 Each experiment module exposes ``run(cfg, workdir) -> dict`` (all the computing, saving and
-plotting; returns the results that were written to ``results.json``) and a three-line ``main``
-built with :func:`absl_main`. Tests call ``run(get_config("smoke"), tmp_path)`` in-process.
+plotting; returns the results that were written to ``results.json``, see :func:`save_results`)
+and a one-line ``__main__`` block, :func:`main`. Tests call ``run(get_config("smoke"), tmp_path)``
+in-process.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import json
 import logging as py_logging
 import os
@@ -20,12 +22,15 @@ import jax
 import numpy as np
 import optax
 from absl import app, flags, logging
+from ml_collections import config_flags
 
 from memjax import nets, training
 
 # Library loggers that flood an experiment's output at INFO (orbax's async-save chatter, the
 # TPU probe of jax, absl's own), kept at WARNING unless --verbosity asks for more.
 _NOISY_LOGGERS = ("orbax", "absl", "jax", "jax._src.xla_bridge", "tensorstore", "etils")
+
+RESULTS = "results.json"  # the file every run writes into its workdir
 
 
 def make_run_dir(name: str, root: str = "runs", workdir: str | None = None) -> str:
@@ -57,6 +62,12 @@ def write_json(path: str, obj: Any) -> str:
   with open(path, "w") as f:
     json.dump(to_jsonable(obj), f, indent=2, allow_nan=True)
   return path
+
+
+def save_results(workdir: str, results: dict) -> dict:
+  """Write ``results`` to ``<workdir>/results.json``; return them as written (JSON-able)."""
+  write_json(os.path.join(workdir, RESULTS), results)
+  return to_jsonable(results)
 
 
 def read_json(path: str) -> Any:
@@ -168,6 +179,12 @@ def fit_mlp(
   return apply_fn, params, losses
 
 
+def fit_mlp_cfg(data, cfg, key, **kwargs):
+  """:func:`fit_mlp` of the ``cfg.model`` and ``cfg.train`` sections, progress bar per
+  ``cfg.progress``; ``kwargs`` go to :func:`fit_mlp`. Returns ``(apply_fn, params, losses)``."""
+  return fit_mlp(data, cfg.model, cfg.train, key, progress=cfg.progress, **kwargs)
+
+
 # ---------------------------------------------------------------------------
 # Running an experiment.
 
@@ -189,12 +206,38 @@ def x64(enabled: bool):
     jax.config.update("jax_enable_x64", before)
 
 
-def absl_main(run: Callable, config_flag, summarise: Callable | None = None) -> Callable:
+def float32(run: Callable) -> Callable:
+  """``run(cfg, workdir)`` in float32 (under ``x64(False)``), so that a run inside an x64 process
+  (the test suite, a notebook) gives the CLI numbers."""
+
+  @functools.wraps(run)
+  def run_float32(cfg, workdir: str) -> dict:
+    with x64(False):
+      return run(cfg, workdir)
+
+  return run_float32
+
+
+def figures_line(workdir: str, figures) -> str:
+  """``figure: PATH`` of one figure name; ``figures: PATH, ...`` of those written of several."""
+  names = (figures,) if isinstance(figures, str) else tuple(figures)
+  paths = [os.path.join(workdir, f) for f in names]
+  if len(paths) == 1:
+    return f"figure: {paths[0]}"
+  return "figures: " + ", ".join(p for p in paths if os.path.exists(p))
+
+
+def absl_main(
+  run: Callable, config_flag, summarise: Callable | str | None = None, figures=()
+) -> Callable:
   """A ``main(argv)`` for ``app.run`` that calls ``run(cfg, workdir)`` and prints a summary.
 
   ``workdir`` is ``--config.workdir`` when set, else ``runs/<name>/<timestamp>``. Library
   loggers stay at WARNING unless ``--verbosity`` is raised (``--verbosity=1`` shows them).
-  ``summarise(results, workdir) -> str`` gives the experiment's own closing lines.
+  Printed: the results file, the :func:`figures_line` of ``figures`` (file names in
+  ``workdir``; none when empty) and the experiment's own closing lines:
+  ``summarise(results, workdir) -> str``, or ``summarise.format_map(results)`` when
+  ``summarise`` is a template string.
   """
 
   def main(argv):
@@ -211,13 +254,29 @@ def absl_main(run: Callable, config_flag, summarise: Callable | None = None) -> 
     workdir = make_run_dir(name, workdir=cfg.get("workdir") or None)
     results = run(cfg, workdir)
     logging.info("%s finished", name)
-    print(f"results: {os.path.join(workdir, 'results.json')}")
-    if summarise is not None:
+    print(f"results: {os.path.join(workdir, RESULTS)}")
+    if figures:
+      print(figures_line(workdir, figures))
+    if isinstance(summarise, str):
+      print(summarise.format_map(results))
+    elif summarise is not None:
       print(summarise(results, workdir))
 
   return main
 
 
-def run_app(run: Callable, config_flag, summarise: Callable | None = None) -> None:
-  """``app.run(absl_main(run, config_flag, summarise))``."""
-  app.run(absl_main(run, config_flag, summarise))
+def run_app(
+  run: Callable, config_flag, summarise: Callable | str | None = None, figures=()
+) -> None:
+  """``app.run(absl_main(run, config_flag, summarise, figures))``."""
+  app.run(absl_main(run, config_flag, summarise, figures))
+
+
+def main(
+  run: Callable, config_path: str, summarise: Callable | str | None = None, figures=()
+) -> None:
+  """The ``__main__`` block of an experiment: a ``--config`` flag defaulting to ``config_path``
+  (defined here, only when run as a script, so that tests can import several experiment modules
+  into one process), then :func:`run_app`.
+  """
+  run_app(run, config_flags.DEFINE_config_file("config", config_path), summarise, figures)

@@ -16,13 +16,11 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 from absl import logging
-from ml_collections import config_flags
 
-from experiments import common
+from experiments import common, plotting
 from memjax import data, memorisation, sampling
 
-# The default ``--config`` (the flag itself is defined only when run as a script, so that tests
-# can import several experiment modules into one process).
+# The default ``--config`` (see :func:`experiments.common.main`).
 CONFIG = os.path.join(os.path.dirname(__file__), "configs", "fm_toy.py")
 
 FIGURE = "fm_toy.png"
@@ -120,9 +118,22 @@ def plot(path, tp, gm):
   a.plot(cs, [(r2 <= c).mean() for c in cs], label="2D mixture")
   a.set(title="memorised fraction M_c", xlabel="c", ylabel="M_c")
   a.legend()
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  plotting.save(fig, path)
+
+
+def summarise(results: dict, workdir: str) -> str:
+  """The field error and M_1/3 of both data sets."""
+  del workdir
+  err = results["two_point"]["field_error_vs_exact"]
+  m13 = {
+    k: results[k]["memorisation"]["M_c"][memorisation.c_label(1 / 3)]
+    for k in ("two_point", "gmm2d")
+  }
+  return (
+    f"two_point: u* rel. L2 error {err['rel_l2']:.3f} "
+    f"(density-weighted {err['rel_l2_density_weighted']:.3f}); "
+    f"M_1/3 two_point {m13['two_point']:.3f}, gmm2d {m13['gmm2d']:.3f}"
+  )
 
 
 def run(cfg, workdir: str) -> dict:
@@ -147,25 +158,9 @@ def run(cfg, workdir: str) -> dict:
     (grid, s1, np.asarray(train1), cfg.two_point.m),
     (s2, np.asarray(train2), r2, np.asarray(truth2)),
   )
-  common.write_json(os.path.join(workdir, "results.json"), results)
+  common.write_json(os.path.join(workdir, common.RESULTS), results)
   return results
 
 
-def summarise(results: dict, workdir: str) -> str:
-  """The figure, the field error and M_1/3 of both data sets."""
-  err = results["two_point"]["field_error_vs_exact"]
-  m13 = {
-    k: results[k]["memorisation"]["M_c"][memorisation.c_label(1 / 3)]
-    for k in ("two_point", "gmm2d")
-  }
-  return (
-    f"figure: {os.path.join(workdir, FIGURE)}\n"
-    f"two_point: u* rel. L2 error {err['rel_l2']:.3f} "
-    f"(density-weighted {err['rel_l2_density_weighted']:.3f}); "
-    f"M_1/3 two_point {m13['two_point']:.3f}, gmm2d {m13['gmm2d']:.3f}"
-  )
-
-
 if __name__ == "__main__":
-  _CONFIG = config_flags.DEFINE_config_file("config", CONFIG)
-  common.run_app(run, _CONFIG, summarise)
+  common.main(run, CONFIG, summarise, FIGURE)

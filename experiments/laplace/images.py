@@ -22,14 +22,12 @@ import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
-from ml_collections import config_flags
 
-from experiments import common
+from experiments import common, plotting
 from experiments.laplace import pipeline
 from memjax import data, memorisation, neighbours, nets, training, unet
 
-# The default ``--config`` (the flag itself is defined only when run as a script, so that tests
-# can import several experiment modules into one process).
+# The default ``--config`` (see :func:`experiments.common.main`).
 CONFIG = os.path.join(os.path.dirname(__file__), "configs", "images.py")
 
 FIGURES = ("images_grid.png", "images_curves.png")
@@ -132,9 +130,7 @@ def plot_grid(path, keep, gen_map, train, shape, k):
     a.set_ylabel(title, rotation=0, ha="right", va="center", fontsize=8)
     a.set_xticks([])
     a.set_yticks([])
-  fig.tight_layout(rect=(0.08, 0.0, 1.0, 1.0))
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  plotting.save(fig, path, tight=dict(rect=(0.08, 0.0, 1.0, 1.0)))
 
 
 def plot_curves(path, rows, map_metrics, names):
@@ -145,14 +141,10 @@ def plot_curves(path, rows, map_metrics, names):
     ("mean NN distance to held-out", nn_dist),
     ("held-out-image FM loss", lambda m: m["heldout_fm_loss"]["mean"]),
   )
-  markers = dict(zip(names, "osd^v<>"))
+  markers = dict(zip(names, pipeline.MARKERS))
   fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
   for a, (title, f) in zip(axes, panels):
-    for name in names:
-      kept = [r for r in rows if name in r]
-      a.plot([r["eta"] for r in kept], [f(r[name]) for r in kept], markers[name] + "-", label=name)
-    a.axhline(f(map_metrics), color="k", ls=":", label="MAP")
-    a.set(xscale="log", xlabel="η", title=title)
+    pipeline.eta_panel(a, rows, map_metrics, names, title, f, label=str, eta_ticks=False)
   axes[0].legend(fontsize=8)
   a = axes[3]
   for name in names:
@@ -167,9 +159,36 @@ def plot_curves(path, rows, map_metrics, names):
     title="memorisation vs quality",
   )
   a.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  plotting.save(fig, path, dpi=100)
+
+
+def summarise(results: dict, workdir: str) -> str:
+  """Timings, the MAP's M_1/3 and NN distance, and one line per η."""
+  m = results["map"]
+  lines = [
+    f"outputs: {workdir}",
+    f"train {m['train_seconds']:.1f}s, sweep {results['sweep_seconds']:.1f}s; "
+    f"MAP M_1/3 = {pipeline.m_c(m):.3f}, "
+    f"NN-dist to held-out = {m['nn_distance_to_heldout_mean']:.3f} "
+    f"(train images: {results['reference_train_images_nn_distance_to_heldout']:.3f})",
+  ]
+  names = tuple(results["config"]["posterior"]["samplers"])
+  for row in results["sweep"]:
+    kept = [n for n in names if n in row]
+    if not kept:
+      continue
+    m_c = " / ".join(f"{n[0].upper()} {pipeline.m_c(row[n]):.3f}" for n in kept)
+    nn = " / ".join(f"{n[0].upper()} {row[n]['nn_distance_to_heldout_mean']:.3f}" for n in kept)
+    failed = ", ".join(
+      f"{n} {s['failed']}/{s['total']}"
+      for n, s in row["sampling"].items()
+      if s["failed"] or "by_result" in s
+    )
+    lines.append(
+      f"η={row['eta']:g}: M_1/3 {m_c}; NN-dist {nn}; failed {failed} "
+      f"({row['paired']['seconds']:.1f}s)"
+    )
+  return "\n".join(lines)
 
 
 def run(cfg, workdir: str) -> dict:
@@ -220,39 +239,9 @@ def run(cfg, workdir: str) -> dict:
     plot_curves(
       os.path.join(workdir, FIGURES[1]), rows, sweep.map_metrics, tuple(cfg.posterior.samplers)
     )
-    common.write_json(os.path.join(workdir, "results.json"), results)
+    common.write_json(os.path.join(workdir, common.RESULTS), results)
   return results
 
 
-def summarise(results: dict, workdir: str) -> str:
-  """Timings, the MAP's M_1/3 and NN distance, and one line per η."""
-  m = results["map"]
-  lines = [
-    f"outputs: {workdir}",
-    f"train {m['train_seconds']:.1f}s, sweep {results['sweep_seconds']:.1f}s; "
-    f"MAP M_1/3 = {pipeline.m_c(m):.3f}, "
-    f"NN-dist to held-out = {m['nn_distance_to_heldout_mean']:.3f} "
-    f"(train images: {results['reference_train_images_nn_distance_to_heldout']:.3f})",
-  ]
-  names = tuple(results["config"]["posterior"]["samplers"])
-  for row in results["sweep"]:
-    kept = [n for n in names if n in row]
-    if not kept:
-      continue
-    m_c = " / ".join(f"{n[0].upper()} {pipeline.m_c(row[n]):.3f}" for n in kept)
-    nn = " / ".join(f"{n[0].upper()} {row[n]['nn_distance_to_heldout_mean']:.3f}" for n in kept)
-    failed = ", ".join(
-      f"{n} {s['failed']}/{s['total']}"
-      for n, s in row["sampling"].items()
-      if s["failed"] or "by_result" in s
-    )
-    lines.append(
-      f"η={row['eta']:g}: M_1/3 {m_c}; NN-dist {nn}; failed {failed} "
-      f"({row['paired']['seconds']:.1f}s)"
-    )
-  return "\n".join(lines)
-
-
 if __name__ == "__main__":
-  _CONFIG = config_flags.DEFINE_config_file("config", CONFIG)
-  common.run_app(run, _CONFIG, summarise)
+  common.main(run, CONFIG, summarise)

@@ -147,13 +147,8 @@ def build_posterior(cfg, train, key):
   """
   k_map, *keys = jax.random.split(key, 4)
   with common.Timer() as t_map:
-    apply_fn, params, losses = common.fit_mlp(
-      train,
-      cfg.model,
-      cfg.train,
-      k_map,
-      checkpoint_dir=cfg.train.checkpoint_dir or None,
-      progress=cfg.progress,
+    apply_fn, params, losses = common.fit_mlp_cfg(
+      train, cfg, k_map, checkpoint_dir=cfg.train.checkpoint_dir or None
     )
   fit, ev, info = fit_posterior(
     apply_fn, params, train, train, keys, cfg.posterior, cfg.eval, jnp.float64
@@ -356,3 +351,22 @@ def field_grid(apply_fn, subset, thetas, xs, ts):
 def target_log_prob_fn(gmm):
   """``x (G,) -> log p(x)`` of a 1D mixture (for :func:`memjax.metrics.kl_to_target_1d`)."""
   return lambda x: data.mixture_log_prob(gmm, jnp.reshape(x, (-1, gmm.dim)))
+
+
+MARKERS = "osd^v<>"  # one per sampler, in the order of cfg.posterior.samplers
+
+
+def eta_panel(a, rows, map_metrics, names, title, metric, label=label, eta_ticks=True):
+  """``metric(sampler metrics)`` against η (log axis) for every sampler of ``names`` (its kept
+  rows of ``Sweep.rows``), the MAP's value dotted; ``eta_ticks``: a tick at every η."""
+  for name, marker in zip(names, MARKERS):
+    kept = [r for r in rows if name in r]
+    a.plot(
+      [r["eta"] for r in kept], [metric(r[name]) for r in kept], marker + "-", label=label(name)
+    )
+  a.axhline(metric(map_metrics), color="k", ls=":", label="MAP")
+  a.set(xscale="log", xlabel="η", title=title)
+  if eta_ticks:
+    etas = [r["eta"] for r in rows]
+    a.set_xticks(etas, [f"{e:g}" for e in etas], minor=False)
+    a.minorticks_off()

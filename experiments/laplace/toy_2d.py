@@ -15,14 +15,12 @@ import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
-from ml_collections import config_flags
 
-from experiments import common
+from experiments import common, plotting
 from experiments.laplace import pipeline
 from memjax import data, memorisation, neighbours
 
-# The default ``--config`` (the flag itself is defined only when run as a script, so that tests
-# can import several experiment modules into one process).
+# The default ``--config`` (see :func:`experiments.common.main`).
 CONFIG = os.path.join(os.path.dirname(__file__), "configs", "toy_2d.py")
 
 FIGURE = "toy_2d.png"
@@ -52,21 +50,9 @@ def plot(path, sweep, names, cs, train, truth):
     ("held-out FM loss", lambda m: m["heldout_fm_loss"]["mean"]),
     ("mean true log-likelihood", lambda m: m["true_log_likelihood_mean"]),
   )
-  etas = [r["eta"] for r in rows]
   for i, (title, f) in enumerate(panels):
     a = fig.add_subplot(2, 4, i + 1)
-    for name, marker in zip(names, "osd^v<>"):
-      kept = [r for r in rows if name in r]
-      a.plot(
-        [r["eta"] for r in kept],
-        [f(r[name]) for r in kept],
-        marker + "-",
-        label=pipeline.label(name),
-      )
-    a.axhline(f(map_metrics), color="k", ls=":", label="MAP")
-    a.set(xscale="log", xlabel="η", title=title)
-    a.set_xticks(etas, [f"{e:g}" for e in etas], minor=False)
-    a.minorticks_off()
+    pipeline.eta_panel(a, rows, map_metrics, names, title, f)
   a.legend(fontsize=8)
   a = fig.add_subplot(2, 4, 4)
   curve = lambda m: [pipeline.m_c(m, c) for c in cs]
@@ -75,7 +61,7 @@ def plot(path, sweep, names, cs, train, truth):
   if keep:
     eta = max(keep)
     row = next(r for r in rows if r["eta"] == eta)
-    for name, marker in zip(names, "osd^v<>"):
+    for name, marker in zip(names, pipeline.MARKERS):
       a.plot(cs, curve(row[name]), marker + "-", label=f"{name.capitalize()} η={eta}")
       shown.append((f"{name.capitalize()} η={eta}", keep[eta][name]["gen"]))
   a.set(xlabel="c", ylabel="M_c", title="M_c over the c grid")
@@ -86,9 +72,7 @@ def plot(path, sweep, names, cs, train, truth):
     a.scatter(*g.reshape(-1, 2).T, s=3, alpha=0.5)
     a.scatter(*train.T, s=40, marker="x", c="r")
     a.set(title=title, aspect="equal", xlim=(-3.5, 3.5), ylim=(-3.5, 3.5))
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  plotting.save(fig, path, dpi=100)
 
 
 def _negate_ll(row, names):
@@ -98,6 +82,13 @@ def _negate_ll(row, names):
     if name in row:
       out[name] = {"neg_ll": -row[name]["true_log_likelihood_mean"]}
   return out
+
+
+def summarise(results: dict, workdir: str) -> str:
+  """The MAP's M_1/3 and one line per claim."""
+  del workdir
+  m_c = pipeline.m_c(results["map"])
+  return f"MAP M_1/3 = {m_c:.3f}\n" + pipeline.summarise_claims(results["claims"])
 
 
 def run(cfg, workdir: str) -> dict:
@@ -140,19 +131,9 @@ def run(cfg, workdir: str) -> dict:
       np.asarray(train),
       np.asarray(test),
     )
-    common.write_json(os.path.join(workdir, "results.json"), results)
+    common.write_json(os.path.join(workdir, common.RESULTS), results)
   return results
 
 
-def summarise(results: dict, workdir: str) -> str:
-  """The figure, the MAP's M_1/3 and one line per claim."""
-  return (
-    f"figure: {os.path.join(workdir, FIGURE)}\n"
-    f"MAP M_1/3 = {pipeline.m_c(results['map']):.3f}\n"
-    + pipeline.summarise_claims(results["claims"])
-  )
-
-
 if __name__ == "__main__":
-  _CONFIG = config_flags.DEFINE_config_file("config", CONFIG)
-  common.run_app(run, _CONFIG, summarise)
+  common.main(run, CONFIG, summarise, FIGURE)

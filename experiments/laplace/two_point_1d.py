@@ -15,14 +15,12 @@ import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
-from ml_collections import config_flags
 
-from experiments import common
+from experiments import common, plotting
 from experiments.laplace import pipeline
 from memjax import data, memorisation, metrics
 
-# The default ``--config`` (the flag itself is defined only when run as a script, so that tests
-# can import several experiment modules into one process).
+# The default ``--config`` (see :func:`experiments.common.main`).
 CONFIG = os.path.join(os.path.dirname(__file__), "configs", "two_point_1d.py")
 
 FIGURES = ("sweep.png", "fields.png", "samples.png")
@@ -96,9 +94,7 @@ def plot_fields(path, fit, keep_eta, eta):
       im = a.pcolormesh(ts, xs, val.T, cmap=cmap, vmin=lo, vmax=hi, shading="auto")
       a.set(title=name_, xlabel="t", ylabel="x")
       fig.colorbar(im, ax=a)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  plotting.save(fig, path, dpi=100)
 
 
 def plot_sweep(path, rows, map_metrics, names):
@@ -112,24 +108,10 @@ def plot_sweep(path, rows, map_metrics, names):
   )
   fig, ax = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
   for a, (title, f) in zip(ax, panels):
-    for name, marker in zip(names, "osd^v<>"):
-      kept = [r for r in rows if name in r]
-      a.plot(
-        [r["eta"] for r in kept],
-        [f(r[name]) for r in kept],
-        marker + "-",
-        label=pipeline.label(name),
-      )
-    a.axhline(f(map_metrics), color="k", ls=":", label="MAP")
-    etas = [r["eta"] for r in rows]
-    a.set(xscale="log", xlabel="η", title=title)
-    a.set_xticks(etas, [f"{e:g}" for e in etas], minor=False)
-    a.minorticks_off()
+    pipeline.eta_panel(a, rows, map_metrics, names, title, f)
   ax[0].set_yscale("log")
   ax[0].legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  plotting.save(fig, path, dpi=100)
 
 
 def plot_samples(path, keep, gen_map, m):
@@ -144,9 +126,13 @@ def plot_samples(path, keep, gen_map, m):
       a.hist(kept["gen"].ravel(), bins=bins, density=True, alpha=0.5, label=name.capitalize())
     a.set(title=f"η = {eta}")
   ax[1].legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  plotting.save(fig, path, dpi=100)
+
+
+def summarise(results: dict, workdir: str) -> str:
+  """One line per claim."""
+  del workdir
+  return pipeline.summarise_claims(results["claims"])
 
 
 def run(cfg, workdir: str) -> dict:
@@ -176,21 +162,9 @@ def run(cfg, workdir: str) -> dict:
       eta_f = min(sweep.keep, key=lambda e: abs(e - cfg.eval.field_eta))
       plot_fields(figs[1], fit, sweep.keep[eta_f], eta_f)
       plot_samples(figs[2], sweep.keep, sweep.gen_map, cfg.data.m)
-    common.write_json(os.path.join(workdir, "results.json"), results)
+    common.write_json(os.path.join(workdir, common.RESULTS), results)
   return results
 
 
-def summarise(results: dict, workdir: str) -> str:
-  """The figures written and one line per claim."""
-  figs = [os.path.join(workdir, f) for f in FIGURES]
-  return (
-    "figures: "
-    + ", ".join(f for f in figs if os.path.exists(f))
-    + "\n"
-    + pipeline.summarise_claims(results["claims"])
-  )
-
-
 if __name__ == "__main__":
-  _CONFIG = config_flags.DEFINE_config_file("config", CONFIG)
-  common.run_app(run, _CONFIG, summarise)
+  common.main(run, CONFIG, summarise, FIGURES)

@@ -18,9 +18,8 @@ import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
-from ml_collections import config_flags
 
-from experiments import common
+from experiments import common, plotting
 from memjax import data, lid, memorisation, metrics, paths, sampling
 
 CONFIG = os.path.join(os.path.dirname(__file__), "configs", "detection.py")
@@ -32,15 +31,13 @@ def plot(path, samples, flipd, mem, t0s, curves):
   fig = plt.figure(figsize=(15, 4.8))
   a = fig.add_subplot(1, 3, 1)
   bins = np.linspace(np.percentile(flipd, 1), np.percentile(flipd, 99), 40)
-  for sel, name in ((~mem, "not memorised"), (mem, "memorised")):
-    if sel.any():
-      a.hist(flipd[sel], bins=bins, alpha=0.6, density=True, label=f"{name} ({sel.sum()})")
+  for sel, name, _ in plotting.memorisation_groups(mem):
+    a.hist(flipd[sel], bins=bins, alpha=0.6, density=True, label=f"{name} ({sel.sum()})")
   a.set(xlabel="FLIPD", title="LIDθ of generated digits")
   a.legend(fontsize=7)
   a = fig.add_subplot(1, 3, 2)
-  for sel, name, col in ((~mem, "not memorised", "C0"), (mem, "memorised", "C1")):
-    if sel.any():
-      a.plot(t0s, curves[:, sel].mean(1), "o-", color=col, label=name)
+  for sel, name, col in plotting.memorisation_groups(mem):
+    a.plot(t0s, curves[:, sel].mean(1), "o-", color=col, label=name)
   a.set(xlabel="t0 (data at 1)", ylabel="mean FLIPD", title="FLIPD vs t0")
   a.legend(fontsize=7)
   order = np.argsort(flipd)
@@ -53,84 +50,73 @@ def plot(path, samples, flipd, mem, t0s, curves):
   fig.suptitle(
     "right: lowest-FLIPD (top) and highest-FLIPD (bottom) samples; * = memorised", fontsize=9
   )
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  plotting.save(fig, path, tight=False)
 
 
 def _mean_or_nan(x, sel) -> float:
   return float(np.mean(x[sel])) if sel.any() else float("nan")
 
 
+# Closing lines of the CLI, ``SUMMARY.format_map(results)``: memorised fraction, the mean FLIPD and
+# the detector numbers.
+SUMMARY = (
+  "memorised {memorised_fraction:.3f}; mean FLIPD {mean_flipd}; "
+  "exact {detector_flipd_exact}; over t0 {detector_flipd_over_t0}"
+)
+
+
+@common.float32
 def run(cfg, workdir: str) -> dict:
-  """Fit, generate, label, score by FLIPD; write ``results.json`` and the figure; return results.
-
-  Runs in float32 (``common.x64(False)``), so a run inside an x64 process gives the CLI numbers.
-  """
-  with common.x64(False):
-    k_sub, k_fit, k_noise, k_probe = jax.random.split(jax.random.PRNGKey(cfg.seed), 4)
-    images, labels = data.load_digits(flatten=True)
-    train, _ = data.class_subset(
-      k_sub, images, labels, cfg.data.num_train, tuple(cfg.data.classes) or None
-    )
-    train = jnp.asarray(train)
-    S, L = cfg.sample, cfg.lid
-    with common.Timer() as t_fit:
-      apply_fn, params, losses = common.fit_mlp(
-        train, cfg.model, cfg.train, k_fit, progress=cfg.progress
-      )
-    x0 = jax.random.normal(k_noise, (S.num_samples, train.shape[1]), train.dtype)
-    with common.Timer() as t_gen:
-      gen = sampling.generate(apply_fn, params, x0, solver=S.solver, rtol=S.rtol, atol=S.atol)
-      gen.x.block_until_ready()
-    ok = np.asarray(gen.success)
-    samples = gen.x[ok]
-    mem = np.asarray(memorisation.nn_ratio(samples, train) <= cfg.detect.mem_c)
-    field, sched = functools.partial(apply_fn, params), paths.linear_fm()
-    kw = dict(parameterisation="velocity", batch_size=L.batch_size)
-    with common.Timer() as t_exact:
-      flipd = np.asarray(lid.flipd(field, samples, L.t0, sched, **kw))
-    with common.Timer() as t_hutch:
-      flipd_h = np.asarray(
-        lid.flipd(field, samples, L.t0, sched, key=k_probe, n_probes=L.n_probes, **kw)
-      )
-    grid = jnp.asarray(L.t0_grid, samples.dtype)
-    curves = np.asarray(lid.flipd_curve(field, samples, grid, sched, **kw))
-    det_grid = {
-      f"{t:g}": metrics.detection_report(-curves[i], mem) for i, t in enumerate(L.t0_grid)
-    }
-    results = {
-      "config": cfg.to_dict(),
-      "train_seconds": t_fit.seconds,
-      "generate_seconds": t_gen.seconds,
-      "final_train_loss": float(np.mean(losses[-200:])),
-      "solver": sampling.summarise(gen),
-      "num_samples": int(ok.sum()),
-      "memorised_fraction": float(mem.mean()),
-      "mean_flipd": {
-        "memorised": _mean_or_nan(flipd, mem),
-        "not_memorised": _mean_or_nan(flipd, ~mem),
-      },
-      "detector_flipd_exact": metrics.detection_report(-flipd, mem),
-      f"detector_flipd_hutchinson_{L.n_probes}_probes": metrics.detection_report(-flipd_h, mem),
-      "detector_flipd_over_t0": det_grid,
-      "flipd_seconds": {"exact": t_exact.seconds, f"hutchinson_{L.n_probes}": t_hutch.seconds},
-    }
-    plot(
-      os.path.join(workdir, FIGURE), np.asarray(samples), flipd, mem, np.asarray(L.t0_grid), curves
-    )
-  common.write_json(os.path.join(workdir, "results.json"), results)
-  return common.to_jsonable(results)
-
-
-def summarise(results: dict, workdir: str) -> str:
-  """The figure path, the memorised fraction and the detector numbers."""
-  return (
-    f"figure: {os.path.join(workdir, FIGURE)}\n"
-    f"memorised {results['memorised_fraction']:.3f}; mean FLIPD {results['mean_flipd']}; "
-    f"exact {results['detector_flipd_exact']}; over t0 {results['detector_flipd_over_t0']}"
+  """Fit, generate, label, score by FLIPD; write ``results.json`` and the figure; return results."""
+  k_sub, k_fit, k_noise, k_probe = jax.random.split(jax.random.PRNGKey(cfg.seed), 4)
+  images, labels = data.load_digits(flatten=True)
+  train, _ = data.class_subset(
+    k_sub, images, labels, cfg.data.num_train, tuple(cfg.data.classes) or None
   )
+  train = jnp.asarray(train)
+  S, L = cfg.sample, cfg.lid
+  with common.Timer() as t_fit:
+    apply_fn, params, losses = common.fit_mlp_cfg(train, cfg, k_fit)
+  x0 = jax.random.normal(k_noise, (S.num_samples, train.shape[1]), train.dtype)
+  with common.Timer() as t_gen:
+    gen = sampling.generate(apply_fn, params, x0, solver=S.solver, rtol=S.rtol, atol=S.atol)
+    gen.x.block_until_ready()
+  ok = np.asarray(gen.success)
+  samples = gen.x[ok]
+  mem = np.asarray(memorisation.nn_ratio(samples, train) <= cfg.detect.mem_c)
+  field, sched = functools.partial(apply_fn, params), paths.linear_fm()
+  kw = dict(parameterisation="velocity", batch_size=L.batch_size)
+  with common.Timer() as t_exact:
+    flipd = np.asarray(lid.flipd(field, samples, L.t0, sched, **kw))
+  with common.Timer() as t_hutch:
+    flipd_h = np.asarray(
+      lid.flipd(field, samples, L.t0, sched, key=k_probe, n_probes=L.n_probes, **kw)
+    )
+  grid = jnp.asarray(L.t0_grid, samples.dtype)
+  curves = np.asarray(lid.flipd_curve(field, samples, grid, sched, **kw))
+  det_grid = {f"{t:g}": metrics.detection_report(-curves[i], mem) for i, t in enumerate(L.t0_grid)}
+  results = {
+    "config": cfg.to_dict(),
+    "train_seconds": t_fit.seconds,
+    "generate_seconds": t_gen.seconds,
+    "final_train_loss": float(np.mean(losses[-200:])),
+    "solver": sampling.summarise(gen),
+    "num_samples": int(ok.sum()),
+    "memorised_fraction": float(mem.mean()),
+    "mean_flipd": {
+      "memorised": _mean_or_nan(flipd, mem),
+      "not_memorised": _mean_or_nan(flipd, ~mem),
+    },
+    "detector_flipd_exact": metrics.detection_report(-flipd, mem),
+    f"detector_flipd_hutchinson_{L.n_probes}_probes": metrics.detection_report(-flipd_h, mem),
+    "detector_flipd_over_t0": det_grid,
+    "flipd_seconds": {"exact": t_exact.seconds, f"hutchinson_{L.n_probes}": t_hutch.seconds},
+  }
+  plot(
+    os.path.join(workdir, FIGURE), np.asarray(samples), flipd, mem, np.asarray(L.t0_grid), curves
+  )
+  return common.save_results(workdir, results)
 
 
 if __name__ == "__main__":
-  _CONFIG = config_flags.DEFINE_config_file("config", CONFIG)
-  common.run_app(run, _CONFIG, summarise)
+  common.main(run, CONFIG, SUMMARY, FIGURE)

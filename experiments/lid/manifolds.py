@@ -19,9 +19,8 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 from absl import logging
-from ml_collections import config_flags
 
-from experiments import common
+from experiments import common, plotting
 from memjax import data, lid, neighbours, paths
 
 CONFIG = os.path.join(os.path.dirname(__file__), "configs", "manifolds.py")
@@ -113,70 +112,13 @@ def plot(path, cfg, est, comp, dims, t0s):
     )
   a.set(xlabel="index", ylabel="singular value of scores", title="normal bundle spectrum")
   a.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-
-
-def run(cfg, workdir: str) -> dict:
-  """Fit the denoiser, run every estimator, write ``results.json`` and the figure; return results.
-
-  Runs in float32 (``common.x64(False)``), so a run inside an x64 process gives the CLI numbers.
-  """
-  with common.x64(False):
-    k_mix, k_train, k_eval, k_fit, k_est = jax.random.split(jax.random.PRNGKey(cfg.seed), 5)
-    D, M = cfg.data, cfg.model
-    mix = data.manifold_mixture(k_mix, D.dims, D.kinds, D.ambient_dim, D.scale, D.separation)
-    train, _, _ = data.sample_manifold_mixture(k_train, mix, D.num_train)
-    x_eval, comp, _ = data.sample_manifold_mixture(k_eval, mix, D.num_eval)
-    schedule = paths.get_schedule(M.schedule)
-    with common.Timer() as t_fit:
-      apply_fn, params, losses = common.fit_mlp(
-        train,
-        cfg.model,
-        cfg.train,
-        k_fit,
-        objective="denoising",
-        schedule=schedule,
-        parameterisation=M.parameterisation,
-        t_min=cfg.train.t_min,
-        progress=cfg.progress,
-      )
-    field = functools.partial(apply_fn, params)
-    est, secs = estimate_all(field, schedule, cfg, train, x_eval, k_est)
-    comp = np.asarray(comp)
-    table = {m: per_component(est[m], comp, mix.dims) for m in METHODS}
-    mae = {m: float(np.mean([r["mae"] for r in table[m].values()])) for m in METHODS}
-    low = [k for k, d in enumerate(mix.dims) if d <= 4]
-    accept = {
-      f"component_{k}": table["flipd"][f"component_{k}"]["abs_error_of_mean"] <= 0.5 for k in low
-    }
-    results = {
-      "config": cfg.to_dict(),
-      "train_seconds": t_fit.seconds,
-      "estimate_seconds": secs,
-      "final_train_loss": float(np.mean(losses[-200:])),
-      "t0_knee": est["t0_knee"],
-      "per_component": table,
-      "mae": mae,
-      "acceptance_flipd_mean_within_0.5_dims_le_4": accept,
-      "global": {
-        "mle_harmonic": float(lid.mle(train, k=cfg.lid.mle_k)[0]),
-        "twonn": float(lid.twonn(train)),
-      },
-      "flipd_curve_means": {
-        f"component_{k}": est["curves"][:, comp == k].mean(1).tolist() for k in range(len(mix.dims))
-      },
-    }
-    plot(os.path.join(workdir, FIGURE), cfg, est, comp, mix.dims, np.asarray(cfg.lid.t0_grid))
-  common.write_json(os.path.join(workdir, "results.json"), results)
-  logging.info("MAE: %s", mae)
-  return common.to_jsonable(results)
+  plotting.save(fig, path)
 
 
 def summarise(results: dict, workdir: str) -> str:
-  """The figure path, per-method means and MAE, the knee and the acceptance check."""
-  lines = [f"figure: {os.path.join(workdir, FIGURE)}"]
+  """Per-method means and MAE, the knee and the acceptance check."""
+  del workdir
+  lines = []
   for m in METHODS:
     rows = results["per_component"][m].values()
     lines.append(
@@ -191,6 +133,55 @@ def summarise(results: dict, workdir: str) -> str:
   return "\n".join(lines)
 
 
+@common.float32
+def run(cfg, workdir: str) -> dict:
+  """Fit the denoiser, run every estimator; write ``results.json`` and the figure."""
+  k_mix, k_train, k_eval, k_fit, k_est = jax.random.split(jax.random.PRNGKey(cfg.seed), 5)
+  D, M = cfg.data, cfg.model
+  mix = data.manifold_mixture(k_mix, D.dims, D.kinds, D.ambient_dim, D.scale, D.separation)
+  train, _, _ = data.sample_manifold_mixture(k_train, mix, D.num_train)
+  x_eval, comp, _ = data.sample_manifold_mixture(k_eval, mix, D.num_eval)
+  schedule = paths.get_schedule(M.schedule)
+  with common.Timer() as t_fit:
+    apply_fn, params, losses = common.fit_mlp_cfg(
+      train,
+      cfg,
+      k_fit,
+      objective="denoising",
+      schedule=schedule,
+      parameterisation=M.parameterisation,
+      t_min=cfg.train.t_min,
+    )
+  field = functools.partial(apply_fn, params)
+  est, secs = estimate_all(field, schedule, cfg, train, x_eval, k_est)
+  comp = np.asarray(comp)
+  table = {m: per_component(est[m], comp, mix.dims) for m in METHODS}
+  mae = {m: float(np.mean([r["mae"] for r in table[m].values()])) for m in METHODS}
+  low = [k for k, d in enumerate(mix.dims) if d <= 4]
+  accept = {
+    f"component_{k}": table["flipd"][f"component_{k}"]["abs_error_of_mean"] <= 0.5 for k in low
+  }
+  results = {
+    "config": cfg.to_dict(),
+    "train_seconds": t_fit.seconds,
+    "estimate_seconds": secs,
+    "final_train_loss": float(np.mean(losses[-200:])),
+    "t0_knee": est["t0_knee"],
+    "per_component": table,
+    "mae": mae,
+    "acceptance_flipd_mean_within_0.5_dims_le_4": accept,
+    "global": {
+      "mle_harmonic": float(lid.mle(train, k=cfg.lid.mle_k)[0]),
+      "twonn": float(lid.twonn(train)),
+    },
+    "flipd_curve_means": {
+      f"component_{k}": est["curves"][:, comp == k].mean(1).tolist() for k in range(len(mix.dims))
+    },
+  }
+  plot(os.path.join(workdir, FIGURE), cfg, est, comp, mix.dims, np.asarray(cfg.lid.t0_grid))
+  logging.info("MAE: %s", mae)
+  return common.save_results(workdir, results)
+
+
 if __name__ == "__main__":
-  _CONFIG = config_flags.DEFINE_config_file("config", CONFIG)
-  common.run_app(run, _CONFIG, summarise)
+  common.main(run, CONFIG, summarise, FIGURE)

@@ -28,9 +28,8 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 from absl import logging
-from ml_collections import config_flags
 
-from experiments import common
+from experiments import common, plotting
 from memjax import data, denoisers, memorisation, metrics, neighbours, regimes, sampling
 
 CONFIG = os.path.join(os.path.dirname(__file__), "configs", "noise_regimes.py")
@@ -351,9 +350,7 @@ def plot(path, name, results, extra):
   _tradeoff_panel(ax[1, 0], results)
   _sample_panel(ax[1, 1], name, extra)
   fig.suptitle(f"noise regimes: {name}")
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  plotting.save(fig, path, dpi=100)
 
 
 def _best(inter, prefix, field="M_drop_per_quality_loss"):
@@ -401,36 +398,31 @@ def headline(results):
   return out
 
 
-def run(cfg, workdir: str) -> dict:
-  """Every data set of ``cfg.datasets``: runs per n, a figure per data set and ``results.json``.
-
-  Runs in float32 (``common.x64(False)``), so a run inside an x64 process gives the CLI numbers.
-  """
-  results = {"config": cfg.to_dict()}
-  with common.x64(False):
-    key = jax.random.PRNGKey(cfg.seed)
-    for g, name in enumerate(DATASETS):
-      if name not in cfg.datasets:
-        continue
-      group = cfg[name]
-      ns = group.data.ns
-      rows, extra = [], None
-      for n in ns:
-        res, ex = run_one(name, n, cfg, group, jax.random.fold_in(jax.random.fold_in(key, g), n))
-        rows.append(res)
-        extra = ex if extra is None or n == ns[len(ns) // 2] else extra
-      plot(os.path.join(workdir, f"noise_regimes_{name}.png"), name, rows, extra)
-      results[name] = {"runs": rows, "headline": headline(rows)}
-  common.write_json(os.path.join(workdir, "results.json"), results)
-  return common.to_jsonable(results)
-
-
 def summarise(results: dict, workdir: str) -> str:
   """The headline numbers of each data set that ran."""
   del workdir
   return "\n".join(f"{name}: {results[name]['headline']}" for name in DATASETS if name in results)
 
 
+@common.float32
+def run(cfg, workdir: str) -> dict:
+  """Every data set of ``cfg.datasets``: runs per n, a figure per data set and ``results.json``."""
+  results = {"config": cfg.to_dict()}
+  key = jax.random.PRNGKey(cfg.seed)
+  for g, name in enumerate(DATASETS):
+    if name not in cfg.datasets:
+      continue
+    group = cfg[name]
+    ns = group.data.ns
+    rows, extra = [], None
+    for n in ns:
+      res, ex = run_one(name, n, cfg, group, jax.random.fold_in(jax.random.fold_in(key, g), n))
+      rows.append(res)
+      extra = ex if extra is None or n == ns[len(ns) // 2] else extra
+    plot(os.path.join(workdir, f"noise_regimes_{name}.png"), name, rows, extra)
+    results[name] = {"runs": rows, "headline": headline(rows)}
+  return common.save_results(workdir, results)
+
+
 if __name__ == "__main__":
-  _CONFIG = config_flags.DEFINE_config_file("config", CONFIG)
-  common.run_app(run, _CONFIG, summarise)
+  common.main(run, CONFIG, summarise)

@@ -24,9 +24,8 @@ import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
-from ml_collections import config_flags
 
-from experiments import common
+from experiments import common, plotting
 from experiments.sharpness import pipeline
 from memjax import data, memorisation, metrics, neighbours, nets, paths, sharpness, training
 
@@ -63,31 +62,24 @@ def fit(dd: data.DuplicatedDigits, cfg, key):
 def plot(path, ts, prof, mem, det_scores, sail_losses, plain, sailed):
   fig = plt.figure(figsize=(18, 4.6))
   a = fig.add_subplot(1, 4, 1)
-  for sel, name, col in ((~mem, "not memorised", "C0"), (mem, "memorised", "C1")):
-    if sel.any():
-      a.plot(
-        ts,
-        np.median(np.asarray(prof.bottom[:, sel, 0]), 1),
-        "o-",
-        color=col,
-        label=f"λ_min, {name}",
-      )
-      a.plot(
-        ts,
-        np.median(-np.asarray(prof.trace[:, sel]), 1) / DIM,
-        "s--",
-        color=col,
-        label=f"−tr H / D, {name}",
-      )
+  for sel, name, col in plotting.memorisation_groups(mem):
+    a.plot(
+      ts,
+      np.median(np.asarray(prof.bottom[:, sel, 0]), 1),
+      "o-",
+      color=col,
+      label=f"λ_min, {name}",
+    )
+    a.plot(
+      ts,
+      np.median(-np.asarray(prof.trace[:, sel]), 1) / DIM,
+      "s--",
+      color=col,
+      label=f"−tr H / D, {name}",
+    )
   a.set(xlabel="t (data at 1)", yscale="symlog", title="conditional Hessian, ½(H+Hᵀ)")
   a.legend(fontsize=7)
-  a = fig.add_subplot(1, 4, 2)
-  if mem.any() and (~mem).any():
-    for name, s in det_scores.items():
-      a.plot(*pipeline.roc_points(s, mem), label=name)
-  a.plot([0, 1], [0, 1], "k:", lw=0.8)
-  a.set(xlabel="FPR", ylabel="TPR", title="ROC, first sampling step")
-  a.legend(fontsize=7)
+  plotting.roc_panel(fig.add_subplot(1, 4, 2), det_scores, mem, "ROC, first sampling step")
   a = fig.add_subplot(1, 4, 3)
   a.semilogy(np.asarray(sail_losses).T, color="C2", alpha=0.3, lw=0.8)
   a.set(xlabel="Adam iteration", ylabel="L(x_T)", title="SAIL trajectories (label 1)")
@@ -97,8 +89,7 @@ def plot(path, ts, prof, mem, det_scores, sail_losses, plain, sailed):
       b.imshow(np.asarray(imgs[j]).reshape(8, 8), cmap="gray", vmin=-1, vmax=1)
       b.axis("off")
   fig.suptitle("right: label-1 samples from plain noise (top) and SAIL noise (bottom)", fontsize=9)
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  plotting.save(fig, path, tight=False)
 
 
 def run_sail(cfg, cs, null, gen, x0, unique, dd):
@@ -106,14 +97,7 @@ def run_sail(cfg, cs, null, gen, x0, unique, dd):
   S, mem_c = cfg.sail, cfg.detect.mem_c
   t_s = jnp.asarray(S.t_s, x0.dtype)
   g = lambda x: sharpness.score_delta(cs, x, t_s, 1, null)
-  optimise = jax.jit(
-    lambda x: sharpness.sail(
-      g, x, alpha=S.alpha, delta=S.delta, threshold=S.threshold, lr=S.lr, max_iters=S.max_iters
-    )
-  )
-  with common.Timer() as t_sail:
-    res = optimise(x0)
-    res.x.block_until_ready()
+  res, sail_seconds = pipeline.sail(g, x0, S)
   y1 = jnp.ones((x0.shape[0],), jnp.int32)
   outs = {"plain": gen(x0, y1)[-1], "sail": gen(res.x, y1)[-1]}
   held = jnp.asarray(dd.held_out[1])
@@ -121,7 +105,7 @@ def run_sail(cfg, cs, null, gen, x0, unique, dd):
   dup = jnp.asarray(dd.dup_image)[None]
   summary = {
     "t_s": float(t_s),
-    "seconds": t_sail.seconds,
+    "seconds": sail_seconds,
     "M_c_plain": float(np.mean(r["plain"] <= mem_c)),
     "M_c_sail": float(np.mean(r["sail"] <= mem_c)),
     "quality_mean_dist_to_nearest_heldout": {
@@ -149,96 +133,89 @@ def _profile(cs, path_t, ts, key, n, k, num_iters):
   return sharpness.Profile(*(jnp.concatenate(p, 1) for p in zip(*parts)))
 
 
+# Closing lines of the CLI, ``SUMMARY.format_map(results)``: memorised fractions, first-step
+# detection and the SAIL summary.
+SUMMARY = (
+  "memorised {memorised_fraction}; first-step detection {detection_first_step}\nSAIL: {sail}"
+)
+
+
+@common.float32
 def run(cfg, workdir: str) -> dict:
-  """Fit, sample with guidance, detect at the first step, profile, run SAIL; write results.
-
-  Runs in float32 (``common.x64(False)``), so a run inside an x64 process gives the CLI numbers.
-  """
-  with common.x64(False):
-    k_data, k_fit, k_noise, k_prof = jax.random.split(jax.random.PRNGKey(cfg.seed), 4)
-    D, Smp, P = cfg.data, cfg.sample, cfg.detect
-    dd = data.duplicated_digits(
-      k_data, D.general_class, D.dup_class, D.n_general, D.n_dup_class_distinct, D.copies
-    )
-    with common.Timer() as t_fit:
-      u, null, params, losses = fit(dd, cfg, k_fit)
-    guided = training.cfg_velocity(u, Smp.guidance, null)
-    sched = paths.linear_fm()
-    n = Smp.num_samples_per_class
-    y = jnp.repeat(jnp.arange(NUM_CLASSES), n)
-    x0 = jax.random.normal(k_noise, (NUM_CLASSES * n, DIM), jnp.float32)
-    gen = jax.jit(
-      lambda x, yy: pipeline.euler_path(lambda z, t: guided(params, z, t, yy), x, Smp.num_steps)
-    )
-    path = gen(x0, y)
-    unique = jnp.asarray(dd.unique)
-    mem = np.asarray(memorisation.nn_ratio(path[-1], unique) <= P.mem_c)
-    field = functools.partial(u, params)
-    cs = paths.point_cond_fn(field, sched, "velocity", "score")
-    epsf = paths.point_cond_fn(field, sched, "velocity", "eps")
-    uf = lambda x, t, c: field(x[None], t[None], jnp.asarray(c)[None])[0]
-    t1 = jnp.asarray(1.0 / Smp.num_steps)
-    x1 = path[1]
-    per_point = lambda metric: np.asarray(jax.vmap(lambda x, c: metric(x, t1, c, null))(x1, y))
-    det_scores = {
-      "hs_detector": per_point(functools.partial(sharpness.hs_detector, cs)),
-      "wen_eps": per_point(functools.partial(sharpness.wen_metric, epsf)),
-      "wen_velocity": per_point(functools.partial(sharpness.wen_metric, uf)),
-    }
-    idx = np.rint(np.asarray(P.t_grid) * Smp.num_steps).astype(int)
-    ts = jnp.asarray(idx / Smp.num_steps, x0.dtype)
-    # Spectra of the conditional score's Hessian along the trajectories (label of each sample).
-    with common.Timer() as t_prof:
-      prof = _profile(cs, path[idx], ts, k_prof, n, P.k, P.lanczos_iters)
-    prof_scores = pipeline.profile_scores(prof)
-    det = {name: metrics.detection_report(s, mem) for name, s in det_scores.items()}
-    det.update(
-      {
-        f"{name}_t{float(t):g}": metrics.detection_report(s[i], mem)
-        for name, s in prof_scores.items()
-        for i, t in enumerate(ts)
-      }
-    )
-    (sailed, sail_res), sail_out = run_sail(cfg, cs, null, gen, x0[n:], unique, dd)
-    results = {
-      "config": cfg.to_dict(),
-      "train_seconds": t_fit.seconds,
-      "profile_seconds": t_prof.seconds,
-      "final_train_loss": float(np.mean(losses[-200:])),
-      "num_train": int(len(dd.x)),
-      "num_distinct_train": int(len(dd.unique)),
-      "memorised_fraction": {
-        "all": float(mem.mean()),
-        "label_0": float(mem[:n].mean()),
-        "label_1": float(mem[n:].mean()),
-      },
-      "detection_first_step": {k: det[k] for k in det_scores},
-      "detection_profile_over_t": det,
-      "sail": sail_out,
-    }
-    plot(
-      os.path.join(workdir, FIGURE),
-      np.asarray(ts),
-      prof,
-      mem,
-      det_scores,
-      sail_res.losses,
-      path[-1][n:],
-      sailed,
-    )
-  common.write_json(os.path.join(workdir, "results.json"), results)
-  return common.to_jsonable(results)
-
-
-def summarise(results: dict, workdir: str) -> str:
-  """The figure path, memorised fractions, first-step detection and the SAIL summary."""
-  return (
-    f"figure: {os.path.join(workdir, FIGURE)}\n"
-    f"memorised {results['memorised_fraction']}; first-step detection "
-    f"{results['detection_first_step']}\nSAIL: {results['sail']}"
+  """Fit, sample with guidance, detect at the first step, profile, run SAIL; write results."""
+  k_data, k_fit, k_noise, k_prof = jax.random.split(jax.random.PRNGKey(cfg.seed), 4)
+  D, Smp, P = cfg.data, cfg.sample, cfg.detect
+  dd = data.duplicated_digits(
+    k_data, D.general_class, D.dup_class, D.n_general, D.n_dup_class_distinct, D.copies
   )
+  with common.Timer() as t_fit:
+    u, null, params, losses = fit(dd, cfg, k_fit)
+  guided = training.cfg_velocity(u, Smp.guidance, null)
+  sched = paths.linear_fm()
+  n = Smp.num_samples_per_class
+  y = jnp.repeat(jnp.arange(NUM_CLASSES), n)
+  x0 = jax.random.normal(k_noise, (NUM_CLASSES * n, DIM), jnp.float32)
+  gen = jax.jit(
+    lambda x, yy: pipeline.euler_path(lambda z, t: guided(params, z, t, yy), x, Smp.num_steps)
+  )
+  path = gen(x0, y)
+  unique = jnp.asarray(dd.unique)
+  mem = np.asarray(memorisation.nn_ratio(path[-1], unique) <= P.mem_c)
+  field = functools.partial(u, params)
+  cs = paths.point_cond_fn(field, sched, "velocity", "score")
+  epsf = paths.point_cond_fn(field, sched, "velocity", "eps")
+  uf = lambda x, t, c: field(x[None], t[None], jnp.asarray(c)[None])[0]
+  t1 = jnp.asarray(1.0 / Smp.num_steps)
+  x1 = path[1]
+  per_point = lambda metric: np.asarray(jax.vmap(lambda x, c: metric(x, t1, c, null))(x1, y))
+  det_scores = {
+    "hs_detector": per_point(functools.partial(sharpness.hs_detector, cs)),
+    "wen_eps": per_point(functools.partial(sharpness.wen_metric, epsf)),
+    "wen_velocity": per_point(functools.partial(sharpness.wen_metric, uf)),
+  }
+  idx = np.rint(np.asarray(P.t_grid) * Smp.num_steps).astype(int)
+  ts = jnp.asarray(idx / Smp.num_steps, x0.dtype)
+  # Spectra of the conditional score's Hessian along the trajectories (label of each sample).
+  with common.Timer() as t_prof:
+    prof = _profile(cs, path[idx], ts, k_prof, n, P.k, P.lanczos_iters)
+  prof_scores = pipeline.profile_scores(prof)
+  det = {name: metrics.detection_report(s, mem) for name, s in det_scores.items()}
+  det.update(
+    {
+      f"{name}_t{float(t):g}": metrics.detection_report(s[i], mem)
+      for name, s in prof_scores.items()
+      for i, t in enumerate(ts)
+    }
+  )
+  (sailed, sail_res), sail_out = run_sail(cfg, cs, null, gen, x0[n:], unique, dd)
+  results = {
+    "config": cfg.to_dict(),
+    "train_seconds": t_fit.seconds,
+    "profile_seconds": t_prof.seconds,
+    "final_train_loss": float(np.mean(losses[-200:])),
+    "num_train": int(len(dd.x)),
+    "num_distinct_train": int(len(dd.unique)),
+    "memorised_fraction": {
+      "all": float(mem.mean()),
+      "label_0": float(mem[:n].mean()),
+      "label_1": float(mem[n:].mean()),
+    },
+    "detection_first_step": {k: det[k] for k in det_scores},
+    "detection_profile_over_t": det,
+    "sail": sail_out,
+  }
+  plot(
+    os.path.join(workdir, FIGURE),
+    np.asarray(ts),
+    prof,
+    mem,
+    det_scores,
+    sail_res.losses,
+    path[-1][n:],
+    sailed,
+  )
+  return common.save_results(workdir, results)
 
 
 if __name__ == "__main__":
-  _CONFIG = config_flags.DEFINE_config_file("config", CONFIG)
-  common.run_app(run, _CONFIG, summarise)
+  common.main(run, CONFIG, SUMMARY, FIGURE)

@@ -1,11 +1,15 @@
-"""Pieces shared by the sharpness experiments: Euler paths, profile scores, ROC, SAIL stats."""
+"""Pieces shared by the sharpness experiments: Euler paths, profile scores, SAIL and its stats.
+
+ROC curves of the detectors: :func:`experiments.plotting.roc_panel`.
+"""
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
-from sklearn import metrics as skm
 
+from experiments import common
 from memjax import sampling, sharpness
 
 
@@ -26,12 +30,20 @@ def profile_scores(prof: sharpness.Profile) -> dict:
   }
 
 
-def roc_points(scores, labels):
-  """``(fpr, tpr)`` of a detector (higher score = positive); non-finite scores via nan_to_num."""
-  fpr, tpr, _ = skm.roc_curve(
-    np.asarray(labels, bool), np.nan_to_num(np.asarray(scores, np.float64))
+def sail(g, x0, sail_cfg) -> tuple[sharpness.SailResult, float]:
+  """Jitted :func:`memjax.sharpness.sail` of the field ``g`` from every row of ``x0`` with the
+  options of ``sail_cfg`` (``cfg.sail``); returns the result and its seconds (compilation
+  included)."""
+  S = sail_cfg
+  optimise = jax.jit(
+    lambda x: sharpness.sail(
+      g, x, alpha=S.alpha, delta=S.delta, threshold=S.threshold, lr=S.lr, max_iters=S.max_iters
+    )
   )
-  return fpr, tpr
+  with common.Timer() as t:
+    res = optimise(x0)
+    res.x.block_until_ready()
+  return res, t.seconds
 
 
 def sail_stats(res: sharpness.SailResult, x0) -> dict:

@@ -22,9 +22,8 @@ import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
-from ml_collections import config_flags
 
-from experiments import common
+from experiments import common, plotting
 from experiments.sharpness import pipeline
 from memjax import data, memorisation, metrics, neighbours, paths, sharpness
 
@@ -36,18 +35,17 @@ LEMMA_TIMES = (0.3, 0.5, 0.7, 0.9)
 
 def plot(path, ts, prof, mem, scores_t, samples, sail_samples, sail_losses, train):
   fig, ax = plt.subplots(1, 4, figsize=(19, 4.3))
-  for sel, name, col in ((~mem, "not memorised", "C0"), (mem, "memorised", "C1")):
-    if sel.any():
-      ax[0].plot(
-        ts,
-        np.median(np.asarray(prof.bottom[:, sel, 0]), 1),
-        "o-",
-        color=col,
-        label=f"λ_min, {name}",
-      )
-      ax[0].plot(
-        ts, np.median(np.asarray(prof.top[:, sel, 0]), 1), "s--", color=col, label=f"λ_max, {name}"
-      )
+  for sel, name, col in plotting.memorisation_groups(mem):
+    ax[0].plot(
+      ts,
+      np.median(np.asarray(prof.bottom[:, sel, 0]), 1),
+      "o-",
+      color=col,
+      label=f"λ_min, {name}",
+    )
+    ax[0].plot(
+      ts, np.median(np.asarray(prof.top[:, sel, 0]), 1), "s--", color=col, label=f"λ_max, {name}"
+    )
   ax[0].set(
     xlabel="t (data at 1)",
     ylabel="median eigenvalue of ½(H+Hᵀ)",
@@ -55,13 +53,7 @@ def plot(path, ts, prof, mem, scores_t, samples, sail_samples, sail_losses, trai
     title="Hessian spectrum",
   )
   ax[0].legend(fontsize=7)
-  if mem.any() and (~mem).any():
-    for name, s in scores_t.items():
-      fpr, tpr = pipeline.roc_points(s, mem)
-      ax[1].plot(fpr, tpr, label=name)
-  ax[1].plot([0, 1], [0, 1], "k:", lw=0.8)
-  ax[1].set(xlabel="FPR", ylabel="TPR", title="ROC at the detection time")
-  ax[1].legend(fontsize=7)
+  plotting.roc_panel(ax[1], scores_t, mem, "ROC at the detection time")
   ax[2].semilogy(np.asarray(sail_losses).T[:, :50], color="C2", alpha=0.3, lw=0.8)
   ax[2].set(xlabel="Adam iteration", ylabel="L(x0)", title="SAIL trajectories")
   ax[3].scatter(*np.asarray(samples).T, s=3, alpha=0.5, label="plain noise")
@@ -69,9 +61,7 @@ def plot(path, ts, prof, mem, scores_t, samples, sail_samples, sail_losses, trai
   ax[3].scatter(*np.asarray(train).T, s=12, c="k", marker="x", label="train (distinct)")
   ax[3].set(title="samples")
   ax[3].legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  plotting.save(fig, path)
 
 
 def lemma_gaps(score, sched, train, num, key) -> dict:
@@ -86,117 +76,101 @@ def lemma_gaps(score, sched, train, num, key) -> dict:
   return out
 
 
+# Closing lines of the CLI, ``SUMMARY.format_map(results)``: memorised fraction, detection at
+# ``t_detect`` and the SAIL summary.
+SUMMARY = (
+  "memorised {memorised_fraction:.3f}; detection at t={t_detect:g}: {detection_at_t_detect}\n"
+  "SAIL: {sail}"
+)
+
+
+@common.float32
 def run(cfg, workdir: str) -> dict:
-  """Fit, sample, profile sharpness, detect, run SAIL; write ``results.json`` and the figure.
+  """Fit, sample, profile sharpness, detect, run SAIL; write ``results.json`` and the figure."""
+  k_data, k_fit, k_noise, k_prof, k_ref = jax.random.split(jax.random.PRNGKey(cfg.seed), 5)
+  D, P, S, num_steps = cfg.data, cfg.detect, cfg.sail, cfg.sample.num_steps
+  gmm = data.sharp_broad_mixture(tuple(D.sharp_mean), D.sharp_std, 1.0, D.sharp_weight)
+  train, comp, unique = data.duplicated_sample(k_data, gmm, D.num_train)
+  with common.Timer() as t_fit:
+    apply_fn, params, losses = common.fit_mlp_cfg(train, cfg, k_fit)
+  field = functools.partial(apply_fn, params)
+  sched = paths.linear_fm()
+  score = paths.point_fn(field, sched, "velocity", "score")
+  x0 = jax.random.normal(k_noise, (cfg.sample.num_samples, 2), train.dtype)
+  flow_all = jax.jit(functools.partial(pipeline.euler_path, field, num_steps=num_steps))
+  path = flow_all(x0)
+  samples = path[-1]
+  mem = np.asarray(memorisation.nn_ratio(samples, unique) <= P.mem_c)
+  idx = np.rint(np.asarray(P.t_grid) * num_steps).astype(int)
+  ts = jnp.asarray(idx / num_steps, train.dtype)
+  profile = jax.jit(lambda xs, k: sharpness.sharpness_profile(score, xs, ts, k, k=1, num_iters=2))
+  with common.Timer() as t_prof:
+    prof = profile(path[idx], k_prof)
+  scores = pipeline.profile_scores(prof)
+  det = {
+    name: {f"{float(t):g}": metrics.detection_report(s[i], mem) for i, t in enumerate(ts)}
+    for name, s in scores.items()
+  }
+  i_det = int(np.argmin(np.abs(np.asarray(ts) - P.t_detect)))
+  # SAIL: g(x0) = s(Φ_{0→t_s}(x0), t_s) through n_s Euler steps.
+  n_s = max(1, int(round(S.t_s * num_steps)))
+  t_s = n_s / num_steps
 
-  Runs in float32 (``common.x64(False)``), so a run inside an x64 process gives the CLI numbers.
-  """
-  with common.x64(False):
-    k_data, k_fit, k_noise, k_prof, k_ref = jax.random.split(jax.random.PRNGKey(cfg.seed), 5)
-    D, P, S, num_steps = cfg.data, cfg.detect, cfg.sail, cfg.sample.num_steps
-    gmm = data.sharp_broad_mixture(tuple(D.sharp_mean), D.sharp_std, 1.0, D.sharp_weight)
-    train, comp, unique = data.duplicated_sample(k_data, gmm, D.num_train)
-    with common.Timer() as t_fit:
-      apply_fn, params, losses = common.fit_mlp(
-        train, cfg.model, cfg.train, k_fit, progress=cfg.progress
-      )
-    field = functools.partial(apply_fn, params)
-    sched = paths.linear_fm()
-    score = paths.point_fn(field, sched, "velocity", "score")
-    x0 = jax.random.normal(k_noise, (cfg.sample.num_samples, 2), train.dtype)
-    flow_all = jax.jit(functools.partial(pipeline.euler_path, field, num_steps=num_steps))
-    path = flow_all(x0)
-    samples = path[-1]
-    mem = np.asarray(memorisation.nn_ratio(samples, unique) <= P.mem_c)
-    idx = np.rint(np.asarray(P.t_grid) * num_steps).astype(int)
-    ts = jnp.asarray(idx / num_steps, train.dtype)
-    profile = jax.jit(lambda xs, k: sharpness.sharpness_profile(score, xs, ts, k, k=1, num_iters=2))
-    with common.Timer() as t_prof:
-      prof = profile(path[idx], k_prof)
-    scores = pipeline.profile_scores(prof)
-    det = {
-      name: {f"{float(t):g}": metrics.detection_report(s[i], mem) for i, t in enumerate(ts)}
-      for name, s in scores.items()
-    }
-    i_det = int(np.argmin(np.abs(np.asarray(ts) - P.t_detect)))
-    # SAIL: g(x0) = s(Φ_{0→t_s}(x0), t_s) through n_s Euler steps.
-    n_s = max(1, int(round(S.t_s * num_steps)))
-    t_s = n_s / num_steps
+  def g(x):
+    x_s = pipeline.euler_path(field, x[None], n_s, t_s)[-1, 0]
+    return score(x_s, jnp.asarray(t_s, x.dtype))
 
-    def g(x):
-      x_s = pipeline.euler_path(field, x[None], n_s, t_s)[-1, 0]
-      return score(x_s, jnp.asarray(t_s, x.dtype))
-
-    optimise = jax.jit(
-      lambda x: sharpness.sail(
-        g, x, alpha=S.alpha, delta=S.delta, threshold=S.threshold, lr=S.lr, max_iters=S.max_iters
-      )
-    )
-    with common.Timer() as t_sail:
-      res = optimise(x0)
-      res.x.block_until_ready()
-    sail_samples = flow_all(res.x)[-1]
-    r_plain, r_sail = (memorisation.nn_ratio(s, unique) for s in (samples, sail_samples))
-    ref, _ = data.sample_mixture(k_ref, gmm, 2000)
-    lemma = lemma_gaps(score, sched, train, cfg.sample.num_samples, k_ref)
-    quality = lambda s: float(jnp.mean(neighbours.nearest_two(s, ref).d1))
-    median_lmin = lambda sel: np.median(np.asarray(prof.bottom[:, sel, 0]), 1).tolist()
-    t_det = f"{float(ts[i_det]):g}"
-    results = {
-      "config": cfg.to_dict(),
-      "train_seconds": t_fit.seconds,
-      "profile_seconds": t_prof.seconds,
-      "sail_seconds": t_sail.seconds,
-      "final_train_loss": float(np.mean(losses[-200:])),
-      "num_train": int(train.shape[0]),
-      "num_distinct_train": int(unique.shape[0]),
-      "num_duplicates_of_sharp_point": int(np.sum(np.asarray(comp) == 0)),
-      "memorised_fraction": float(mem.mean()),
-      "t_grid": np.asarray(ts).tolist(),
-      "t_detect": float(ts[i_det]),
-      "detection_at_t_detect": {name: det[name][t_det] for name in det},
-      "detection_over_t": det,
-      "lemma_gap_trained_model": lemma,
-      "median_lambda_min": {
-        "memorised": median_lmin(mem) if mem.any() else None,
-        "not_memorised": median_lmin(~mem),
+  res, sail_seconds = pipeline.sail(g, x0, S)
+  sail_samples = flow_all(res.x)[-1]
+  r_plain, r_sail = (memorisation.nn_ratio(s, unique) for s in (samples, sail_samples))
+  ref, _ = data.sample_mixture(k_ref, gmm, 2000)
+  lemma = lemma_gaps(score, sched, train, cfg.sample.num_samples, k_ref)
+  quality = lambda s: float(jnp.mean(neighbours.nearest_two(s, ref).d1))
+  median_lmin = lambda sel: np.median(np.asarray(prof.bottom[:, sel, 0]), 1).tolist()
+  t_det = f"{float(ts[i_det]):g}"
+  results = {
+    "config": cfg.to_dict(),
+    "train_seconds": t_fit.seconds,
+    "profile_seconds": t_prof.seconds,
+    "sail_seconds": sail_seconds,
+    "final_train_loss": float(np.mean(losses[-200:])),
+    "num_train": int(train.shape[0]),
+    "num_distinct_train": int(unique.shape[0]),
+    "num_duplicates_of_sharp_point": int(np.sum(np.asarray(comp) == 0)),
+    "memorised_fraction": float(mem.mean()),
+    "t_grid": np.asarray(ts).tolist(),
+    "t_detect": float(ts[i_det]),
+    "detection_at_t_detect": {name: det[name][t_det] for name in det},
+    "detection_over_t": det,
+    "lemma_gap_trained_model": lemma,
+    "median_lambda_min": {
+      "memorised": median_lmin(mem) if mem.any() else None,
+      "not_memorised": median_lmin(~mem),
+    },
+    "sail": {
+      "t_s": t_s,
+      "M_c_plain": float(np.mean(np.asarray(r_plain) <= P.mem_c)),
+      "M_c_sail": float(np.mean(np.asarray(r_sail) <= P.mem_c)),
+      **pipeline.sail_stats(res, x0),
+      "quality_mean_nn_dist_to_fresh_data": {
+        "plain": quality(samples),
+        "sail": quality(sail_samples),
       },
-      "sail": {
-        "t_s": t_s,
-        "M_c_plain": float(np.mean(np.asarray(r_plain) <= P.mem_c)),
-        "M_c_sail": float(np.mean(np.asarray(r_sail) <= P.mem_c)),
-        **pipeline.sail_stats(res, x0),
-        "quality_mean_nn_dist_to_fresh_data": {
-          "plain": quality(samples),
-          "sail": quality(sail_samples),
-        },
-      },
-    }
-    plot(
-      os.path.join(workdir, FIGURE),
-      np.asarray(ts),
-      prof,
-      mem,
-      {n: s[i_det] for n, s in scores.items()},
-      samples,
-      sail_samples,
-      res.losses,
-      unique,
-    )
-  common.write_json(os.path.join(workdir, "results.json"), results)
-  return common.to_jsonable(results)
-
-
-def summarise(results: dict, workdir: str) -> str:
-  """The figure path, the memorised fraction, detection at ``t_detect`` and the SAIL summary."""
-  return (
-    f"figure: {os.path.join(workdir, FIGURE)}\n"
-    f"memorised {results['memorised_fraction']:.3f}; detection at "
-    f"t={results['t_detect']:g}: {results['detection_at_t_detect']}\n"
-    f"SAIL: {results['sail']}"
+    },
+  }
+  plot(
+    os.path.join(workdir, FIGURE),
+    np.asarray(ts),
+    prof,
+    mem,
+    {n: s[i_det] for n, s in scores.items()},
+    samples,
+    sail_samples,
+    res.losses,
+    unique,
   )
+  return common.save_results(workdir, results)
 
 
 if __name__ == "__main__":
-  _CONFIG = config_flags.DEFINE_config_file("config", CONFIG)
-  common.run_app(run, _CONFIG, summarise)
+  common.main(run, CONFIG, SUMMARY, FIGURE)

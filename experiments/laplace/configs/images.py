@@ -7,15 +7,13 @@ which must be prepared beforehand on an offline machine) and ``smoke`` (tiny, fo
 
 import ml_collections
 
+from experiments import configs_common as cc
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg = arg or "digits"
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-  c.workdir = ""  # default: runs/images/<timestamp>
-  c.progress = True
-  c.x64 = False  # float64 posterior stage (2x slower on CPU); float32 is enough
-  # at rtol 1e-4
+  arg = cc.variant(arg or "digits", ("digits", "mnist", "cifar10", "smoke"))
+  # x64: float64 posterior stage (2x slower on CPU); float32 is enough at rtol 1e-4.
+  c = cc.base(x64=False)  # default workdir: runs/images/<timestamp>
 
   c.data = ml_collections.ConfigDict()
   c.data.dataset = "digits"  # digits | mnist | cifar10
@@ -32,81 +30,40 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.groups = 8
   c.model.conv = "matmul"  # "matmul" on CPU (fast gradients in loops), "lax" on GPU
 
-  c.train = ml_collections.ConfigDict()
-  c.train.steps = 3000
-  c.train.batch_size = 64
-  c.train.lr = 2e-3
-  c.train.warmup = 200  # linear warm-up steps, at most steps // 10 + 1
-  c.train.ema_decay = 0.999
-  c.train.checkpoint_dir = ""  # "" = <workdir>/checkpoints
-  c.train.restore = ""  # checkpoint directory of a finished run: skip training
+  # warmup: linear warm-up steps, at most steps // 10 + 1; checkpoint_dir "": <workdir>/checkpoints;
+  # restore: checkpoint directory of a finished run (skip training).
+  c.train = cc.adam_train(3000, 64, warmup=200, ema_decay=0.999, checkpoint_dir="", restore="")
 
-  c.posterior = ml_collections.ConfigDict()
-  # Curvature loss L(θ_B) = s Σ_b ℓ_b + (α/2)||θ_B||² over the FIRST conv layer only.
-  c.posterior.select = "['conv_in']"
-  c.posterior.num_triples = 32
-  c.posterior.loss_scale = 1.0
-  c.posterior.alpha = 1.0
-  c.posterior.lanczos_k = 20
-  # Posterior samples (paired: same z for every η and sampler, same x0 for every model).
-  c.posterior.samplers = ("euclidean", "riemannian")
-  c.posterior.mode = "full"
-  c.posterior.etas = (0.1, 0.3, 0.6)
-  c.posterior.num_posterior = 4
-  c.posterior.geo_solver = "tsit5"
-  c.posterior.geo_rtol = 1e-4
-  c.posterior.geo_atol = 1e-6
-  c.posterior.geo_max_steps = 256
+  # Curvature loss L(θ_B) = s Σ_b ℓ_b + (α/2)||θ_B||² over the FIRST conv layer only; posterior
+  # samples paired (same z for every η and sampler, same x0 for every model).
+  c.posterior = cc.laplace_posterior(
+    select="['conv_in']",
+    num_triples=32,
+    etas=(0.1, 0.3, 0.6),
+    num_posterior=4,
+    geo_rtol=1e-4,
+    geo_atol=1e-6,
+    geo_max_steps=256,
+  )
 
-  # Generation and evaluation.
-  c.eval = ml_collections.ConfigDict()
-  c.eval.num_gen = 32
-  c.eval.gen_solver = "tsit5"
-  c.eval.gen_rtol = 1e-3
-  c.eval.gen_atol = 1e-3
-  c.eval.num_heldout_triples = 128
-  c.eval.cs = (0.1, 0.2, 0.25, 1 / 3, 0.5, 0.75, 1.0)
-  c.eval.compare = ("euclidean", "riemannian")  # (baseline, candidate) of the claims
-  c.eval.num_show = 12  # images per row of the figure grid
+  # Generation and evaluation; num_show: images per row of the figure grid.
+  c.eval = cc.laplace_eval(
+    num_gen=32, gen_rtol=1e-3, gen_atol=1e-3, num_heldout_triples=128, num_show=12
+  )
 
   if arg == "smoke":
-    c.data.num_train = 8
-    c.data.num_heldout = 64
-    c.model.widths = (8,)
-    c.model.time_dim = 8
-    c.model.groups = 4
-    c.train.steps = 60
-    c.train.batch_size = 16
-    c.posterior.num_triples = 16
-    c.posterior.lanczos_k = 3
-    c.posterior.etas = (0.1,)
-    c.posterior.num_posterior = 2
-    c.eval.num_gen = 8
-    c.eval.num_heldout_triples = 16
-    c.eval.num_show = 4
-    c.eval.gen_rtol = c.eval.gen_atol = 1e-3
+    c.data.update(num_train=8, num_heldout=64)
+    c.model.update(widths=(8,), time_dim=8, groups=4)
+    c.train.update(steps=60, batch_size=16)
+    c.posterior.update(num_triples=16, lanczos_k=3, etas=(0.1,), num_posterior=2)
+    c.eval.update(num_gen=8, num_heldout_triples=16, num_show=4)
   elif arg in ("mnist", "cifar10"):
-    c.data.dataset = arg
-    c.data.num_train = 64
-    c.data.num_heldout = 2000
-    c.model.widths = (64, 128, 256) if arg == "cifar10" else (32, 64, 128)
-    c.model.num_res_blocks = 2
-    c.model.time_dim = 64
-    c.model.attention = True
-    c.model.groups = 32
-    c.model.conv = "lax"
-    c.train.steps = 40000
-    c.train.batch_size = 128
-    c.train.lr = 2e-4
-    c.train.ema_decay = 0.9999
-    c.posterior.num_triples = 256
     c.x64 = True
-    c.posterior.num_posterior = 16
-    c.eval.num_gen = 256
-    c.posterior.etas = (0.05, 0.1, 0.2, 0.4)
+    c.data.update(dataset=arg, num_train=64, num_heldout=2000)
+    c.model.update(num_res_blocks=2, time_dim=64, attention=True, groups=32, conv="lax")
+    c.model.widths = (64, 128, 256) if arg == "cifar10" else (32, 64, 128)
+    c.train.update(steps=40000, batch_size=128, lr=2e-4, ema_decay=0.9999)
+    c.posterior.update(num_triples=256, num_posterior=16, etas=(0.05, 0.1, 0.2, 0.4))
     c.posterior.geo_max_steps = 1024
-  elif arg != "digits":
-    raise ValueError(
-      f"unknown config variant {arg!r}; use 'digits', 'mnist', 'cifar10' or 'smoke'."
-    )
+    c.eval.num_gen = 256
   return c

@@ -2,22 +2,20 @@
 
 import ml_collections
 
+from experiments import configs_common as cc
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-  c.workdir = ""  # default: runs/<experiment>/<timestamp>
-  c.progress = True
+  arg = cc.variant(arg)
+  c = cc.base()
 
   # Digits (8×8, flattened to D = 64, in [−1, 1]); classes () = all classes.
   c.data = ml_collections.ConfigDict(dict(num_train=30, classes=()))
-  # Flow matching (linear path, data at t = 1).
-  c.model = ml_collections.ConfigDict(dict(hidden=(256, 256, 256), time_dim=32))
-  c.train = ml_collections.ConfigDict(
-    dict(steps=30000, batch_size=128, lr=2e-3, ema_decay=0.0)
-  )  # 0: no EMA
+  # Flow matching (linear path, data at t = 1); ema_decay 0: no EMA.
+  c.model = cc.mlp_model((256, 256, 256))
+  c.train = cc.adam_train(30000, 128, ema_decay=0.0)
   # Generation with an adaptive ODE solver (memjax.sampling.generate).
-  c.sample = ml_collections.ConfigDict(dict(num_samples=500, solver="tsit5", rtol=1e-4, atol=1e-4))
+  c.sample = cc.ode_sample(500, tol=1e-4)
   # A sample is memorised when d1/d2 <= mem_c (nearest / second-nearest training image).
   c.detect = ml_collections.ConfigDict(dict(mem_c=1 / 3))
   # FLIPD of the linear-FM velocity field at t0 near 1 (σ = 1 − t0): exact and Hutchinson.
@@ -27,12 +25,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   if arg == "smoke":
     c.data.num_train = 30
-    c.model.hidden = (32, 32)
-    c.train.steps = 200
-    c.train.batch_size = 32
+    cc.shrink_mlp(c, (32, 32), steps=200, batch_size=32)
     c.sample.num_samples = 48
     c.detect.mem_c = 0.9  # a mix of both classes so the smoke detector numbers are finite
     c.lid.t0_grid = (0.99, 0.95, 0.8)
-  elif arg not in (None, ""):
-    raise ValueError(f"unknown config variant {arg!r}; use '' or 'smoke'.")
   return c

@@ -2,12 +2,12 @@
 
 import ml_collections
 
+from experiments import configs_common as cc
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-  c.workdir = ""  # default: runs/<experiment>/<timestamp>
-  c.progress = True
+  arg = cc.variant(arg)
+  c = cc.base()
 
   # Manifold mixture with analytic LID (memjax.data.manifold_mixture).
   c.data = ml_collections.ConfigDict(
@@ -23,13 +23,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   )
 
   # Denoiser: any schedule / parameterisation of memjax.paths (e.g. linear_fm + velocity for FM).
-  c.model = ml_collections.ConfigDict(
-    dict(schedule="vp_linear", parameterisation="eps", hidden=(256, 256, 256), time_dim=32)
-  )
+  c.model = cc.mlp_model((256, 256, 256), schedule="vp_linear", parameterisation="eps")
   # Denoising objective (memjax.training.denoising_objective), Adam with cosine decay.
-  c.train = ml_collections.ConfigDict(
-    dict(steps=8000, batch_size=512, lr=1e-3, ema_decay=0.999, t_min=1e-3)
-  )
+  c.train = cc.adam_train(8000, 512, lr=1e-3, ema_decay=0.999, t_min=1e-3)
 
   # LID estimators. t0 grids are ordered by increasing noise (for the knee).
   c.lid = ml_collections.ConfigDict(
@@ -46,13 +42,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   )
 
   if arg == "smoke":
-    c.data.num_train = 600
-    c.data.num_eval = 30
-    c.model.hidden = (32, 32)
-    c.train.steps = 150
-    c.train.batch_size = 64
-    c.lid.t0_grid = (0.01, 0.05, 0.2, 0.5)
-    c.lid.lpca_k = 20
-  elif arg not in (None, ""):
-    raise ValueError(f"unknown config variant {arg!r}; use '' or 'smoke'.")
+    c.data.update(num_train=600, num_eval=30)
+    cc.shrink_mlp(c, (32, 32), steps=150, batch_size=64)
+    c.lid.update(t0_grid=(0.01, 0.05, 0.2, 0.5), lpca_k=20)
   return c

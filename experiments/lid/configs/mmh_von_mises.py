@@ -2,23 +2,22 @@
 
 import ml_collections
 
+from experiments import configs_common as cc
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-  c.workdir = ""  # default: runs/<experiment>/<timestamp>
-  c.progress = True
+  arg = cc.variant(arg)
+  c = cc.base()
 
   # Circle of radius 1 with von Mises angles (sparse arc around mu + π) and a duplicated atom.
   c.data = ml_collections.ConfigDict(
     dict(n_circle=30, kappa=2.0, mu=0.0, radius=1.0, atom=(0.0, 0.0), copies=20)
   )
-  # Flow matching (linear path, data at t = 1), trained long enough to memorise.
-  c.model = ml_collections.ConfigDict(dict(hidden=(128, 128, 128), time_dim=32))
-  c.train = ml_collections.ConfigDict(
-    dict(steps=20000, batch_size=256, lr=2e-3, ema_decay=0.0)
-  )  # 0: no EMA
-  c.sample = ml_collections.ConfigDict(dict(num_samples=1000, solver="tsit5", rtol=1e-5, atol=1e-5))
+  # Flow matching (linear path, data at t = 1), trained long enough to memorise; ema_decay 0:
+  # no EMA.
+  c.model = cc.mlp_model((128, 128, 128))
+  c.train = cc.adam_train(20000, 256, ema_decay=0.0)
+  c.sample = cc.ode_sample(1000, tol=1e-5)
   # Memorised when d1/d2 <= mem_c (against the de-duplicated training set).
   c.detect = ml_collections.ConfigDict(dict(mem_c=1 / 3))
   # LID: FLIPD (exact, D = 2) at t0 near the data end (σ = 1 − t0); LID* analytic and by LPCA.
@@ -33,12 +32,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   )
 
   if arg == "smoke":
-    c.model.hidden = (32, 32)
-    c.train.steps = 200
-    c.train.batch_size = 64
+    cc.shrink_mlp(c, (32, 32), steps=200, batch_size=64)
     c.sample.num_samples = 64
     c.detect.mem_c = 0.9  # a mix of both classes so the smoke detector numbers are finite
     c.lid.t0_grid = (0.99, 0.95, 0.8)
-  elif arg not in (None, ""):
-    raise ValueError(f"unknown config variant {arg!r}; use '' or 'smoke'.")
   return c

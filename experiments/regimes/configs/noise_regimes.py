@@ -7,15 +7,14 @@ Global sections: ``curves`` (regime curves and boundaries), ``eval`` (M_c thresh
 
 import ml_collections
 
+from experiments import configs_common as cc
+
 ConfigDict = ml_collections.ConfigDict
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  c = ConfigDict()
-  c.seed = 0
-  c.workdir = ""  # default: runs/<experiment>/<timestamp>
-  c.progress = False
-  c.datasets = ("toy2d", "digits")
+  arg = cc.variant(arg, ("", "smoke", "smoke_digits"))
+  c = cc.base(progress=False, datasets=("toy2d", "digits"))
 
   c.curves = ConfigDict(
     dict(
@@ -39,8 +38,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     dict(
       data=ConfigDict(dict(ns=(16, 64, 256), num_modes=8, radius=2.0, std=0.15, num_held_out=2000)),
       curves=ConfigDict(dict(sigma_range=(0.005, 20.0))),
-      model=ConfigDict(dict(hidden=(128, 128, 128), time_dim=32)),
-      train=ConfigDict(dict(steps=3000, batch_size=256, lr=2e-3, ema_decay=0.999)),
+      model=cc.mlp_model((128, 128, 128)),
+      train=cc.adam_train(3000, 256, ema_decay=0.999),
       sample=ConfigDict(dict(num_samples=512, sigma_min=0.005, sigma_max=40.0, num_steps=64)),
     )
   )
@@ -49,8 +48,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     dict(
       data=ConfigDict(dict(ns=(16, 64, 256))),
       curves=ConfigDict(dict(sigma_range=(0.05, 80.0))),
-      model=ConfigDict(dict(hidden=(256, 256, 256), time_dim=32)),
-      train=ConfigDict(dict(steps=3000, batch_size=256, lr=2e-3, ema_decay=0.999)),
+      model=cc.mlp_model((256, 256, 256)),
+      train=cc.adam_train(3000, 256, ema_decay=0.999),
       sample=ConfigDict(dict(num_samples=256, sigma_min=0.02, sigma_max=80.0, num_steps=64)),
     )
   )
@@ -64,12 +63,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     for name in ("toy2d", "digits"):
       g = c[name]
       g.data.ns = (16,)
-      g.model.hidden = (16, 16)
-      g.train.update(steps=60, batch_size=32)
+      cc.shrink_mlp(g, (16, 16), steps=60, batch_size=32)
       g.sample.num_steps = 12
     c.toy2d.data.num_held_out = 200
     c.toy2d.sample.num_samples = 64
     c.digits.sample.num_samples = 32
-  elif arg not in (None, ""):
-    raise ValueError(f"unknown config variant {arg!r}; use '', 'smoke' or 'smoke_digits'.")
   return c

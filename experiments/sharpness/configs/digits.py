@@ -2,21 +2,21 @@
 
 import ml_collections
 
+from experiments import configs_common as cc
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-  c.workdir = ""  # default: runs/<experiment>/<timestamp>
-  c.progress = True
+  arg = cc.variant(arg)
+  c = cc.base()
 
   # Label 0: n_general distinct images of general_class (generalised); label 1: a few distinct
   # images of dup_class + one image repeated `copies` times (memjax.data.duplicated_digits).
   c.data = ml_collections.ConfigDict(
     dict(general_class=0, dup_class=1, n_general=150, n_dup_class_distinct=20, copies=100)
   )
-  c.model = ml_collections.ConfigDict(dict(hidden=(256, 256, 256), time_dim=32))
+  c.model = cc.mlp_model((256, 256, 256))
   # Conditional FM with label dropout p_uncond (for classifier-free guidance).
-  c.train = ml_collections.ConfigDict(dict(steps=10000, batch_size=128, lr=2e-3, p_uncond=0.2))
+  c.train = cc.adam_train(10000, 128, p_uncond=0.2)
   # Guided Euler sampling; the "first sampling step" is t_1 = 1/num_steps.
   c.sample = ml_collections.ConfigDict(dict(num_samples_per_class=200, num_steps=50, guidance=5.0))
   # Memorised when d1/d2 <= mem_c; Hessian spectra (k Lanczos pairs) along t_grid.
@@ -31,20 +31,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   )
 
   if arg == "smoke":
-    c.data.n_general = 40
-    c.data.n_dup_class_distinct = 5
-    c.data.copies = 20
-    c.model.hidden = (32, 32)
-    c.train.steps = 200
-    c.train.batch_size = 32
-    c.sample.num_samples_per_class = 24
-    c.sample.num_steps = 10
-    c.sample.guidance = 1.0
-    c.detect.mem_c = 0.97  # both classes present so the smoke detector numbers are finite
-    c.detect.t_grid = (0.1, 0.5)
-    c.detect.k = 1
-    c.detect.lanczos_iters = 4
+    c.data.update(n_general=40, n_dup_class_distinct=5, copies=20)
+    cc.shrink_mlp(c, (32, 32), steps=200, batch_size=32)
+    c.sample.update(num_samples_per_class=24, num_steps=10, guidance=1.0)
+    # mem_c: both classes present so the smoke detector numbers are finite.
+    c.detect.update(mem_c=0.97, t_grid=(0.1, 0.5), k=1, lanczos_iters=4)
     c.sail.max_iters = 5
-  elif arg not in (None, ""):
-    raise ValueError(f"unknown config variant {arg!r}; use '' or 'smoke'.")
   return c

@@ -2,19 +2,19 @@
 
 import ml_collections
 
+from experiments import configs_common as cc
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-  c.workdir = ""  # default: runs/<experiment>/<timestamp>
-  c.progress = True
+  arg = cc.variant(arg)
+  c = cc.base()
 
   # ≈5 copies of ONE sharp-mode point + ≈95 distinct broad-mode points.
   c.data = ml_collections.ConfigDict(
     dict(num_train=100, sharp_mean=(2.5, 2.5), sharp_std=0.01, sharp_weight=0.05)
   )
-  c.model = ml_collections.ConfigDict(dict(hidden=(128, 128, 128), time_dim=32))
-  c.train = ml_collections.ConfigDict(dict(steps=8000, batch_size=256, lr=2e-3))
+  c.model = cc.mlp_model((128, 128, 128))
+  c.train = cc.adam_train(8000, 256)
   # Euler steps (t = 0 noise → 1 data).
   c.sample = ml_collections.ConfigDict(dict(num_samples=1000, num_steps=100))
   # Memorised when d1/d2 <= mem_c; sharpness profile at t_grid; t_detect: the time whose ROC is
@@ -28,14 +28,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   )
 
   if arg == "smoke":
-    c.model.hidden = (32, 32)
-    c.train.steps = 300
-    c.train.batch_size = 64
-    c.sample.num_samples = 64
-    c.sample.num_steps = 20
-    c.detect.mem_c = 0.9  # both classes present so the smoke detector numbers are finite
-    c.detect.t_grid = (0.1, 0.5, 0.9)
+    cc.shrink_mlp(c, (32, 32), steps=300, batch_size=64)
+    c.sample.update(num_samples=64, num_steps=20)
+    # mem_c: both classes present so the smoke detector numbers are finite.
+    c.detect.update(mem_c=0.9, t_grid=(0.1, 0.5, 0.9))
     c.sail.max_iters = 5
-  elif arg not in (None, ""):
-    raise ValueError(f"unknown config variant {arg!r}; use '' or 'smoke'.")
   return c
