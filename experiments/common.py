@@ -115,11 +115,15 @@ def fit(
   metadata: dict | None = None,
   progress: bool = True,
   chunk_size: int = 500,
+  callback=None,
+  fingerprint: dict | None = None,
 ):
   """Minimise ``loss_fn(params, key)`` with :func:`cosine_adam` under :func:`memjax.training.train`.
 
   ``train_cfg`` holds ``steps``, ``lr`` and optionally ``warmup`` and ``ema_decay``. Returns
   ``(params, losses, result)`` where ``params`` are the EMA parameters when ``ema_decay`` is set.
+  ``callback`` (e.g. :class:`memjax.training.HeldoutStopping`) and ``fingerprint`` (the run's
+  identity stored with checkpoints; the train config is always part of it) go to ``train``.
   """
   steps = int(train_cfg.steps)
   ema = train_cfg.get("ema_decay", None) or None  # 0 or None: no EMA
@@ -135,9 +139,17 @@ def fit(
     checkpoint_dir=checkpoint_dir or None,
     progress=progress,
     metadata=metadata,
+    callback=callback,
+    fingerprint=to_jsonable({"train": _identity_of(train_cfg), **(fingerprint or {})}),
   )
   out = res.state.ema_params if ema is not None else res.state.params
   return out, res.losses, res
+
+
+def _identity_of(train_cfg) -> dict:
+  """The train config minus what may change between a run and its continuation."""
+  cfg = to_jsonable(train_cfg)
+  return {k: v for k, v in cfg.items() if k not in ("steps", "checkpoint_dir", "restore")}
 
 
 def fit_mlp(
@@ -173,8 +185,21 @@ def fit_mlp(
     )
   else:
     raise ValueError(f"`objective` must be 'fm' or 'denoising'; got {objective!r}.")
+  identity = {
+    "objective": objective,
+    "model": model_cfg,
+    "data": training.data_fingerprint(data),
+    "schedule": getattr(schedule, "name", None),
+    "parameterisation": parameterisation,
+  }
   params, losses, _ = fit(
-    loss_fn, params, train_cfg, k_train, checkpoint_dir=checkpoint_dir, progress=progress
+    loss_fn,
+    params,
+    train_cfg,
+    k_train,
+    checkpoint_dir=checkpoint_dir,
+    progress=progress,
+    fingerprint=identity,
   )
   return apply_fn, params, losses
 
