@@ -342,8 +342,8 @@ def riemannian(
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
 def _riemannian(loss_fn, solver, max_steps, dt0, mesh, theta_map, v, rtol, atol, t1, saveat_ts):
   # One compiled program per (loss_fn, settings, shapes): a repeated call reuses it.
-  term = diffrax.ODETerm(geodesic_rhs(loss_fn))
-  controller = diffrax.PIDController(rtol=rtol, atol=atol)
+  term = diffrax.ODETerm(sampling.stop_on_nonfinite(geodesic_rhs(loss_fn)))
+  controller = sampling.pid_controller(rtol, atol, t1)
   if saveat_ts is None:
     saveat = diffrax.SaveAt(t1=True)
   else:

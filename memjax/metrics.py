@@ -146,3 +146,25 @@ def _energy_distance(x, y):
     )
   )
   return 2.0 * mean_dist(x, y) - mean_dist(x, x) - mean_dist(y, y)
+
+
+def per_prompt_detection(scores, labels, fprs=(0.01, 0.03)) -> dict:
+  """Detection over PROMPTS (the papers' protocol): ``scores (P, n)`` holds a detector's value for
+  each of ``n`` generations of each of ``P`` prompts; labels ``(P,)`` mark memorised prompts.
+
+  Each prompt's score is the mean over its ``n`` generations (average the per-generation norms,
+  as :func:`memjax.sharpness.averaged_over_generations` and the authors' code do), and prompts —
+  not individual samples — are ranked: AUROC and TPR at each FPR of ``fprs`` over ``P`` prompts
+  (:func:`detection_report`; a prompt with a non-finite generation is excluded and counted).
+  Returns that dict plus ``num_prompts`` and ``generations_per_prompt``.
+  """
+  scores = np.asarray(scores, np.float64)
+  labels = np.asarray(labels).ravel()
+  _checks.check_ndim("scores", scores, 2, "(P, n)")
+  if scores.shape[0] != labels.shape[0]:
+    raise ValueError(
+      f"`scores` (P, n) and `labels` (P,) must agree on P; got {scores.shape} and {labels.shape}."
+    )
+  out = detection_report(np.mean(scores, axis=1), labels, fprs)
+  out.update(num_prompts=int(scores.shape[0]), generations_per_prompt=int(scores.shape[1]))
+  return out

@@ -91,6 +91,33 @@ def relabel_nonfinite(code: jax.Array, state) -> jax.Array:
   return jnp.where((code != 0) & ~finite, nonfinite, code)
 
 
+DT_MIN_FRACTION = 1e-10  # adaptive steps below this fraction of the time span end the solve
+
+
+def pid_controller(rtol, atol, span) -> diffrax.PIDController:
+  """The PID controller of every adaptive memjax solve: a solve whose step size falls below
+  ``DT_MIN_FRACTION · span`` stops with ``dt_min_reached`` instead of burning ``max_steps``."""
+  return diffrax.PIDController(
+    rtol=rtol, atol=atol, dtmin=DT_MIN_FRACTION * span, force_dtmin=False
+  )
+
+
+def stop_on_nonfinite(vector_field):
+  """Wrap a diffrax vector field so NaN output becomes ``inf``.
+
+  A NaN error estimate makes diffrax's step-size controller loop on rejected steps until
+  ``max_steps``; ``inf`` shrinks the step geometrically until :func:`pid_controller`'s ``dtmin``
+  ends the solve after a few dozen rejections. :func:`relabel_nonfinite` then names the outcome.
+  """
+
+  def field(t, y, args):
+    out = vector_field(t, y, args)
+    ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(o)) for o in jax.tree_util.tree_leaves(out)]))
+    return jax.tree.map(lambda o: jnp.where(ok, o, jnp.inf), out)
+
+  return field
+
+
 def result_name(code: int) -> str:
   """Name of a result code from :func:`result_code` (e.g. ``"max_steps_reached"``)."""
   code = int(code)
@@ -136,9 +163,11 @@ def solve_flow(
   Adaptive solvers use a PID controller with ``rtol``/``atol``; ``euler`` uses
   ``num_steps`` constant steps. ``throw=False``: inspect ``sol.result``.
   """
-  term = diffrax.ODETerm(lambda t, x, p: apply_fn(p, x[None], jnp.full((1,), t, x.dtype))[0])
+  term = diffrax.ODETerm(
+    stop_on_nonfinite(lambda t, x, p: apply_fn(p, x[None], jnp.full((1,), t, x.dtype))[0])
+  )
   if solver in ADAPTIVE:
-    controller, dt0 = diffrax.PIDController(rtol=rtol, atol=atol), None
+    controller, dt0 = pid_controller(rtol, atol, t1 - t0), None
   else:
     controller, dt0 = diffrax.ConstantStepSize(), (t1 - t0) / num_steps
   return diffrax.diffeqsolve(

@@ -22,14 +22,16 @@ Conditional models (classifier-free guidance) use ``s^Δ(x, t, c) = s(x, t, c) �
 
 both evaluated at the first sampling step and averaged over ``n`` generations.
 
-SAIL (sharpness-aware initialisation) minimises over the initial noise ``x_T``
+SAIL (sharpness-aware initialisation) minimises over the initial noise ``x_T``, by default in the
+form of the authors' released code (unit step, unsquared norms),
 
-    L(x_T) = ||g(x_T + δ g(x_T)) − g(x_T)||² + α ||x_T||²,
+    L(x_T) = ||g(y + g(y)/||g(y)||)|| + α ||x_T||,     y = state_fn(x_T),
 
-with ``g = s^Δ(·, t_first, c)`` (or any field, e.g. an unconditional score at the
-state reached from ``x_T``). ``g(x + δg) − g(x) = δ H^Δ g + O(δ²)``, so ``L`` is a
-finite-difference form of ``δ²||H^Δ s^Δ||² − 2α log N(x_T; 0, I)`` up to a constant.
-Adam (learning rate 0.05) is run until ``L ≤ threshold`` (per sample) or ``max_iters``.
+with ``g = s^Δ(·, t_s, c)`` evaluated at the state ``y`` the sampler reaches at ``t_s`` from
+``x_T`` (on-distribution), in rounds of 10 Adam steps (lr 0.05) with re-seeding of latents not
+below the threshold and a threshold that rises every 3 rounds. The earlier finite-difference
+objective ``||g(x + δg(x)) − g(x)||² + α||x||²`` (``≈ δ²||H^Δ s^Δ||² − 2α log N(x; 0, I)``) is kept
+as ``objective="finite_difference"``.
 
 Conventions: per-point functions take ``x`` of shape ``(D,)`` and a scalar ``t``;
 ``score_fn(x (D,), t ()) -> (D,)``; build one from a batched network field with
@@ -211,73 +213,183 @@ def averaged_over_generations(metric: Callable[[Array], Array], xs: Array) -> Ar
 # ---------------------------------------------------------------------------
 # SAIL.
 
+OBJECTIVES = ("official", "finite_difference")
+
+
+def _safe_norm(v: Array) -> Array:
+  """``||v||`` with a finite gradient at ``v = 0`` (where it is 0)."""
+  sq = jnp.sum(v**2)
+  pos = sq > 0
+  return jnp.where(pos, jnp.sqrt(jnp.where(pos, sq, 1.0)), 0.0)
+
 
 def sail_objective(g: Callable[[Array], Array], x: Array, alpha: float, delta: float) -> Array:
-  """``L(x) = ||g(x + δ g(x)) − g(x)||² + α ||x||²`` for one initial noise ``x (D,)``; a scalar.
+  """Finite-difference objective ``L(x) = ||g(x + δ g(x)) − g(x)||² + α ||x||²``; ``x (D,)``.
 
-  With ``g = s^Δ(·, t_first, c)`` this is the finite-difference form of
-  ``δ² ||H^Δ s^Δ||² − 2α log N(x; 0, I)`` (up to a constant and ``O(δ³)``).
+  The ``objective="finite_difference"`` option of :func:`sail` (with ``state_fn`` the identity).
+  With ``g = s^Δ(·, t, c)`` it is ``δ² ||H^Δ s^Δ||² − 2α log N(x; 0, I)`` up to a constant and
+  ``O(δ³)``. It is NOT the authors' form; see :func:`sail_objective_official`.
   """
   gx = g(x)
   return jnp.sum((g(x + delta * gx) - gx) ** 2) + alpha * jnp.sum(x**2)
 
 
+def sail_objective_official(
+  g: Callable[[Array], Array], x: Array, alpha: float, delta: float = 1.0
+) -> Array:
+  """The paper's / released code's SAIL loss ``||g(x + δ g(x)/||g(x)||)|| + α ||x||`` (unsquared).
+
+  ``δ = 1`` (a unit step along ``ĝ = g/||g||``) is the official form; ``x``: ``(D,)``; a scalar.
+  With ``g = s^Δ`` this is ``||s^Δ + δ H^Δ ŝ^Δ + O(δ²)||``: the guidance signal one unit step along
+  itself. Note: the released SD v1 code uses the ε-difference ``ε̂_c − ε̂_∅ = −σ_t s^Δ`` for ``g``
+  (so its step goes along ``−ŝ^Δ`` and its norm is ``σ_t ||s^Δ||``); pass that field to reproduce
+  it. The code also computes the step direction once per round at the round's first latent; here
+  (as in the paper's Algorithm 2) it is recomputed at every iterate.
+  """
+  gx = g(x)
+  step = gx / jnp.maximum(_safe_norm(gx), jnp.finfo(gx.dtype).tiny)
+  return _safe_norm(g(x + delta * step)) + alpha * _safe_norm(x)
+
+
+def _sail_loss(objective, g, state_fn, x, alpha, delta):
+  """The SAIL loss of latent ``x``: ``g`` is evaluated at the state ``state_fn(x)``; the prior term
+  stays on ``x``."""
+  y = x if state_fn is None else state_fn(x)
+  prior_sq = jnp.sum(x**2)
+  if objective == "official":
+    return sail_objective_official(g, y, 0.0, delta) + alpha * _safe_norm(x)
+  return sail_objective(g, y, 0.0, delta) + alpha * prior_sq
+
+
 class SailResult(NamedTuple):
-  x: Array  # (N, D) optimised initial noise
-  losses: Array  # (N, max_iters + 1) L after 0, 1, ... steps (frozen once converged)
-  iterations: Array  # (N,) Adam steps taken until L ≤ threshold (max_iters if never)
-  converged: Array  # (N,) bool
+  x: Array  # (N, D) optimised initial noise (the accepted latent when converged)
+  losses: Array  # (N, max_iters + 1) L at each step (a re-seeded slot restarts; frozen once done)
+  iterations: Array  # (N,) Adam steps taken, all rounds together (max_iters if never converged)
+  converged: Array  # (N,) bool: L ≤ the round's threshold was reached
+  rounds: Array  # (N,) rounds used (1 = accepted from the first latent; reseeds = rounds − 1)
+  threshold: Array  # (N,) threshold in force when accepted (or at the end)
+  initial_threshold: Array  # () threshold of round 0 (absolute, or threshold_rel × median L(x0))
 
 
 def sail(
   g: Callable[[Array], Array],
   x0: Array,
   *,
-  alpha: float = 0.02,
-  delta: float = 0.1,
-  threshold: float = 0.0,
+  objective: str = "official",
+  state_fn: Callable[[Array], Array] | None = None,
+  alpha: float = 0.05,
+  delta: float | None = None,
+  threshold: float | None = None,
+  threshold_rel: float = 0.5,
+  threshold_rise: float = 0.0125,
+  rounds_per_rise: int = 3,
+  steps_per_round: int = 10,
   lr: float = 0.05,
-  max_iters: int = 50,
+  max_iters: int = 100,
+  key: Array | None = None,
 ) -> SailResult:
-  """Optimise each initial noise ``x0[n] (D,)`` by Adam(``lr``) on :func:`sail_objective`.
+  """SAIL: optimise each initial noise ``x0[n] (D,)`` by Adam(``lr``) until its loss is low.
 
-  Each sample stops (its ``x`` is frozen) at the first iterate with ``L ≤ threshold``;
-  ``max_iters`` steps are scanned so trajectories have a fixed shape. ``x0``: ``(N, D)``.
+  ``objective="official"`` (default): ``L(x) = ||g(y + δ ĝ(y))|| + α ||x||``, ``ĝ = g/||g||``,
+  ``δ = 1`` (:func:`sail_objective_official`, the authors' released code);
+  ``"finite_difference"``: ``||g(y + δ g(y)) − g(y)||² + α ||x||²`` (:func:`sail_objective`,
+  default ``δ = 0.1``). ``y = state_fn(x)`` is the state at which ``g`` is evaluated: pass the
+  sampler's map from the initial noise to its state at ``t_s`` so that ``g`` (e.g.
+  ``s^Δ(·, t_s, c)``) is evaluated ON-distribution; ``None`` = identity (``g`` at the noise itself,
+  right only where ``x`` is a sample of ``p_{t_s}``, e.g. SD's first step). The prior term is on
+  ``x``.
+
+  Rounds (the released code's protocol): ``steps_per_round`` Adam steps per round; a latent is
+  accepted (frozen) at the first iterate with ``L ≤ thr_r``; at the end of a round every latent
+  not yet accepted is RE-SEEDED with fresh ``N(0, I)`` noise (Adam state reset; keys from ``key``,
+  default ``PRNGKey(0)``); every ``rounds_per_rise`` rounds the threshold rises:
+  ``thr_r = thr_0 + threshold_rise |thr_0| ⌊r / rounds_per_rise⌋`` (the code adds 0.1 to 8.2 every
+  3 rounds: ``threshold_rise ≈ 0.0125``). ``thr_0 = threshold`` if given, else
+  ``threshold_rel × median_n L(x0[n])`` (relative to the plain-noise loss). ``max_iters`` is the
+  total step budget per latent; latents still not accepted after it are returned with
+  ``converged = False`` (callers should discard or report them). ``steps_per_round ≥ max_iters``
+  gives a single round without re-seeding. ``x0``: ``(N, D)``. Returns :class:`SailResult`.
   """
   _checks.check_ndim("x0", x0, 2, "(N, D)")
   _checks.check_finite("x0", x0)
-  if not (isinstance(max_iters, int) and max_iters >= 1):
-    raise ValueError(f"`max_iters` must be an int >= 1; got {max_iters!r}.")
+  if objective not in OBJECTIVES:
+    raise ValueError(f"`objective` must be one of {OBJECTIVES}; got {objective!r}.")
+  for name, v in (
+    ("max_iters", max_iters),
+    ("steps_per_round", steps_per_round),
+    ("rounds_per_rise", rounds_per_rise),
+  ):
+    if not (isinstance(v, int) and v >= 1):
+      raise ValueError(f"`{name}` must be an int >= 1; got {v!r}.")
+  if delta is None:
+    delta = 1.0 if objective == "official" else 0.1
   for name, v in (("lr", lr), ("delta", delta)):
     _checks.check_positive(name, v)
   if alpha < 0:
     raise ValueError(f"`alpha` must be >= 0; got {alpha}.")
   dt = x0.dtype
   as_arr = lambda v: jnp.asarray(v, dt)
-  return _sail(g, x0, as_arr(alpha), as_arr(delta), as_arr(threshold), as_arr(lr), max_iters)
+  key = jax.random.PRNGKey(0) if key is None else key
+  thr = (
+    jnp.asarray(jnp.nan, dt) if threshold is None else as_arr(threshold)
+  )  # NaN: relative threshold, set inside
+  return _sail(
+    g,
+    state_fn,
+    objective,
+    int(max_iters),
+    int(min(steps_per_round, max_iters)),
+    int(rounds_per_rise),
+    x0,
+    as_arr(alpha),
+    as_arr(delta),
+    thr,
+    as_arr(threshold_rel),
+    as_arr(threshold_rise),
+    as_arr(lr),
+    key,
+  )
 
 
-@functools.partial(jax.jit, static_argnums=(0, 6))
-def _sail(g, x0, alpha, delta, threshold, lr, max_iters):
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5))
+def _sail(
+  g, state_fn, objective, max_iters, spr, rpr, x0, alpha, delta, thr, thr_rel, rise, lr, key
+):
   opt = optax.adam(lr)
-  loss_grad = jax.value_and_grad(lambda x: sail_objective(g, x, alpha, delta))
+  loss_fn = lambda x: _sail_loss(objective, g, state_fn, x, alpha, delta)
+  loss_grad = jax.value_and_grad(loss_fn)
+  l0 = jax.vmap(loss_fn)(x0)
+  thr0 = jnp.where(jnp.isnan(thr), thr_rel * jnp.median(l0), thr)
+  thr_of = lambda r: thr0 + rise * jnp.abs(thr0) * (r // rpr)
 
-  def one(x):
-    def step(carry, _):
+  def one(x, k):
+    def step(carry, j):
       x, state, done, iters = carry
+      r = j // spr
+      reseed = (j > 0) & (j % spr == 0) & ~done
+      fresh = jax.random.normal(jax.random.fold_in(k, r), x.shape, x.dtype)
+      x = jnp.where(reseed, fresh, x)
+      state = jax.tree.map(lambda a, b: jnp.where(reseed, a, b), opt.init(x), state)
       loss, grad = loss_grad(x)
-      done = done | (loss <= threshold)
+      done = done | (loss <= thr_of(r))
       upd, new_state = opt.update(grad, state, x)
       x = jnp.where(done, x, optax.apply_updates(x, upd))
       state = jax.tree.map(lambda a, b: jnp.where(done, a, b), state, new_state)
-      return (x, state, done, iters + (~done).astype(jnp.int32)), loss
+      return (x, state, done, iters + (~done).astype(jnp.int32)), (loss, done)
 
     init = (x, opt.init(x), jnp.asarray(False), jnp.asarray(0, jnp.int32))
-    (x, _, _, iters), losses = jax.lax.scan(step, init, None, length=max_iters)
-    final = sail_objective(g, x, alpha, delta)
-    return x, jnp.concatenate([losses, final[None]]), iters, final <= threshold
+    (x, _, done, iters), (losses, dones) = jax.lax.scan(step, init, jnp.arange(max_iters))
+    final = loss_fn(x)
+    last_round = (max_iters - 1) // spr
+    # Round of acceptance: the round of the first step flagged done (else the last round).
+    first = jnp.argmax(dones)
+    r_acc = jnp.where(done, first // spr, last_round)
+    thr_end = thr_of(r_acc)
+    conv = done | (final <= thr_end)
+    return x, jnp.concatenate([losses, final[None]]), iters, conv, r_acc + 1, thr_end
 
-  return SailResult(*jax.vmap(one)(x0))
+  keys = jax.random.split(key, x0.shape[0])
+  return SailResult(*jax.vmap(one)(x0, keys), thr0)
 
 
 class LemmaCheck(NamedTuple):

@@ -50,7 +50,7 @@ def main(which):
     subset = curvature.param_subset(params)
     trip = curvature.make_triples(key, train, 16)
     loss = curvature.curvature_loss(u, params, *trip, subset=subset, alpha=1.0, loss_scale=1.0)
-    eig = laplace.fit_eigenpairs(loss, subset.theta, 4, key)
+    eig = laplace.fit_eigenpairs(loss, subset.theta, 4, key, num_iters=24)  # converged pairs
     v = laplace.sample_velocities(eig, 1.0, 0.05, key, 11)
     close(
       laplace.riemannian(loss, subset.theta, v, mesh=mesh),
