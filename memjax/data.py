@@ -407,14 +407,7 @@ class VonMisesAtom(NamedTuple):
 
 
 def von_mises_atom(
-  key: jax.Array,
-  n_circle: int = 100,
-  kappa: float = 1.0,
-  mu: float = 0.0,
-  radius: float = 1.0,
-  atom=(0.0, 0.0),
-  copies: int = 20,
-  dtype=jnp.float32,
+  key, n_circle=100, kappa=1.0, mu=0.0, radius=1.0, atom=(0.0, 0.0), copies=20, dtype=jnp.float32
 ) -> VonMisesAtom:
   """Angles ``θ ~ vonMises(μ, κ)`` on a circle of ``radius`` plus ``copies`` identical atoms.
 
@@ -492,11 +485,12 @@ def duplicated_digits(
   n_dup_class_distinct: int = 20,
   copies: int = 100,
 ) -> DuplicatedDigits:
-  """Digits (flattened, [−1, 1]): ``n_general`` distinct images of ``general_class`` (label 0) and,
-  with
-  label 1, ``n_dup_class_distinct`` distinct images of ``dup_class`` plus one of its images repeated
-  ``copies``×.
-  The remaining images of each class are held out (for quality proxies)."""
+  """Digits (flattened, [−1, 1]) with one image duplicated.
+
+  ``n_general`` distinct images of ``general_class`` (label 0) and, with label 1,
+  ``n_dup_class_distinct`` distinct images of ``dup_class`` plus one of its images repeated
+  ``copies``×. The remaining images of each class are held out (for quality proxies).
+  """
   images, labels = load_digits(flatten=True)
   kg, kd = jax.random.split(key)
   parts = []

@@ -427,11 +427,7 @@ def summarise_failures(res: RiemannianResult) -> dict:
 
 
 def fit_eigenpairs(
-  loss_fn: Callable[[Array], Array],
-  theta_map: Array,
-  k: int,
-  key: Array,
-  num_iters: int | None = None,
+  loss_fn: Callable, theta_map: Array, k: int, key: Array, num_iters: int | None = None
 ) -> linalg.Eigenpairs:
   """Top-k Ritz pairs of ``H = ∇²L(θ*)`` by Lanczos on HVPs (``jvp∘grad``), raw (unclipped) values.
 

@@ -144,25 +144,31 @@ def _solver(name: str):
   return SOLVERS[name]()
 
 
-def solve_flow(
-  apply_fn,
-  params,
-  x0: jax.Array,
-  *,
-  solver: str = "tsit5",
-  t0: float = 0.0,
-  t1: float = 1.0,
-  rtol: float = 1e-5,
-  atol: float = 1e-5,
-  num_steps: int = 100,
-  max_steps: int = 4096,
-):
+SOLVE_DEFAULTS = dict(
+  solver="tsit5", t0=0.0, t1=1.0, rtol=1e-5, atol=1e-5, num_steps=100, max_steps=4096
+)  # the solver settings every generation function takes as keywords
+
+
+def _settings(kwargs: dict, allowed=()) -> dict:
+  unknown = set(kwargs) - set(SOLVE_DEFAULTS) - set(allowed)
+  if unknown:
+    raise ValueError(
+      f"unknown keyword(s) {sorted(unknown)}; solver settings are {sorted(SOLVE_DEFAULTS)}."
+    )
+  return {**SOLVE_DEFAULTS, **kwargs}
+
+
+def solve_flow(apply_fn, params, x0: jax.Array, **settings):
   """Integrate one trajectory ``ẋ = u_θ(x, t)``, ``x(t0) = x0`` (``x0``: ``(D,)``); returns the
   diffrax solution.
 
-  Adaptive solvers use a PID controller with ``rtol``/``atol``; ``euler`` uses
-  ``num_steps`` constant steps. ``throw=False``: inspect ``sol.result``.
+  Settings (:data:`SOLVE_DEFAULTS`): ``solver`` (``tsit5``, ``dopri5``, ``dopri8``, ``heun``
+  adaptive with a PID controller on ``rtol``/``atol``; ``euler`` with ``num_steps`` constant
+  steps), ``t0``, ``t1``, ``max_steps``. ``throw=False``: inspect ``sol.result``.
   """
+  kw = _settings(settings)
+  solver, t0, t1, rtol, atol = kw["solver"], kw["t0"], kw["t1"], kw["rtol"], kw["atol"]
+  num_steps, max_steps = kw["num_steps"], kw["max_steps"]
   term = diffrax.ODETerm(
     stop_on_nonfinite(lambda t, x, p: apply_fn(p, x[None], jnp.full((1,), t, x.dtype))[0])
   )
@@ -193,31 +199,20 @@ def _generate(apply_fn, params, x0, **kw) -> SampleResult:
   return SampleResult(x, res, steps)
 
 
-def generate(
-  apply_fn,
-  params,
-  x0: jax.Array,
-  *,
-  solver: str = "tsit5",
-  t0: float = 0.0,
-  t1: float = 1.0,
-  rtol: float = 1e-5,
-  atol: float = 1e-5,
-  num_steps: int = 100,
-  max_steps: int = 4096,
-  mesh=None,
-) -> SampleResult:
+def generate(apply_fn, params, x0: jax.Array, *, mesh=None, **settings) -> SampleResult:
   """Generate ``x̂_n = g_θ(x0_n)`` for a batch of noise ``x0`` of shape ``(N, D)``.
 
   The default flow-matching convention integrates from ``t0 = 0`` (noise) to
-  ``t1 = 1`` (data). Returns :class:`SampleResult` with per-sample result codes.
-  With ``mesh`` (:mod:`memjax.distributed`) the noise rows are split over devices.
+  ``t1 = 1`` (data); ``settings`` are those of :func:`solve_flow` (:data:`SOLVE_DEFAULTS`).
+  Returns :class:`SampleResult` with per-sample result codes. With ``mesh``
+  (:mod:`memjax.distributed`) the noise rows are split over devices.
   """
+  kw = _settings(settings)
   x0 = _checks.as_float("x0", x0)
   _checks.check_ndim("x0", x0, 2, "(N, D)")
   _checks.check_finite("x0", x0)
-  _solver(solver)
-  static = _static_settings(solver, t0, t1, rtol, atol, num_steps, max_steps)
+  _solver(kw["solver"])
+  static = _static_settings(**kw)
   res = _generate_jit(apply_fn, static, mesh, params, x0)
   if _checks.is_concrete(res.result) and bool(np.any(np.asarray(res.result) != 0)):
     res = res._replace(result=_relabel_jit(apply_fn, static, params, res.x, res.result))
@@ -268,14 +263,8 @@ def generate_multi(apply_fn, params_stack, x0: jax.Array, **kw) -> SampleResult:
   """
   _checks.check_ndim("x0", x0, (2, 3), "(N, D) or (S, N, D)")
   _checks.check_finite("x0", x0)
-  settings = dict(
-    solver="tsit5", t0=0.0, t1=1.0, rtol=1e-5, atol=1e-5, num_steps=100, max_steps=4096
-  )
-  unknown = set(kw) - set(settings) - {"mesh"}
-  if unknown:
-    raise ValueError(f"unknown keyword(s) for generate_multi: {sorted(unknown)}.")
-  mesh = kw.pop("mesh", None)
-  settings.update(kw)
+  settings = _settings(kw, allowed=("mesh",))
+  mesh = settings.pop("mesh", None)
   _solver(settings["solver"])
   static = _static_settings(**settings)
   return _generate_multi_jit(apply_fn, static, mesh, x0.ndim == 3, params_stack, x0)
