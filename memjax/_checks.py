@@ -7,6 +7,7 @@ public function stays jit- and vmap-able.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import jax
@@ -21,8 +22,12 @@ def check_finite(name: str, x) -> None:
   """Raise ``ValueError`` if a concrete array ``x`` holds NaN or inf."""
   if x is None or not is_concrete(x):
     return
+  if isinstance(x, (int, float)):  # Python scalars: no array round trip
+    if not math.isfinite(x):
+      raise ValueError(f"`{name}` is {x}; refusing a non-finite value.")
+    return
   arr = np.asarray(x)
-  if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
+  if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
     bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
     raise ValueError(f"`{name}` contains {bad} non-finite value(s) (NaN or inf); refusing it.")
 
@@ -81,14 +86,15 @@ _CONTRACTS: dict = {}
 def check_field_output(name: str, fn, args, expected_shape, what: str) -> None:
   """Check once (per callable and input shapes) that ``fn(*args)`` has ``expected_shape``.
 
-  Uses ``jax.eval_shape`` (no FLOPs); the verdict is cached so repeated calls cost nothing.
+  ``args`` are ``(shape, dtype)`` pairs. Uses ``jax.eval_shape`` (no FLOPs); the verdict is
+  cached, so a repeated call costs one dictionary look-up.
   """
-  spec = tuple((tuple(np.shape(a)), str(getattr(a, "dtype", type(a)))) for a in args)
-  key = (id(fn), spec)
+  key = (id(fn), tuple(args))
   if _CONTRACTS.get(key) is fn:
     return
+  structs = [jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in args]
   try:
-    out = jax.eval_shape(fn, *args)
+    out = jax.eval_shape(fn, *structs)
   except Exception as err:  # noqa: BLE001 - the user's callable failed: say which one
     raise ValueError(f"`{name}` failed when called as {what}: {err}") from err
   shape = tuple(getattr(out, "shape", ()))

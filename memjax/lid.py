@@ -59,18 +59,34 @@ def _check_field_inputs(x, t0, schedule, parameterisation):
         f"`t0` must lie in the time range [{lo}, {hi}] of schedule {schedule.name!r} "
         f"(data at {schedule.t_data}, noise at {schedule.t_noise}); got t0={t}."
       )
-    with jax.ensure_compile_time_eval():  # concrete even inside a caller's jit
-      sig = float(schedule.sigma(jnp.asarray(t0, jnp.result_type(float))))
+    sig = _sigma_at(schedule, t)
     if not sig > 0:
       raise ValueError(
         f"`t0` must give σ(t0) > 0 for schedule {schedule.name!r}; got t0={t0} (σ={sig})."
       )
 
 
+_SIGMAS: dict = {}
+
+
+def _sigma_at(schedule, t: float) -> float:
+  """``σ(t)`` of ``schedule`` as a float, cached: validation costs no JAX dispatch on repeats."""
+  key = (schedule, t)
+  if key not in _SIGMAS:
+    with jax.ensure_compile_time_eval():  # concrete even inside a caller's jit
+      _SIGMAS[key] = float(schedule.sigma(jnp.asarray(t, jnp.result_type(float))))
+  return _SIGMAS[key]
+
+
+@functools.cache
+def _default_key():
+  return jax.random.PRNGKey(0)
+
+
 def _check_field(field, x):
   """The user's field maps ``(B, D), (B,)`` to ``(B, D)`` floats (checked once, by eval_shape)."""
   n, d = x.shape
-  args = (jax.ShapeDtypeStruct((n, d), x.dtype), jax.ShapeDtypeStruct((n,), x.dtype))
+  args = (((n, d), x.dtype), ((n,), x.dtype))
   _checks.check_field_output("field", field, args, (n, d), f"field(y ({n}, {d}), t ({n},))")
 
 
@@ -152,14 +168,15 @@ def flipd_details(
     x, t0, schedule, parameterisation, key, n_probes, sampler, chunk_size, batch_size
   )
   _check_field(field, x)
-  return _flipd_jit(field, schedule, settings, mesh, x, jnp.asarray(t0, x.dtype), key)
+  t0 = float(t0) if _checks.is_concrete(t0) else t0  # a Python float: no eager JAX op
+  return _flipd_jit(field, schedule, settings, mesh, x, t0, key)
 
 
 def _flipd_validate(
   x, t0, schedule, parameterisation, key, n_probes, sampler, chunk_size, batch_size
 ):
   """Check the FLIPD arguments; returns the hashable settings tuple and the key to use."""
-  _check_field_inputs(x, jnp.asarray(t0), schedule, parameterisation)
+  _check_field_inputs(x, t0, schedule, parameterisation)
   if n_probes is not None:
     if not (isinstance(n_probes, (int, np.integer)) and n_probes >= 1):
       raise ValueError(f"`n_probes` must be None (exact) or an int >= 1; got {n_probes!r}.")
@@ -177,11 +194,12 @@ def _flipd_validate(
     int(chunk_size),
     None if batch_size is None else int(batch_size),
   )
-  return settings, key if key is not None else jax.random.PRNGKey(0)
+  return settings, key if key is not None else _default_key()
 
 
 def _flipd_core(field, schedule, settings, mesh, x, t0, key):
   parameterisation, n_probes, sampler, chunk_size, batch_size = settings
+  t0 = jnp.asarray(t0, x.dtype)
   psi, sig = schedule.psi(t0), schedule.sigma(t0)
   keys = jax.random.split(key, x.shape[0])
   point = functools.partial(

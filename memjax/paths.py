@@ -40,9 +40,13 @@ PointField = Callable[[Array, Array], Array]  # f(x (D,), t ()) -> (D,)
 Denoiser = Callable[[Array, Array], Array]  # D(y (Q, d), σ ()) -> x̂ (Q, d)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Schedule:
-  """A probability path ``x_t = psi(t) x + sigma(t) ε`` (scalar functions of t)."""
+  """A probability path ``x_t = psi(t) x + sigma(t) ε`` (scalar functions of t).
+
+  Compared and hashed by identity (the factories return one cached object per setting), which
+  keeps it a cheap static argument of the compiled programs that take it.
+  """
 
   name: str
   psi: Callable[[jax.Array], jax.Array]

@@ -287,6 +287,7 @@ def sail(
   lr: float = 0.05,
   max_iters: int = 100,
   key: Array | None = None,
+  cond: Array | None = None,
 ) -> SailResult:
   """SAIL: optimise each initial noise ``x0[n] (D,)`` by Adam(``lr``) until its loss is low.
 
@@ -309,6 +310,9 @@ def sail(
   total step budget per latent; latents still not accepted after it are returned with
   ``converged = False`` (callers should discard or report them). ``steps_per_round ≥ max_iters``
   gives a single round without re-seeding. ``x0``: ``(N, D)``. Returns :class:`SailResult`.
+
+  ``cond`` (optional, leading axis ``N``): a per-latent condition (e.g. each latent's prompt);
+  then ``g(y, cond[n])`` and ``state_fn(x, cond[n])`` take it as a second argument.
   """
   _checks.check_ndim("x0", x0, 2, "(N, D)")
   _checks.check_finite("x0", x0)
@@ -333,10 +337,14 @@ def sail(
   thr = (
     jnp.asarray(jnp.nan, dt) if threshold is None else as_arr(threshold)
   )  # NaN: relative threshold, set inside
+  has_cond = cond is not None
+  if has_cond and jax.tree.leaves(cond)[0].shape[0] != x0.shape[0]:
+    raise ValueError(f"`cond` must have a leading axis of N = {x0.shape[0]}.")
   return _sail(
     g,
     state_fn,
     objective,
+    has_cond,
     int(max_iters),
     int(min(steps_per_round, max_iters)),
     int(rounds_per_rise),
@@ -348,21 +356,43 @@ def sail(
     as_arr(threshold_rise),
     as_arr(lr),
     key,
+    jnp.zeros(x0.shape[:1]) if cond is None else cond,
   )
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5))
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5, 6))
 def _sail(
-  g, state_fn, objective, max_iters, spr, rpr, x0, alpha, delta, thr, thr_rel, rise, lr, key
+  g,
+  state_fn,
+  objective,
+  has_cond,
+  max_iters,
+  spr,
+  rpr,
+  x0,
+  alpha,
+  delta,
+  thr,
+  thr_rel,
+  rise,
+  lr,
+  key,
+  cond,
 ):
   opt = optax.adam(lr)
-  loss_fn = lambda x: _sail_loss(objective, g, state_fn, x, alpha, delta)
+
+  def loss_fn(x, c):
+    if not has_cond:
+      return _sail_loss(objective, g, state_fn, x, alpha, delta)
+    sf = None if state_fn is None else (lambda z: state_fn(z, c))
+    return _sail_loss(objective, lambda y: g(y, c), sf, x, alpha, delta)
+
   loss_grad = jax.value_and_grad(loss_fn)
-  l0 = jax.vmap(loss_fn)(x0)
+  l0 = jax.vmap(loss_fn)(x0, cond)
   thr0 = jnp.where(jnp.isnan(thr), thr_rel * jnp.median(l0), thr)
   thr_of = lambda r: thr0 + rise * jnp.abs(thr0) * (r // rpr)
 
-  def one(x, k):
+  def one(x, k, c):
     def step(carry, j):
       x, state, done, iters = carry
       r = j // spr
@@ -370,7 +400,7 @@ def _sail(
       fresh = jax.random.normal(jax.random.fold_in(k, r), x.shape, x.dtype)
       x = jnp.where(reseed, fresh, x)
       state = jax.tree.map(lambda a, b: jnp.where(reseed, a, b), opt.init(x), state)
-      loss, grad = loss_grad(x)
+      loss, grad = loss_grad(x, c)
       done = done | (loss <= thr_of(r))
       upd, new_state = opt.update(grad, state, x)
       x = jnp.where(done, x, optax.apply_updates(x, upd))
@@ -379,7 +409,7 @@ def _sail(
 
     init = (x, opt.init(x), jnp.asarray(False), jnp.asarray(0, jnp.int32))
     (x, _, done, iters), (losses, dones) = jax.lax.scan(step, init, jnp.arange(max_iters))
-    final = loss_fn(x)
+    final = loss_fn(x, c)
     last_round = (max_iters - 1) // spr
     # Round of acceptance: the round of the first step flagged done (else the last round).
     first = jnp.argmax(dones)
@@ -389,7 +419,7 @@ def _sail(
     return x, jnp.concatenate([losses, final[None]]), iters, conv, r_acc + 1, thr_end
 
   keys = jax.random.split(key, x0.shape[0])
-  return SailResult(*jax.vmap(one)(x0, keys), thr0)
+  return SailResult(*jax.vmap(one)(x0, keys, cond), thr0)
 
 
 class LemmaCheck(NamedTuple):
