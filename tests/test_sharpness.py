@@ -141,17 +141,18 @@ def test_sail_objective_definition_and_decrease():
   want = jnp.sum((delta * a @ a @ x) ** 2) + alpha * jnp.sum(x**2)
   np.testing.assert_allclose(sharpness.sail_objective(g, x, alpha, delta), want, rtol=1e-12)
   x0 = jnp.stack([x, -2 * x])
-  res = sharpness.sail(g, x0, alpha=alpha, delta=delta, threshold=0.0, max_iters=40)
+  fd = dict(objective="finite_difference", steps_per_round=40)  # one round, no re-seeding
+  res = sharpness.sail(g, x0, alpha=alpha, delta=delta, threshold=0.0, max_iters=40, **fd)
   assert res.losses.shape == (2, 41)
   assert np.all(np.asarray(res.losses[:, -1]) < 0.5 * np.asarray(res.losses[:, 0]))
   assert np.all(np.asarray(res.iterations) == 40) and not np.any(res.converged)
   # Threshold above the start: no step taken, x unchanged.
-  res0 = sharpness.sail(g, x0, alpha=alpha, delta=delta, threshold=1e6, max_iters=5)
+  res0 = sharpness.sail(g, x0, alpha=alpha, delta=delta, threshold=1e6, max_iters=5, **fd)
   np.testing.assert_array_equal(res0.x, x0)
   assert np.all(np.asarray(res0.iterations) == 0) and np.all(res0.converged)
   # Stops at the first iterate at or below a mid threshold, and stays there.
   thr = float(0.5 * (res.losses[0, 0] + res.losses[0, -1]))
-  res1 = sharpness.sail(g, x0[:1], alpha=alpha, delta=delta, threshold=thr, max_iters=40)
+  res1 = sharpness.sail(g, x0[:1], alpha=alpha, delta=delta, threshold=thr, max_iters=40, **fd)
   n = int(res1.iterations[0])
   assert 0 < n < 40 and float(res1.losses[0, n]) <= thr < float(res1.losses[0, n - 1])
   np.testing.assert_allclose(res1.losses[0, n:], res1.losses[0, n], rtol=1e-12)

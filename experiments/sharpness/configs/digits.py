@@ -3,6 +3,7 @@
 import ml_collections
 
 from experiments import configs_common as cc
+from experiments.sharpness.configs import SD_FIRST_STEP
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -17,17 +18,38 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model = cc.mlp_model((256, 256, 256))
   # Conditional FM with label dropout p_uncond (for classifier-free guidance).
   c.train = cc.adam_train(10000, 128, p_uncond=0.2)
-  # Guided Euler sampling; the "first sampling step" is t_1 = 1/num_steps.
+  # Guided Euler sampling.
   c.sample = ml_collections.ConfigDict(dict(num_samples_per_class=200, num_steps=50, guidance=5.0))
-  # Memorised when d1/d2 <= mem_c; Hessian spectra (k Lanczos pairs) along t_grid.
+  # Memorised when d1² <= mem_c d2² (papers' squared criterion); Hessian spectra (k Lanczos pairs)
+  # along t_grid. Detectors at t_detect: None → σ/ψ of SD v1's first DDIM step (FM t ≈ 0.0708, see
+  # configs/__init__.py), not t_1 = 1/num_steps.
   c.detect = ml_collections.ConfigDict(
-    dict(mem_c=1 / 3, t_grid=(0.02, 0.2, 0.5, 0.8), k=3, lanczos_iters=16)
+    dict(
+      mem_c=1 / 3,
+      t_grid=(0.02, 0.2, 0.5, 0.8),
+      k=3,
+      lanczos_iters=16,
+      t_detect=None,
+      sd=SD_FIRST_STEP,
+    )
   )
-  # SAIL: L(x) = ||s^Δ(x + δ s^Δ(x)) − s^Δ(x)||² + α||x||², s^Δ at t_s for label 1; per-sample
-  # stop at L ≤ 1.0 (plain-noise median L ≈ 16.7, of which α||x||² ≈ 0.32; at t_s = 0.2,
-  # δ = 0.05 the sharpness term was negligible).
+  # SAIL, official form: L(x) = ||s^Δ(y + ŝ^Δ(y))|| + α||x||, y = guided Euler state at t_s from x
+  # (t_s None → the detection time, where the released code runs SAIL: SD's first step), α = 0.05
+  # (SD v1 code), Adam lr 0.05, rounds of 10 steps, non-accepted latents re-seeded, threshold
+  # 0.75 × median plain-noise L rising by 1.25 % every 3 rounds (code: +0.1 on 8.2), 20 rounds.
+  # Chosen once, before the run.
   c.sail = ml_collections.ConfigDict(
-    dict(t_s=0.5, alpha=0.005, delta=0.5, threshold=1.0, lr=0.05, max_iters=100)
+    dict(
+      objective="official",
+      t_s=None,
+      alpha=0.05,
+      threshold_rel=0.75,
+      threshold_rise=0.0125,
+      rounds_per_rise=3,
+      steps_per_round=10,
+      lr=0.05,
+      max_iters=200,
+    )
   )
 
   if arg == "smoke":
@@ -36,5 +58,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.sample.update(num_samples_per_class=24, num_steps=10, guidance=1.0)
     # mem_c: both classes present so the smoke detector numbers are finite.
     c.detect.update(mem_c=0.97, t_grid=(0.1, 0.5), k=1, lanczos_iters=4)
-    c.sail.max_iters = 5
+    c.sail.update(max_iters=6, steps_per_round=3, threshold_rel=1.0)  # some accepted at once
   return c

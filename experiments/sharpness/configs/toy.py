@@ -22,9 +22,21 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.detect = ml_collections.ConfigDict(
     dict(mem_c=1 / 3, t_grid=(0.02, 0.1, 0.3, 0.5, 0.7, 0.9, 0.95), t_detect=0.5)
   )
-  # SAIL on x0 with g(x0) = s(Φ_{0→t_s}(x0), t_s); L = ||g(x0 + δ g) − g||² + α||x0||².
+  # SAIL, official form L = ||g(y + ĝ(y))|| + α||x0||, g = s(·, t_s) at y = Φ_{0→t_s}(x0);
+  # rounds of 10 Adam steps, re-seeding, threshold 0.75 × median plain-noise L rising 1.25 % per
+  # 3 rounds, 20 rounds; α = 0.05 (SD v1 code). Chosen once, before the run.
   c.sail = ml_collections.ConfigDict(
-    dict(t_s=0.5, alpha=0.02, delta=0.05, threshold=0.05, lr=0.05, max_iters=100)
+    dict(
+      objective="official",
+      t_s=0.5,
+      alpha=0.05,
+      threshold_rel=0.75,
+      threshold_rise=0.0125,
+      rounds_per_rise=3,
+      steps_per_round=10,
+      lr=0.05,
+      max_iters=200,
+    )
   )
 
   if arg == "smoke":
@@ -32,5 +44,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.sample.update(num_samples=64, num_steps=20)
     # mem_c: both classes present so the smoke detector numbers are finite.
     c.detect.update(mem_c=0.9, t_grid=(0.1, 0.5, 0.9))
-    c.sail.max_iters = 5
+    c.sail.update(max_iters=6, steps_per_round=3, threshold_rel=1.0)  # some accepted at once
   return c
