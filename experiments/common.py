@@ -16,7 +16,7 @@ import logging as py_logging
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -152,36 +152,48 @@ def _identity_of(train_cfg) -> dict:
   return {k: v for k, v in cfg.items() if k not in ("steps", "checkpoint_dir", "restore")}
 
 
-def fit_mlp(
+class MLPObjective(NamedTuple):
+  """A freshly initialised :class:`memjax.nets.MLPField` and its training objective."""
+
+  apply_fn: Callable  # apply_fn(params, x, t)
+  params: Any  # initial parameters
+  loss_fn: Callable  # loss_fn(params, key): one minibatch of the objective
+  fixed_batch_loss: Callable  # fixed_batch_loss(x, key, num) -> (params -> loss on fixed draws)
+  identity: dict  # objective, model, data hash, schedule, parameterisation (for fingerprints)
+
+
+def mlp_objective(
   data,
   model_cfg,
-  train_cfg,
+  batch_size: int,
   key,
   *,
   objective: str = "fm",
   schedule=None,
   parameterisation: str = "velocity",
   t_min: float = 1e-3,
-  checkpoint_dir=None,
-  progress: bool = True,
-):
-  """Train a :class:`memjax.nets.MLPField` on ``data`` ``(N, D)``.
+) -> MLPObjective:
+  """A :class:`memjax.nets.MLPField` of ``model_cfg`` (``hidden``, ``time_dim``) initialised with
+  ``key``, and its objective on ``data`` ``(N, D)`` with minibatches of ``batch_size``.
 
-  ``objective="fm"`` uses :func:`memjax.training.fm_objective`; ``"denoising"`` uses
-  :func:`memjax.training.denoising_objective` with ``schedule`` and ``parameterisation``.
-  ``model_cfg`` holds ``hidden`` and ``time_dim``; ``train_cfg`` holds ``steps``, ``lr``,
-  ``batch_size`` and optionally ``ema_decay``. Returns ``(apply_fn, params, losses)``.
+  ``objective="fm"`` uses :func:`memjax.training.fm_objective` (fixed-batch version
+  :func:`memjax.training.heldout_fm_loss`); ``"denoising"`` uses
+  :func:`memjax.training.denoising_objective` with ``schedule``, ``parameterisation`` and
+  ``t_min`` (:func:`memjax.training.heldout_denoising_loss`).
   """
-  k_init, k_train = jax.random.split(key)
   d = data.shape[1]
   module = nets.MLPField(dim=d, hidden=tuple(model_cfg.hidden), time_dim=model_cfg.time_dim)
   apply_fn = nets.velocity_fn(module)
-  params = nets.init_params(module, k_init, d, data.dtype)
+  params = nets.init_params(module, key, d, data.dtype)
   if objective == "fm":
-    loss_fn = training.fm_objective(apply_fn, data, train_cfg.batch_size)
+    loss_fn = training.fm_objective(apply_fn, data, batch_size)
+    fixed = lambda x, k, num: training.heldout_fm_loss(apply_fn, x, k, num)
   elif objective == "denoising":
     loss_fn = training.denoising_objective(
-      apply_fn, schedule, data, train_cfg.batch_size, parameterisation, t_min
+      apply_fn, schedule, data, batch_size, parameterisation, t_min
+    )
+    fixed = lambda x, k, num: training.heldout_denoising_loss(
+      apply_fn, schedule, x, k, num, parameterisation, t_min
     )
   else:
     raise ValueError(f"`objective` must be 'fm' or 'denoising'; got {objective!r}.")
@@ -192,16 +204,38 @@ def fit_mlp(
     "schedule": getattr(schedule, "name", None),
     "parameterisation": parameterisation,
   }
+  return MLPObjective(apply_fn, params, loss_fn, fixed, identity)
+
+
+def fit_mlp(
+  data,
+  model_cfg,
+  train_cfg,
+  key,
+  *,
+  checkpoint_dir=None,
+  progress: bool = True,
+  **objective,
+):
+  """Train a :class:`memjax.nets.MLPField` on ``data`` ``(N, D)``.
+
+  ``objective`` (``objective``, ``schedule``, ``parameterisation``, ``t_min``) chooses the loss,
+  see :func:`mlp_objective`. ``model_cfg`` holds ``hidden`` and ``time_dim``; ``train_cfg`` holds
+  ``steps``, ``lr``, ``batch_size`` and optionally ``ema_decay``. Returns
+  ``(apply_fn, params, losses)``.
+  """
+  k_init, k_train = jax.random.split(key)
+  obj = mlp_objective(data, model_cfg, train_cfg.batch_size, k_init, **objective)
   params, losses, _ = fit(
-    loss_fn,
-    params,
+    obj.loss_fn,
+    obj.params,
     train_cfg,
     k_train,
     checkpoint_dir=checkpoint_dir,
     progress=progress,
-    fingerprint=identity,
+    fingerprint=obj.identity,
   )
-  return apply_fn, params, losses
+  return obj.apply_fn, params, losses
 
 
 def fit_mlp_cfg(data, cfg, key, **kwargs):

@@ -1,10 +1,10 @@
 """The LID experiments' model fit: train until the held-out loss stops improving.
 
 The rule, fixed before any LID or detection number was looked at (issue 13): the objective of
-:func:`experiments.common.fit_mlp` (denoising or FM) with cosine-decayed Adam over the config's
-``train.steps`` (the cap), evaluated after every chunk of ``stopping.eval_every`` (500) steps on a
-FIXED held-out batch of ``stopping.num`` (2048) examples drawn from data the model never sees
-(:func:`memjax.training.heldout_denoising_loss` / ``heldout_fm_loss``), patience
+:func:`experiments.common.mlp_objective` (denoising or FM) with cosine-decayed Adam over the
+config's ``train.steps`` (the cap), evaluated after every chunk of ``stopping.eval_every`` (500)
+steps on a FIXED held-out batch of ``stopping.num`` (2048) examples drawn from data the model never
+sees (:func:`memjax.training.heldout_denoising_loss` / ``heldout_fm_loss``), patience
 ``stopping.patience`` (5) evaluations, minimum relative improvement
 ``stopping.min_rel_improvement`` (0.005); the best (EMA when ``train.ema_decay`` is set) parameters
 are kept (:class:`memjax.training.HeldoutStopping`).
@@ -17,7 +17,8 @@ import ml_collections
 import numpy as np
 
 from experiments import common
-from memjax import nets, training
+from experiments import configs_common as cc
+from memjax import training
 
 
 def stopping_section(
@@ -32,6 +33,20 @@ def stopping_section(
   ``enabled=False`` trains to the cap and keeps the FINAL parameters (the held-out curve is still
   recorded), e.g. to study a model trained past its held-out optimum."""
   return ml_collections.ConfigDict(dict(locals()))
+
+
+def shrink(cfg, hidden, steps: int, batch_size: int) -> None:
+  """Smoke size of a config: MLP widths, steps and batch size
+  (:func:`experiments.configs_common.shrink_mlp`), the held-out rule every 50 steps on 256."""
+  cc.shrink_mlp(cfg, hidden, steps=steps, batch_size=batch_size)
+  cfg.train.stopping = stopping_section(eval_every=50, num=256)
+
+
+def memorise(train_cfg) -> None:
+  """The ``memorise`` variant's training (as before issue 13): trained past the held-out optimum,
+  no EMA, no early stopping, final parameters kept."""
+  train_cfg.ema_decay = 0.0
+  train_cfg.stopping.enabled = False
 
 
 def rule_text(cfg) -> str:
@@ -51,63 +66,35 @@ def rule_text(cfg) -> str:
   )
 
 
-def fit_with_stopping(
-  train,
-  held_out,
-  cfg,
-  key,
-  *,
-  objective: str = "fm",
-  schedule=None,
-  parameterisation: str = "velocity",
-  t_min: float = 1e-3,
-):
+def fit_with_stopping(train, held_out, cfg, key, **objective):
   """Fit a :class:`memjax.nets.MLPField` on ``train`` under the held-out stopping rule.
 
-  ``held_out`` ``(M, D)`` are examples of the data distribution not in ``train``. Returns
-  ``(apply_fn, best_params, report)``; ``report`` has the stopping step, the best held-out loss,
-  the loss of the same fixed-batch recipe on ``train`` (the comparable train loss), the running
-  train loss of the last chunk and the held-out curve.
+  ``held_out`` ``(M, D)`` are examples of the data distribution not in ``train``; ``objective``
+  (``objective``, ``schedule``, ``parameterisation``, ``t_min``; default FM) chooses the loss, see
+  :func:`experiments.common.mlp_objective`. Training is :func:`experiments.common.fit` with the
+  rule as its callback. Returns ``(apply_fn, best_params, report)``; ``report`` has the stopping
+  step, the best held-out loss, the loss of the same fixed-batch recipe on ``train`` (the
+  comparable train loss), the running train loss of the last chunk and the held-out curve.
   """
   k_init, k_train, k_held = jax.random.split(key, 3)
-  d = train.shape[1]
-  M, T, S = cfg.model, cfg.train, cfg.train.stopping
-  module = nets.MLPField(dim=d, hidden=tuple(M.hidden), time_dim=M.time_dim)
-  apply_fn = nets.velocity_fn(module)
-  params = nets.init_params(module, k_init, d, train.dtype)
-  if objective == "fm":
-    loss_fn = training.fm_objective(apply_fn, train, T.batch_size)
-    fixed = lambda x: training.heldout_fm_loss(apply_fn, x, k_held, S.num)
-  elif objective == "denoising":
-    loss_fn = training.denoising_objective(
-      apply_fn, schedule, train, T.batch_size, parameterisation, t_min
-    )
-    fixed = lambda x: training.heldout_denoising_loss(
-      apply_fn, schedule, x, k_held, S.num, parameterisation, t_min
-    )
-  else:
-    raise ValueError(f"`objective` must be 'fm' or 'denoising'; got {objective!r}.")
-  held_loss, train_loss = fixed(held_out), fixed(train)
+  T, S = cfg.train, cfg.train.stopping
+  obj = common.mlp_objective(train, cfg.model, T.batch_size, k_init, **objective)
+  held_loss, train_loss = (obj.fixed_batch_loss(x, k_held, S.num) for x in (held_out, train))
   rule = training.HeldoutStopping(held_loss, S.patience, S.min_rel_improvement)
   steps = int(T.steps)
-  ema = T.get("ema_decay", None) or None
   with common.Timer() as timer:
-    res = training.train(
-      loss_fn,
-      params,
-      common.cosine_adam(T.lr, steps, int(T.get("warmup", 0) or 0)),
-      steps,
+    final, _, res = common.fit(
+      obj.loss_fn,
+      obj.params,
+      T,
       k_train,
-      chunk_size=min(int(S.eval_every), steps),
-      ema_decay=ema,
       progress=cfg.progress,
+      chunk_size=int(S.eval_every),
       callback=rule if S.enabled else lambda state, losses: bool(rule(state, losses)) and False,
+      fingerprint=obj.identity,
     )
   done = int(res.state.step)
-  if S.enabled:
-    best = rule.best_params
-  else:
-    best = res.state.ema_params if ema is not None else res.state.params
+  best = rule.best_params if S.enabled else final
   losses = np.asarray(res.losses[:done])
   report = {
     **rule.summary(),
@@ -121,4 +108,4 @@ def fit_with_stopping(
     "heldout_curve": [[int(s), float(v)] for s, v in rule.history],
     "rule": rule_text(cfg),
   }
-  return apply_fn, best, report
+  return obj.apply_fn, best, report

@@ -34,7 +34,6 @@ from memjax import (
   memorisation,
   metrics,
   neighbours,
-  nets,
   paths,
   sampling,
   sharpness,
@@ -87,25 +86,6 @@ class PromptData:
     held = np.concatenate([pools[c] for c in range(10)])
     self.held_out, self.held_cls = images[held], labels[held]
     self.num_prompts = P
-
-
-def fit(pd: PromptData, cfg, key):
-  k_init, k_train = jax.random.split(key)
-  module = nets.CondMLPField(
-    dim=DIM, num_classes=pd.num_prompts, hidden=tuple(cfg.model.hidden), time_dim=cfg.model.time_dim
-  )
-  u = nets.cond_velocity_fn(module)
-  params = nets.init_cond_params(module, k_init, DIM)
-  loss = training.cond_fm_objective(
-    u,
-    jnp.asarray(pd.x),
-    jnp.asarray(pd.y),
-    module.null_label,
-    cfg.train.batch_size,
-    cfg.train.p_uncond,
-  )
-  params, losses, _ = common.fit(loss, params, cfg.train, k_train, progress=cfg.progress)
-  return u, module.null_label, params, losses
 
 
 def within_class(per_prompt, is_mem, cls) -> dict:
@@ -211,7 +191,7 @@ def run(cfg, workdir: str) -> dict:
   D, Smp, P = cfg.data, cfg.sample, cfg.detect
   pd = PromptData(k_data, D.num_mem_prompts, D.num_normal_prompts, D.copies, D.per_normal)
   with common.Timer() as t_fit:
-    u, null, params, losses = fit(pd, cfg, k_fit)
+    u, null, params, losses = pipeline.fit_conditional(pd.x, pd.y, pd.num_prompts, cfg, k_fit)
   det_time = pipeline.detection_time(P)
   t_det = det_time["t"]
   n, num_p = Smp.generations_per_prompt, pd.num_prompts

@@ -32,36 +32,13 @@ import numpy as np
 
 from experiments import common, plotting
 from experiments.sharpness import pipeline
-from memjax import data, memorisation, metrics, neighbours, nets, paths, sharpness, training
+from memjax import data, memorisation, metrics, neighbours, paths, sharpness, training
 
 CONFIG = os.path.join(os.path.dirname(__file__), "configs", "digits.py")
 
 FIGURE = "sharpness_digits.png"
 DIM = 64  # flattened 8×8 digits
 NUM_CLASSES = 2  # label 0 (generalised) and 1 (duplicated image)
-
-
-def fit(dd: data.DuplicatedDigits, cfg, key):
-  """Conditional FM (label dropout ``cfg.train.p_uncond``) with :func:`experiments.common.fit`.
-
-  Returns ``(u, null_label, params, losses)`` with ``u(params, x, t, y)``.
-  """
-  k_init, k_train = jax.random.split(key)
-  module = nets.CondMLPField(
-    dim=DIM, num_classes=NUM_CLASSES, hidden=tuple(cfg.model.hidden), time_dim=cfg.model.time_dim
-  )
-  u = nets.cond_velocity_fn(module)
-  params = nets.init_cond_params(module, k_init, DIM)
-  loss = training.cond_fm_objective(
-    u,
-    jnp.asarray(dd.x),
-    jnp.asarray(dd.y),
-    module.null_label,
-    cfg.train.batch_size,
-    cfg.train.p_uncond,
-  )
-  params, losses, _ = common.fit(loss, params, cfg.train, k_train, progress=cfg.progress)
-  return u, module.null_label, params, losses
 
 
 def plot(path, ts, prof, mem, det_scores, sail_losses, plain, sailed):
@@ -168,7 +145,7 @@ def run(cfg, workdir: str) -> dict:
     k_data, D.general_class, D.dup_class, D.n_general, D.n_dup_class_distinct, D.copies
   )
   with common.Timer() as t_fit:
-    u, null, params, losses = fit(dd, cfg, k_fit)
+    u, null, params, losses = pipeline.fit_conditional(dd.x, dd.y, NUM_CLASSES, cfg, k_fit)
   guided = training.cfg_velocity(u, Smp.guidance, null)
   sched = paths.linear_fm()
   n = Smp.num_samples_per_class

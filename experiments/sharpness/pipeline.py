@@ -1,16 +1,39 @@
-"""Pieces shared by the sharpness experiments: Euler paths, the SNR-matched detection time, profile
-scores, SAIL and its stats.
+"""Pieces shared by the sharpness experiments: the conditional fit, Euler paths, the SNR-matched
+detection time, profile scores, SAIL and its stats.
 
 ROC curves of the detectors: :func:`experiments.plotting.roc_panel`.
 """
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from experiments import common
-from memjax import paths, sampling, sharpness
+from memjax import nets, paths, sampling, sharpness, training
+
+
+def fit_conditional(x, y, num_classes: int, cfg, key):
+  """Conditional FM of a :class:`memjax.nets.CondMLPField` on images ``x (N, D)`` with labels
+  ``y (N,)`` in ``[0, num_classes)``: label dropout ``cfg.train.p_uncond`` (for classifier-free
+  guidance), ``cfg.model`` widths, :func:`experiments.common.fit` with ``cfg.train``.
+
+  Returns ``(u, null_label, params, losses)`` with ``u(params, x, t, y)``.
+  """
+  k_init, k_train = jax.random.split(key)
+  dim = int(x.shape[1])
+  M, T = cfg.model, cfg.train
+  module = nets.CondMLPField(
+    dim=dim, num_classes=num_classes, hidden=tuple(M.hidden), time_dim=M.time_dim
+  )
+  u = nets.cond_velocity_fn(module)
+  params = nets.init_cond_params(module, k_init, dim)
+  loss = training.cond_fm_objective(
+    u, jnp.asarray(x), jnp.asarray(y), module.null_label, T.batch_size, T.p_uncond
+  )
+  params, losses, _ = common.fit(loss, params, T, k_train, progress=cfg.progress)
+  return u, module.null_label, params, losses
 
 
 def euler_path(field, x0, num_steps: int, t_end: float = 1.0):

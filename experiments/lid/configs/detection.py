@@ -34,13 +34,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
   )
 
-  if arg == "memorise":  # trained past the held-out optimum, as before issue 13
-    c.train.ema_decay = 0.0
-    c.train.stopping.enabled = False
+  if arg == "memorise":
+    fitting.memorise(c.train)
   if arg == "smoke":
     c.data.num_train = 30
-    cc.shrink_mlp(c, (32, 32), steps=200, batch_size=32)
-    c.train.stopping = fitting.stopping_section(eval_every=50, num=256)
+    fitting.shrink(c, (32, 32), steps=200, batch_size=32)
     c.sample.num_samples = 48
     c.detect.mem_c = 0.9  # a mix of both classes so the smoke detector numbers are finite
     c.lid.t0_grid = (0.99, 0.95, 0.8)

@@ -53,7 +53,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   if arg == "smoke":
     c.data.update(num_train=600, num_eval=30, num_heldout=256)
-    cc.shrink_mlp(c, (32, 32), steps=150, batch_size=64)
-    c.train.stopping = fitting.stopping_section(eval_every=50, num=256)
+    fitting.shrink(c, (32, 32), steps=150, batch_size=64)
     c.lid.update(t0_grid=(0.01, 0.05, 0.2, 0.5), lpca_k=20, exact_nb=False)
   return c

@@ -48,13 +48,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
   )
 
-  if arg == "memorise":  # trained past the held-out optimum, as before issue 13
-    c.train.ema_decay = 0.0
-    c.train.stopping.enabled = False
+  if arg == "memorise":
+    fitting.memorise(c.train)
   if arg == "smoke":
-    cc.shrink_mlp(c, (32, 32), steps=200, batch_size=64)
+    fitting.shrink(c, (32, 32), steps=200, batch_size=64)
     c.data.num_heldout = 256
-    c.train.stopping = fitting.stopping_section(eval_every=50, num=256)
     c.sample.num_samples = 64
     # a mix of both classes so the smoke detector numbers are finite
     c.detect.update(mem_c=0.9, spacing_factor=10.0, num_baseline=500)

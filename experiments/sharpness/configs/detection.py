@@ -3,7 +3,7 @@
 import ml_collections
 
 from experiments import configs_common as cc
-from experiments.sharpness.configs import SD_FIRST_STEP
+from experiments.sharpness.configs import SD_FIRST_STEP, sail_section, shrink_sail
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -33,25 +33,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
   )
 
-  # SAIL on the memorised prompts' noise, the same settings as configs/digits.py (official
-  # objective at the guided state at t_s = t_detect, α = 0.05, rounds of 10 Adam steps, re-seeding,
-  # threshold 0.75 × median plain-noise loss rising 1.25 % per 3 rounds, 20 rounds).
-  c.sail = ml_collections.ConfigDict(
-    dict(
-      objective="official",
-      alpha=0.05,
-      threshold_rel=0.75,
-      threshold_rise=0.0125,
-      rounds_per_rise=3,
-      steps_per_round=10,
-      lr=0.05,
-      max_iters=200,
-    )
-  )
+  # SAIL on the memorised prompts' noise, the settings of configs/digits.py (official objective at
+  # the guided state at t_s = t_detect; α = 0.05, rounds of 10 Adam steps, re-seeding, threshold
+  # 0.75 × median plain-noise loss rising 1.25 % per 3 rounds, 20 rounds: sail_section).
+  c.sail = sail_section()
 
   if arg == "smoke":
     c.data.update(num_mem_prompts=4, num_normal_prompts=4, copies=5, per_normal=10)
     cc.shrink_mlp(c, (32, 32), steps=200, batch_size=32)
     c.sample.update(generations_per_prompt=2, num_steps=10, guidance=1.0)
-    c.sail.update(max_iters=6, steps_per_round=3, threshold_rel=1.0)
+    shrink_sail(c.sail)
   return c

@@ -3,7 +3,7 @@
 import ml_collections
 
 from experiments import configs_common as cc
-from experiments.sharpness.configs import SD_FIRST_STEP
+from experiments.sharpness.configs import SD_FIRST_STEP, sail_section, shrink_sail
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -34,23 +34,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
   )
   # SAIL, official form: L(x) = ||s^Δ(y + ŝ^Δ(y))|| + α||x||, y = guided Euler state at t_s from x
-  # (t_s None → the detection time, where the released code runs SAIL: SD's first step), α = 0.05
-  # (SD v1 code), Adam lr 0.05, rounds of 10 steps, non-accepted latents re-seeded, threshold
-  # 0.75 × median plain-noise L rising by 1.25 % every 3 rounds (code: +0.1 on 8.2), 20 rounds.
-  # Chosen once, before the run.
-  c.sail = ml_collections.ConfigDict(
-    dict(
-      objective="official",
-      t_s=None,
-      alpha=0.05,
-      threshold_rel=0.75,
-      threshold_rise=0.0125,
-      rounds_per_rise=3,
-      steps_per_round=10,
-      lr=0.05,
-      max_iters=200,
-    )
-  )
+  # (t_s None → the detection time, where the released code runs SAIL: SD's first step); α = 0.05
+  # (SD v1 code), Adam lr 0.05, rounds of 10 steps, re-seeding, threshold 0.75 × median plain-noise
+  # L rising by 1.25 % every 3 rounds, 20 rounds (sail_section). Chosen once, before the run.
+  c.sail = sail_section(t_s=None)
 
   if arg == "smoke":
     c.data.update(n_general=40, n_dup_class_distinct=5, copies=20)
@@ -58,5 +45,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.sample.update(num_samples_per_class=24, num_steps=10, guidance=1.0)
     # mem_c: both classes present so the smoke detector numbers are finite.
     c.detect.update(mem_c=0.97, t_grid=(0.1, 0.5), k=1, lanczos_iters=4)
-    c.sail.update(max_iters=6, steps_per_round=3, threshold_rel=1.0)  # some accepted at once
+    shrink_sail(c.sail)
   return c

@@ -3,6 +3,7 @@
 import ml_collections
 
 from experiments import configs_common as cc
+from experiments.sharpness.configs import sail_section, shrink_sail
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -24,25 +25,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   )
   # SAIL, official form L = ||g(y + ĝ(y))|| + α||x0||, g = s(·, t_s) at y = Φ_{0→t_s}(x0);
   # rounds of 10 Adam steps, re-seeding, threshold 0.75 × median plain-noise L rising 1.25 % per
-  # 3 rounds, 20 rounds; α = 0.05 (SD v1 code). Chosen once, before the run.
-  c.sail = ml_collections.ConfigDict(
-    dict(
-      objective="official",
-      t_s=0.5,
-      alpha=0.05,
-      threshold_rel=0.75,
-      threshold_rise=0.0125,
-      rounds_per_rise=3,
-      steps_per_round=10,
-      lr=0.05,
-      max_iters=200,
-    )
-  )
+  # 3 rounds, 20 rounds; α = 0.05 (SD v1 code): sail_section. Chosen once, before the run.
+  c.sail = sail_section(t_s=0.5)
 
   if arg == "smoke":
     cc.shrink_mlp(c, (32, 32), steps=300, batch_size=64)
     c.sample.update(num_samples=64, num_steps=20)
     # mem_c: both classes present so the smoke detector numbers are finite.
     c.detect.update(mem_c=0.9, t_grid=(0.1, 0.5, 0.9))
-    c.sail.update(max_iters=6, steps_per_round=3, threshold_rel=1.0)  # some accepted at once
+    shrink_sail(c.sail)
   return c
