@@ -103,6 +103,23 @@ def make_extra_metrics(held):
   return extra
 
 
+# What each metric rewards (results.json ``metric_notes``).
+METRIC_NOTES = {
+  "heldout_fm_loss": "FM loss on fresh triples whose data points are HELD-OUT images (disjoint "
+  "from the training images): rewards generalisation beyond the training set.",
+  "memorisation": "M_c = fraction of generated images with d1^2 <= c d2^2 against the training "
+  "images (the papers' squared criterion, keyed by c). M_c_true_samples is M_c of the held-out "
+  "real images themselves (what an ideal sampler of the data distribution scores by chance), "
+  "M_c_excess = M_c - that baseline.",
+  "nn_distance_to_heldout_mean": "mean L2 distance of generated images to the nearest held-out "
+  "image: a quality proxy that rewards images near real data, copies of training images "
+  "included (reference_train_images_nn_distance_to_heldout is the training images' value).",
+  "pixel_range_violation": "mean amount by which pixels leave [-1, 1]: rewards clean images.",
+  "tradeoff": "(M_MAP - M) / (NN distance - its MAP value): memorisation removed per unit of the "
+  "quality proxy.",
+}
+
+
 def _tile(imgs, shape):
   """Row of images ``(K, D)`` → one ``(H, K·W, C)`` strip scaled to [0, 1]."""
   imgs = np.clip((np.asarray(imgs).reshape((-1,) + tuple(shape)) + 1) / 2, 0, 1)
@@ -170,8 +187,18 @@ def summarise(results: dict, workdir: str) -> str:
     f"train {m['train_seconds']:.1f}s, sweep {results['sweep_seconds']:.1f}s; "
     f"MAP M_1/3 = {pipeline.m_c(m):.3f}, "
     f"NN-dist to held-out = {m['nn_distance_to_heldout_mean']:.3f} "
-    f"(train images: {results['reference_train_images_nn_distance_to_heldout']:.3f})",
+    f"(train images: {results['reference_train_images_nn_distance_to_heldout']:.3f}); "
+    f"held-out real images M_1/3 = "
+    f"{m['baseline_true_samples']['memorisation']['M_c'][memorisation.c_label(1 / 3)]:.3f}",
   ]
+  for d in results["draws"]:
+    f = d["fit"]
+    lines.append(
+      f"draw {d['draw']}: ||grad L|| {f['grad_norm_before_refine']:.3g} -> {f['grad_norm']:.3g}"
+    )
+  for row in results.get("correction_agreement", {}).get("per_eta", []):
+    cos = [p["cosine"]["mean"] for p in row["per_draw"] if p["cosine"]]
+    lines.append(f"η={row['eta']:g}: cos(θ_R − θ_E) across draws {cos}")
   names = tuple(results["config"]["posterior"]["samplers"])
   for row in results["sweep"]:
     kept = [n for n in names if n in row]
@@ -203,13 +230,21 @@ def run(cfg, workdir: str) -> dict:
     )
     with common.Timer() as t_train:
       u, params, res = train_map(cfg, train, shape, k_map, ckpt)
-    fit, ev, info = pipeline.fit_posterior(
-      u, params, train, held, jax.random.split(k_post, 3), cfg.posterior, cfg.eval, dtype
-    )
     held_d = jnp.asarray(held, dtype)
     extra = make_extra_metrics(held_d)
     with common.Timer() as t_sweep:
-      sweep = pipeline.run_eta_sweep(fit, ev, cfg, k_sweep, extra)
+      draws, agreement = pipeline.run_draws(
+        cfg,
+        u,
+        params,
+        train,
+        held,
+        tuple(jax.random.split(k_post, 3)),
+        k_sweep,
+        lambda f: extra,
+        dtype,
+      )
+    sweep = draws[0].sweep
     ref = extra(None, None, jnp.asarray(train, dtype))
     rows = sweep.rows
     paths = {
@@ -217,12 +252,17 @@ def run(cfg, workdir: str) -> dict:
       "nn_distance_to_heldout": ("nn_distance_to_heldout_mean",),
       "heldout_fm_loss": ("heldout_fm_loss", "mean"),
     }
+    claims_fn = lambda r: pipeline.claims(r, paths, cfg.eval.compare)
+    names = tuple(cfg.posterior.samplers)
+    nn_path = ("nn_distance_to_heldout_mean",)
+    m13 = ("memorisation", "M_c", memorisation.c_label(1 / 3))
     results = {
       "config": cfg.to_dict(),
+      "metric_notes": METRIC_NOTES,
       "image_shape": list(shape),
       "checkpoint_dir": ckpt,
       "map": {
-        **info,
+        **draws[0].info,
         **sweep.map_metrics,
         "train_seconds": t_train.seconds,
         "resumed_from_step": res.resumed_from,
@@ -231,7 +271,10 @@ def run(cfg, workdir: str) -> dict:
       "reference_train_images_nn_distance_to_heldout": ref["nn_distance_to_heldout_mean"],
       "sweep_seconds": t_sweep.seconds,
       "sweep": rows,
-      "claims": pipeline.claims(rows, paths, cfg.eval.compare),
+      "claims": claims_fn(rows),
+      "tradeoff": pipeline.tradeoff(rows, sweep.map_metrics, nn_path, m13, names),
+      "draws": pipeline.draws_block(draws, claims_fn),
+      "correction_agreement": agreement,
     }
     plot_grid(
       os.path.join(workdir, FIGURES[0]), sweep.keep, sweep.gen_map, train, shape, cfg.eval.num_show

@@ -40,12 +40,15 @@ class Evaluator(NamedTuple):
     batch_loss: ``thetas -> (S,)`` curvature loss ``L`` on the frozen triples of the fit.
     generate: ``(thetas, x0 (N, D)) -> sampling.SampleResult`` with fields ``(S, N, ...)``,
       the same noise for every model.
+    baseline_m_c: ``{c_label: M_c}`` of samples of the TRUE distribution (held-out data) under
+      the same criterion against ``train``, reported beside every model's ``M_c``.
   """
 
   train: jax.Array
   heldout_loss: Callable[[jax.Array], jax.Array]
   batch_loss: Callable[[jax.Array], jax.Array]
   generate: Callable[[jax.Array, jax.Array], sampling.SampleResult]
+  baseline_m_c: dict | None = None
 
 
 class Sweep(NamedTuple):
@@ -57,12 +60,18 @@ class Sweep(NamedTuple):
     map_metrics: the same metrics for the MAP model alone.
     keep: ``{η: {sampler: {"theta": (S_ok, P), "gen": (S_ok, N, D)}}}`` of the kept samples.
     gen_map: the MAP model's generations ``(1, N, D)``.
+    trained_metrics: the metrics of the trained parameters before the refinement of ``θ*``.
+    velocities: ``{η: v (S, P)}``, the tangent velocities of every η.
+    corrections: ``{η: (θ_R − θ_E (S, P), ok (S,))}`` of the first geodesic sampler (if any).
   """
 
   rows: list
   map_metrics: dict
   keep: dict
   gen_map: np.ndarray
+  trained_metrics: dict | None = None
+  velocities: dict | None = None
+  corrections: dict | None = None
 
 
 def fit_posterior(apply_fn, params, train, heldout, keys, posterior_cfg, eval_cfg, dtype):
@@ -72,13 +81,15 @@ def fit_posterior(apply_fn, params, train, heldout, keys, posterior_cfg, eval_cf
     apply_fn: ``u(params, x, t)``.
     params: MAP params pytree.
     train: training set ``(N, D)``; the curvature triples are drawn from it.
-    heldout: data ``(M, D)`` for the held-out triples (``train`` itself for the toys).
+    heldout: samples ``(M, D)`` of the TRUE distribution (never the training points): the
+      held-out FM loss is computed on triples drawn from them, and their ``M_c`` against
+      ``train`` is the baseline of every ``M_c``.
     keys: PRNG keys ``(triples, lanczos, heldout)``: the frozen curvature triples and the
       Lanczos start vector of :func:`memjax.laplace.fit`, and the held-out triples.
     posterior_cfg: ``cfg.posterior`` (``select``, ``num_triples``, ``alpha``, ``loss_scale``,
-      ``lanczos_k``).
+      ``lanczos_k``, ``lanczos_iters``, ``refine_tol``, ``refine_max_steps``).
     eval_cfg: ``cfg.eval`` (``num_heldout_triples``, ``gen_solver``, ``gen_rtol``,
-      ``gen_atol``).
+      ``gen_atol``, ``cs``).
     dtype: float dtype of the posterior stage (params and data are cast to it).
 
   Returns:
@@ -86,8 +97,13 @@ def fit_posterior(apply_fn, params, train, heldout, keys, posterior_cfg, eval_cf
     :class:`Evaluator` and a dict of plain numbers for results.json.
   """
   k_trip, k_lan, k_held = keys
+  pc = posterior_cfg
   params = jax.tree.map(lambda p: jnp.asarray(p, dtype), params)
   train = jnp.asarray(train, dtype)
+  stationary = pc.get("stationary", "refine")
+  if stationary not in STATIONARY:
+    raise ValueError(f"`posterior.stationary` must be one of {STATIONARY}; got {stationary!r}.")
+  refine_tol = (pc.get("refine_tol", None) or None) if stationary == "refine" else None
   with common.Timer() as t_lan:
     fit = laplace.fit(
       apply_fn,
@@ -95,14 +111,20 @@ def fit_posterior(apply_fn, params, train, heldout, keys, posterior_cfg, eval_cf
       train,
       k_trip,
       lanczos_key=k_lan,
-      select=posterior_cfg.select or None,
-      num_triples=posterior_cfg.num_triples,
-      alpha=posterior_cfg.alpha,
-      loss_scale=posterior_cfg.loss_scale,
-      k=posterior_cfg.lanczos_k,
+      select=pc.select or None,
+      num_triples=pc.num_triples,
+      alpha=pc.alpha,
+      loss_scale=pc.loss_scale,
+      k=pc.lanczos_k,
+      num_iters=pc.get("lanczos_iters", None) or None,
+      refine_tol=refine_tol,
+      refine_max_steps=int(pc.get("refine_max_steps", 500)),
     )
     jax.block_until_ready(fit.eig)
-  held = curvature.make_triples(k_held, jnp.asarray(heldout, dtype), eval_cfg.num_heldout_triples)
+  if stationary == "tilt":
+    fit = tilt(fit)
+  heldout = jnp.asarray(heldout, dtype)
+  held = curvature.make_triples(k_held, heldout, eval_cfg.num_heldout_triples)
   merge = fit.subset.merge
 
   @jax.jit
@@ -120,41 +142,85 @@ def fit_posterior(apply_fn, params, train, heldout, keys, posterior_cfg, eval_cf
       atol=eval_cfg.gen_atol,
     )
 
-  evaluator = Evaluator(train, heldout_loss, jax.jit(jax.vmap(fit.loss_fn)), generate)
+  base = memorisation.summary(memorisation.nn_ratio(heldout, train), eval_cfg.cs)
+  evaluator = Evaluator(
+    train, heldout_loss, jax.jit(jax.vmap(fit.loss_fn)), generate, dict(base["M_c"])
+  )
+  theta_params = fit.subset.theta
+  values = np.asarray(fit.eig.values)
+  alpha = float(fit.alpha)
   info = {
     "subset": list(fit.subset.selected_names),
     "num_params": nets.num_params(params),
     "num_subset_params": int(fit.theta_map.shape[0]),
     "lanczos_seconds": t_lan.seconds,
-    "ritz_values": np.asarray(fit.eig.values),
+    # Ritz values of the DATA term ∇²L − αI (α enters the tangent Gaussian once).
+    "ritz_values": values,
     "ritz_residuals": np.asarray(fit.eig.residuals),
+    "posterior_variances_top_k": 1.0 / (np.maximum(values, 0.0) + alpha),
+    # E||v||² / η² of the posterior modes: the top-k part and the isotropic complement.
+    "tangent_variance_subspace": float(np.sum(1.0 / (np.maximum(values, 0.0) + alpha))),
+    "tangent_variance_complement": float((fit.theta_map.shape[0] - values.shape[0]) / alpha),
+    "grad_norm_before_refine": float(fit.grad_norm_initial),
+    "grad_norm": float(fit.grad_norm),
+    "stationary": stationary,
+    "refine_tol": refine_tol,
+    "prior_grad_norm": float(alpha * jnp.linalg.norm(fit.theta_map)),
+    "refine_displacement": float(jnp.linalg.norm(fit.theta_map - theta_params)),
     "loss_at_map": float(fit.loss_fn(fit.theta_map)),
     "heldout_fm_loss_map": float(heldout_loss(fit.theta_map[None])[0]),
+    "baseline_true_samples": {"num": int(heldout.shape[0]), "memorisation": base},
   }
   logging.info(
-    "posterior: %d subset params, top Ritz values %s",
+    "posterior: %d subset params, ||grad L|| %.3g -> %.3g, top data-term Ritz values %s",
     info["num_subset_params"],
-    np.asarray(fit.eig.values[:5]),
+    info["grad_norm_before_refine"],
+    info["grad_norm"],
+    values[:5],
   )
   return fit, evaluator, info
 
 
-def build_posterior(cfg, train, key):
-  """MLP MAP by flow matching on ``train`` ``(N, D)``, then :func:`fit_posterior` in float64.
+# How θ* is made a stationary point of the frozen loss L (``cfg.posterior.stationary``):
+# "refine": L-BFGS on L until ||∇L|| ≤ refine_tol (laplace.fit's refine_tol, moves θ*);
+# "tilt": keep the trained θ* and use L̃(θ) = L(θ) − g₀ᵀ(θ − θ*), g₀ = ∇L(θ*): the same Hessian
+# (hence the same eigenpairs), ∇L̃(θ*) = 0 exactly, i.e. the Monte-Carlo noise of the triples'
+# gradient at θ* is removed instead of being fitted; "none": neither (the old protocol).
+STATIONARY = ("refine", "tilt", "none")
 
-  The held-out triples of the toys are fresh (noise, time) draws on the training points.
-  Returns ``(fit, evaluator, info)``.
+
+def tilt(fit: laplace.LaplaceFit) -> laplace.LaplaceFit:
+  """``fit`` with ``loss_fn`` replaced by ``L̃(θ) = L(θ) − g₀ᵀ(θ − θ*)`` (``g₀ = ∇L(θ*)``).
+
+  ``∇L̃(θ*) = 0``, ``∇²L̃ = ∇²L`` (the eigenpairs stay valid); ``grad_norm`` is recomputed.
   """
-  k_map, *keys = jax.random.split(key, 4)
+  loss, theta0 = fit.loss_fn, fit.theta_map
+  g0 = jax.jit(jax.grad(loss))(theta0)
+
+  def loss_tilted(theta):
+    return loss(theta) - jnp.dot(g0, theta - theta0)
+
+  g1 = jnp.linalg.norm(jax.jit(jax.grad(loss_tilted))(theta0))
+  return fit._replace(loss_fn=loss_tilted, grad_norm=g1)
+
+
+def train_mlp_map(cfg, train, key):
+  """MLP MAP by flow matching on ``train`` ``(N, D)``: ``(apply_fn, params, info)``."""
   with common.Timer() as t_map:
     apply_fn, params, losses = common.fit_mlp_cfg(
-      train, cfg, k_map, checkpoint_dir=cfg.train.checkpoint_dir or None
+      train, cfg, key, checkpoint_dir=cfg.train.checkpoint_dir or None
     )
-  fit, ev, info = fit_posterior(
-    apply_fn, params, train, train, keys, cfg.posterior, cfg.eval, jnp.float64
-  )
-  info = {"train_seconds": t_map.seconds, "final_train_loss": float(np.mean(losses[-100:])), **info}
-  return fit, ev, info
+  info = {"train_seconds": t_map.seconds, "final_train_loss": float(np.mean(losses[-100:]))}
+  return apply_fn, params, info
+
+
+def draw_keys(key, d: int):
+  """Keys ``(triples, lanczos, heldout)`` of triple draw ``d``: draw 0 uses ``split(key, 3)``;
+  draw ``d > 0`` refolds only the triple and Lanczos keys (same held-out set, same MAP)."""
+  keys = jax.random.split(key, 3)
+  if d == 0:
+    return tuple(keys)
+  return (jax.random.fold_in(keys[0], d), jax.random.fold_in(keys[1], d), keys[2])
 
 
 def evaluate_models(ev: Evaluator, thetas, ok, x0, cs, extra_metrics: ExtraMetrics):
@@ -175,10 +241,19 @@ def evaluate_models(ev: Evaluator, thetas, ok, x0, cs, extra_metrics: ExtraMetri
     "generation_solver": sampling.summarise(jax.tree.map(lambda a: np.asarray(a)[ok], gen)),
     "heldout_fm_loss": common.stats(np.asarray(ev.heldout_loss(thetas))[ok]),
     "curvature_loss": common.stats(np.asarray(ev.batch_loss(thetas))[ok]),
-    "memorisation": memorisation.summary(r, cs),
+    "memorisation": with_baseline(memorisation.summary(r, cs), ev.baseline_m_c),
   }
   out.update(extra_metrics(thetas, ok, xs))
   return out, xs_models
+
+
+def with_baseline(summary: dict, baseline: dict | None) -> dict:
+  """A memorisation summary with the true-sample baseline ``M_c`` beside every ``M_c``
+  (``M_c_true_samples``) and the excess ``M_c − baseline`` (``M_c_excess``)."""
+  if baseline is None:
+    return summary
+  excess = {c: summary["M_c"][c] - baseline[c] for c in summary["M_c"]}
+  return {**summary, "M_c_true_samples": dict(baseline), "M_c_excess": excess}
 
 
 def sampler_options(posterior_cfg) -> dict:
@@ -229,7 +304,8 @@ def run_eta_sweep(
       fit, eta, k_v, pc.num_posterior, samplers=names, mode=pc.mode, options=options
     )
   )
-  rows, keep = [], {}
+  rows, keep, velocities, corrections = [], {}, {}, {}
+  geo = [n for n in names if n in GEODESIC_SAMPLERS]
   for eta in tqdm.tqdm(pc.etas, desc="eta sweep", disable=not cfg.progress):
     with common.Timer() as t_samp:
       v, samples = jax.block_until_ready(sample(jnp.asarray(eta, dtype)))
@@ -255,6 +331,18 @@ def run_eta_sweep(
       "sampling": diag,
       "tangent_norm": common.stats(jnp.linalg.norm(v, axis=-1)),
     }
+    velocities[float(eta)] = np.asarray(v)
+    if geo and "euclidean" in names:
+      corr = np.asarray(samples[geo[0]].theta) - np.asarray(samples["euclidean"].theta)
+      corrections[float(eta)] = (corr, ok)
+      row["correction_norm_over_tangent_norm"] = (
+        common.stats(
+          np.linalg.norm(corr, axis=-1)[ok]
+          / np.maximum(np.linalg.norm(np.asarray(v), axis=-1)[ok], 1e-300)
+        )
+        if ok.any()
+        else None
+      )
     if ok.any():
       keep[float(eta)] = {}
       for name in names:
@@ -273,7 +361,134 @@ def run_eta_sweep(
   theta_map_stack = jnp.broadcast_to(fit.theta_map, (pc.num_posterior,) + fit.theta_map.shape)
   one = np.arange(pc.num_posterior) == 0
   map_metrics, gen_map = evaluate_models(ev, theta_map_stack, one, x0, cfg.eval.cs, extra_metrics)
-  return Sweep(rows, map_metrics, keep, gen_map)
+  trained = jnp.broadcast_to(fit.subset.theta, theta_map_stack.shape)
+  trained_metrics, _ = evaluate_models(ev, trained, one, x0, cfg.eval.cs, extra_metrics)
+  return Sweep(rows, map_metrics, keep, gen_map, trained_metrics, velocities, corrections)
+
+
+class Draw(NamedTuple):
+  """One frozen-triple draw: its fit, evaluator, fit info and η sweep."""
+
+  fit: laplace.LaplaceFit
+  evaluator: Evaluator
+  info: dict
+  sweep: Sweep
+
+
+def run_draws(cfg, apply_fn, params, train, heldout, keys, sweep_key, make_extra, dtype):
+  """``cfg.posterior.num_triple_draws`` fits of the SAME MAP on different frozen triples, each
+  with its own η sweep (same z and x0 keys), plus the agreement of the Riemannian corrections.
+
+  Draw 0 uses ``keys = (triples, lanczos, heldout)`` as given; draw ``d > 0`` folds ``d`` into
+  the triple and Lanczos keys (the held-out set is shared). ``make_extra(fit)`` returns the
+  experiment's extra metrics of a fit.
+
+  Returns:
+    ``(draws, agreement)``: a list of :class:`Draw` and :func:`correction_agreement`'s dict.
+  """
+  draws = []
+  for d in range(int(cfg.posterior.get("num_triple_draws", 1))):
+    dkeys = keys if d == 0 else tuple(jax.random.fold_in(k, d) for k in keys[:2]) + keys[2:]
+    fit, ev, info = fit_posterior(
+      apply_fn, params, train, heldout, dkeys, cfg.posterior, cfg.eval, dtype
+    )
+    sweep = run_eta_sweep(fit, ev, cfg, sweep_key, make_extra(fit))
+    draws.append(Draw(fit, ev, info, sweep))
+  return draws, correction_agreement(draws, cfg.posterior)
+
+
+def _cos(a, b):
+  num = np.sum(a * b, axis=-1)
+  den = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)
+  return num / np.maximum(den, 1e-300)
+
+
+def _perp(c, unit):
+  """The part of the rows of ``c`` orthogonal to the unit rows ``unit``."""
+  return c - np.sum(c * unit, -1, keepdims=True) * unit
+
+
+def correction_agreement(draws, posterior_cfg) -> dict:
+  """Cosine between the Riemannian corrections ``θ_R − θ_E`` of the SAME tangent velocity ``v``
+  (draw 0's) under the frozen loss of each other draw (its own refined ``θ*``), per η.
+
+  A correction that is a property of the posterior, not of the Monte-Carlo triples, has
+  cosine near 1 across draws. Only samples whose geodesic succeeded in both draws count.
+  """
+  if len(draws) < 2:
+    return {}
+  geo = [n for n in posterior_cfg.samplers if n in GEODESIC_SAMPLERS]
+  if not geo or not draws[0].sweep.corrections:
+    return {}
+  options = sampler_options(posterior_cfg)[geo[0]]
+  out = []
+  for eta, (c0, ok0) in draws[0].sweep.corrections.items():
+    v0 = jnp.asarray(draws[0].sweep.velocities[eta])
+    row = {"eta": eta, "per_draw": []}
+    for d, dr in enumerate(draws[1:], start=1):
+      res = laplace.riemannian(dr.fit.loss_fn, dr.fit.theta_map, v0, **options)
+      cd = np.asarray(res.theta) - np.asarray(dr.fit.theta_map)[None] - np.asarray(v0)
+      ok = np.asarray(ok0) & np.asarray(res.success)
+      cos = _cos(c0, cd)[ok]
+      # The corrections share the −v part whenever the geodesic slows down (θ_R → θ*): the
+      # parts orthogonal to v, and the end displacements θ_R − θ*, are compared as well.
+      vn = np.asarray(v0) / np.maximum(
+        np.linalg.norm(np.asarray(v0), axis=-1, keepdims=True), 1e-300
+      )
+      cos_perp = _cos(_perp(c0, vn), _perp(cd, vn))[ok]
+      cos_disp = _cos(c0 + np.asarray(v0), cd + np.asarray(v0))[ok]
+      row["per_draw"].append(
+        {
+          "draw": d,
+          "kept": int(ok.sum()),
+          "cosine": common.stats(cos) if ok.any() else None,
+          "cosine_min": float(cos.min()) if ok.any() else None,
+          "cosine_orthogonal_to_v": common.stats(cos_perp) if ok.any() else None,
+          "cosine_displacement": common.stats(cos_disp) if ok.any() else None,
+          "correction_along_v": common.stats(
+            (np.sum(c0 * vn, -1) / np.maximum(np.linalg.norm(np.asarray(v0), axis=-1), 1e-300))[ok]
+          )
+          if ok.any()
+          else None,
+          "norm_ratio": common.stats(
+            np.linalg.norm(cd, axis=-1)[ok] / np.maximum(np.linalg.norm(c0, axis=-1)[ok], 1e-300)
+          )
+          if ok.any()
+          else None,
+        }
+      )
+    out.append(row)
+  return {"reference_draw": 0, "per_eta": out}
+
+
+def draws_block(draws, claims_fn) -> list:
+  """Per-draw numbers for results.json: the fit info, MAP metrics, sweep rows and claims."""
+  return [
+    {
+      "draw": d,
+      "fit": dr.info,
+      "map": dr.sweep.map_metrics,
+      "trained_params": dr.sweep.trained_metrics,
+      "sweep": dr.sweep.rows,
+      "claims": claims_fn(dr.sweep.rows),
+    }
+    for d, dr in enumerate(draws)
+  ]
+
+
+def tradeoff(rows, map_metrics, quality_path, m_path, names) -> list:
+  """Memorisation removed per unit of quality lost, per η and sampler:
+  ``(M_MAP − M) / (q − q_MAP)`` with ``q`` the metric at ``quality_path`` (higher = worse)."""
+  m0, q0 = _get(map_metrics, m_path), _get(map_metrics, quality_path)
+  out = []
+  for row in rows:
+    entry = {"eta": row["eta"]}
+    for name in names:
+      if name in row:
+        dm, dq = m0 - _get(row[name], m_path), _get(row[name], quality_path) - q0
+        entry[name] = {"delta_M": dm, "delta_quality": dq, "ratio": dm / dq if dq > 0 else None}
+    out.append(entry)
+  return out
 
 
 def _get(d, path):
@@ -370,3 +585,36 @@ def eta_panel(a, rows, map_metrics, names, title, metric, label=label, eta_ticks
     etas = [r["eta"] for r in rows]
     a.set_xticks(etas, [f"{e:g}" for e in etas], minor=False)
     a.minorticks_off()
+
+
+def draw_and_claim_lines(results: dict, detail=lambda fit: "") -> list[str]:
+  """Summary lines shared by the toys: ||∇L|| per triple draw, the claims, the agreement."""
+  lines = []
+  for d in results["draws"]:
+    f = d["fit"]
+    lines.append(
+      f"draw {d['draw']}: ||grad L|| {f['grad_norm_before_refine']:.3g} -> {f['grad_norm']:.3g}"
+      + detail(f)
+    )
+  lines.append(summarise_claims(results["claims"]))
+  for row in results.get("correction_agreement", {}).get("per_eta", []):
+    cos = [p["cosine"]["mean"] for p in row["per_draw"] if p["cosine"]]
+    lines.append(f"η={row['eta']:g}: cos(θ_R − θ_E) across draws {cos}")
+  return lines
+
+
+def results_block(cfg, notes: dict, map_info: dict, draws, agreement, claims_fn) -> dict:
+  """The results every toy writes: config, metric notes, MAP, sweep, claims, trade-off, draws."""
+  sweep = draws[0].sweep
+  names = tuple(cfg.posterior.samplers)
+  hl, m13 = ("heldout_fm_loss", "mean"), ("memorisation", "M_c", memorisation.c_label(1 / 3))
+  return {
+    "config": cfg.to_dict(),
+    "metric_notes": notes,
+    "map": {**map_info, **draws[0].info, **sweep.map_metrics},
+    "sweep": sweep.rows,
+    "claims": claims_fn(sweep.rows),
+    "tradeoff": tradeoff(sweep.rows, sweep.map_metrics, hl, m13, names),
+    "draws": draws_block(draws, claims_fn),
+    "correction_agreement": agreement,
+  }
