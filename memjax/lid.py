@@ -80,7 +80,8 @@ def _sigma_at(schedule, t: float) -> float:
 
 @functools.cache
 def _default_key():
-  return jax.random.PRNGKey(0)
+  with jax.ensure_compile_time_eval():  # concrete even when first made inside a caller's jit
+    return jax.random.PRNGKey(0)
 
 
 def _check_field(field, x):

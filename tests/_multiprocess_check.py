@@ -20,21 +20,13 @@ from jax.experimental import multihost_utils
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_cpu_collectives_implementation", "gloo")
 
+from _compare import close  # noqa: E402
+
 from memjax import curvature, distributed, laplace, lid, memorisation, nets, paths
 
 
 def gather(tree):
   return jax.tree.map(lambda a: np.asarray(multihost_utils.process_allgather(a, tiled=True)), tree)
-
-
-def close(a, b, name, rtol=1e-10):
-  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
-    x, y = np.asarray(x), np.asarray(y)
-    if x.dtype.kind in "iub":
-      np.testing.assert_array_equal(x, y, err_msg=name)
-    else:
-      np.testing.assert_allclose(x, y, rtol=rtol, atol=1e-12, err_msg=name)
-  print("ok", name, flush=True)
 
 
 def main(port: int, pid: int):

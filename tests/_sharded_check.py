@@ -8,9 +8,10 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
+
+from _compare import close  # noqa: E402
 
 from memjax import (
   curvature,
@@ -23,16 +24,6 @@ from memjax import (
   paths,
   sampling,
 )  # noqa: E402
-
-
-def close(a, b, name, rtol=1e-10):
-  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
-    x, y = np.asarray(x), np.asarray(y)
-    if x.dtype.kind in "iub":
-      np.testing.assert_array_equal(x, y, err_msg=name)
-    else:
-      np.testing.assert_allclose(x, y, rtol=rtol, atol=1e-12, err_msg=name)
-  print("ok", name, flush=True)
 
 
 def main(which):
