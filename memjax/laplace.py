@@ -395,7 +395,7 @@ def _relabel(loss_fn, theta, vel, code, t1):
   """Failed samples whose loss gradient is non-finite just ahead of where they stopped."""
 
   def one(th, ve, c):
-    grads = [jax.grad(loss_fn)(th + d * t1 * ve) for d in (0.0, 1e-12, 1e-9, 1e-6, 1e-3)]
+    grads = [jax.grad(loss_fn)(th + d * t1 * ve) for d in (0.0, *sampling.PROBES_AHEAD)]
     return sampling.relabel_nonfinite(c, (th, ve, *grads))
 
   return jax.vmap(one)(theta, vel, code)

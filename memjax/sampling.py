@@ -75,7 +75,7 @@ def result_code(result) -> jax.Array:
   return code
 
 
-_PROBES = (1e-12, 1e-9, 1e-6, 1e-3)  # steps ahead of the stopping point, in units of t1 − t0
+PROBES_AHEAD = (1e-12, 1e-9, 1e-6, 1e-3)  # steps ahead of the stopping point, in units of t1 − t0
 
 
 def relabel_nonfinite(code: jax.Array, state) -> jax.Array:
@@ -84,7 +84,7 @@ def relabel_nonfinite(code: jax.Array, state) -> jax.Array:
   diffrax reports a solve whose vector field turned non-finite as ``max_steps_reached`` (its
   step-size controller rejects every step into the bad region until the budget is spent).
   Callers pass the final state together with the vector field probed a little ahead of it
-  (:data:`_PROBES`), which is where the non-finite values are.
+  (:data:`PROBES_AHEAD`), which is where the non-finite values are.
   """
   finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(state)]))
   nonfinite = jnp.int32(RESULT_NAMES.index("nonfinite"))
@@ -228,7 +228,7 @@ def _relabel_jit(apply_fn, static, params, x, code):
   def one(xe, c):
     field = lambda y, t: apply_fn(params, y[None], jnp.full((1,), t, y.dtype))[0]
     u = field(xe, jnp.asarray(t_end, xe.dtype))
-    ahead = [field(xe + d * h * u, jnp.asarray(t_end, xe.dtype)) for d in _PROBES]
+    ahead = [field(xe + d * h * u, jnp.asarray(t_end, xe.dtype)) for d in PROBES_AHEAD]
     return relabel_nonfinite(c, (xe, u, *ahead))
 
   return jax.vmap(one)(x, code)
