@@ -423,6 +423,155 @@ def summarise_failures(res: RiemannianResult) -> dict:
 
 
 # ---------------------------------------------------------------------------
+# Prior precision by the Laplace evidence.
+
+
+class PriorFit(NamedTuple):
+  """Output of :func:`optimise_prior`.
+
+  Attributes:
+    alpha: the evidence-maximising prior precision ``α̂``.
+    log_evidence: :func:`log_evidence` at ``α̂`` (with ``data_loss`` as given).
+    effective_params: ``γ = Σ_i λ_i/(λ_i + α̂)``, the number of well-determined directions.
+    num_negative: data-term Ritz values below 0 (clipped to 0, as in the tangent Gaussian).
+  """
+
+  alpha: Array
+  log_evidence: Array
+  effective_params: Array
+  num_negative: Array
+
+
+def _clipped(values):
+  return jnp.maximum(values, 0.0)
+
+
+def log_evidence(values, theta_map, alpha, *, data_loss=0.0, num_params: int | None = None):
+  """Laplace log marginal likelihood of the prior precision ``α`` (low-rank plus isotropic).
+
+  ``log p(D | α) ≈ −L_D(θ*) − (α/2)||θ*||² + (P/2) log α − ½ log det(H_D + αI)`` for a Gaussian
+  prior ``N(0, α⁻¹I)`` and data-term Hessian ``H_D``. With the top-k data-term eigenvalues
+  ``λ_i`` (clipped at 0) and ``H_D`` taken as zero on the complement of their span, the
+  log-determinant is ``Σ_i log(λ_i + α) + (P − k) log α`` in closed form.
+
+  Args:
+    values: data-term eigenvalues ``λ`` (``LaplaceFit.eig.values``), ``(k,)``.
+    theta_map: ``θ*``, ``(P,)``.
+    alpha: ``α > 0`` (scalar or array: evaluated elementwise).
+    data_loss: ``L_D(θ*)``, the data term at ``θ*`` (a constant in ``α``).
+    num_params: ``P`` (default ``len(theta_map)``).
+
+  Returns:
+    the log evidence, shaped like ``alpha``.
+
+  References:
+    MacKay, "Bayesian Interpolation", Neural Computation 4(3), 1992; Immer et al., "Scalable
+    Marginal Likelihood Estimation for Model Selection in Deep Learning", arXiv:2104.04975.
+  """
+  values, theta_map = _check_evidence_args(values, theta_map)
+  _checks.check_positive("alpha", alpha)
+  p = theta_map.shape[0] if num_params is None else int(num_params)
+  k = values.shape[0]
+  if p < k:
+    raise ValueError(f"`num_params` must be >= k = {k}; got {p}.")
+  lam = _clipped(values)
+  alpha = jnp.asarray(alpha, theta_map.dtype)
+  lam = jnp.reshape(lam, (1,) * alpha.ndim + lam.shape)
+  logdet = jnp.sum(jnp.log(lam + alpha[..., None]), axis=-1) + (p - k) * jnp.log(alpha)
+  sq = jnp.sum(theta_map**2)
+  return -data_loss - 0.5 * alpha * sq + 0.5 * p * jnp.log(alpha) - 0.5 * logdet
+
+
+def _check_evidence_args(values, theta_map):
+  _checks.check_ndim("values", values, 1, "(k,)")
+  _checks.check_ndim("theta_map", theta_map, 1, "(P,)")
+  _checks.check_finite("values", values)
+  _checks.check_finite("theta_map", theta_map)
+  theta_map = _checks.as_float("theta_map", theta_map)
+  return jnp.asarray(values, theta_map.dtype), theta_map
+
+
+def optimise_prior(
+  values, theta_map, *, data_loss=0.0, bounds=(1e-8, 1e8), num_iters: int = 200
+) -> PriorFit:
+  """The prior precision ``α̂`` maximising :func:`log_evidence` (post hoc, at fixed ``θ*``).
+
+  ``∂/∂α log p(D | α) = 0`` is MacKay's fixed point ``α ||θ*||² = γ(α)``,
+  ``γ(α) = Σ_i λ_i/(λ_i + α)``; ``α||θ*||² − γ(α)`` is strictly increasing, so the maximiser is
+  unique and found by bisection on ``log α`` within ``bounds`` (``num_iters`` halvings; the
+  whole search is one compiled program). The ``P − k`` directions without curvature do not move
+  ``α̂`` (their prior and posterior variances cancel in the evidence).
+
+  Args:
+    values: data-term eigenvalues ``(k,)`` (``LaplaceFit.eig.values``; clipped at 0).
+    theta_map: ``θ*``, ``(P,)``.
+    data_loss: ``L_D(θ*)`` for the reported evidence value (does not move ``α̂``).
+    bounds: search interval ``(α_lo, α_hi)``, ``0 < α_lo < α_hi``.
+    num_iters: bisection steps.
+
+  Returns:
+    :class:`PriorFit`.
+
+  Raises:
+    ValueError: when the maximiser lies outside ``bounds`` — no positive curvature
+      (the evidence grows as ``α → 0``) or ``θ* = 0`` (it grows as ``α → ∞``) — or for bad
+      arguments.
+
+  References:
+    MacKay, "Bayesian Interpolation", Neural Computation 4(3), 1992; Immer et al., "Scalable
+    Marginal Likelihood Estimation for Model Selection in Deep Learning", arXiv:2104.04975.
+  """
+  values, theta_map = _check_evidence_args(values, theta_map)
+  lo, hi = (float(b) for b in bounds)
+  if not (np.isfinite(lo) and np.isfinite(hi) and 0 < lo < hi):
+    raise ValueError(f"`bounds` must satisfy 0 < lo < hi (finite); got {bounds}.")
+  if not (isinstance(num_iters, (int, np.integer)) and num_iters >= 1):
+    raise ValueError(f"`num_iters` must be a positive int; got {num_iters!r}.")
+  dtype = theta_map.dtype
+  h_lo, h_hi = (float(x) for x in _prior_residual(values, theta_map, jnp.asarray([lo, hi], dtype)))
+  if h_lo >= 0:
+    raise ValueError(
+      f"the Laplace evidence increases as alpha -> 0 down to bounds[0] = {lo:g}: the data term "
+      f"has no positive curvature to balance the prior (largest eigenvalue "
+      f"{float(jnp.max(values)):.4g}, ||θ*||² = {float(jnp.sum(theta_map**2)):.4g})."
+    )
+  if h_hi <= 0:
+    raise ValueError(
+      f"the Laplace evidence increases as alpha -> inf up to bounds[1] = {hi:g} "
+      f"(||θ*||² = {float(jnp.sum(theta_map**2)):.4g}): widen `bounds` or check `theta_map`."
+    )
+  alpha = _bisect_prior(
+    int(num_iters), values, theta_map, jnp.asarray(lo, dtype), jnp.asarray(hi, dtype)
+  )
+  lam = _clipped(values)
+  return PriorFit(
+    alpha,
+    log_evidence(values, theta_map, alpha, data_loss=data_loss),
+    jnp.sum(lam / (lam + alpha)),
+    jnp.sum(values < 0),
+  )
+
+
+def _prior_residual(values, theta_map, alpha):
+  lam = _clipped(values)
+  lam = jnp.reshape(lam, (1,) * jnp.ndim(alpha) + lam.shape)
+  gamma = jnp.sum(lam / (lam + alpha[..., None]), axis=-1)
+  return alpha * jnp.sum(theta_map**2) - gamma
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _bisect_prior(num_iters, values, theta_map, lo, hi):
+  def body(_, bracket):
+    a, b = bracket
+    mid = 0.5 * (a + b)
+    up = _prior_residual(values, theta_map, jnp.exp(mid)) < 0
+    return jnp.where(up, mid, a), jnp.where(up, b, mid)
+
+  a, b = jax.lax.fori_loop(0, num_iters, body, (jnp.log(lo), jnp.log(hi)))
+  return jnp.exp(0.5 * (a + b))
+
+
+# ---------------------------------------------------------------------------
 # Convenience: the whole tangent-space fit from a flat loss.
 
 
@@ -471,6 +620,11 @@ class LaplaceFit(NamedTuple):
     triples: the frozen curvature triples ``(x1 (B, D), x0 (B, D), t (B,))``.
     grad_norm: ``||∇L(θ*)||`` at the ``θ*`` used (after :func:`refine_map`, if asked for).
     grad_norm_initial: ``||∇L||`` at the trained parameters, before any refinement.
+    linearised_loss_fn: the loss of the model linearised in its weights at ``θ*``
+      (:func:`linearised_loss`), used by the ``"linearised"`` sampler.
+    min_eigenvalue: smallest Ritz value of the FULL ``∇²L(θ*)`` (prior included), by Lanczos on
+      ``−∇²L``; negative beyond tolerance means ``θ*`` is a saddle (:func:`check_minimum`).
+      ``nan`` when not computed (``fit(..., check_minimum=False)``).
   """
 
   apply_fn: Callable
@@ -482,6 +636,8 @@ class LaplaceFit(NamedTuple):
   triples: tuple[Array, Array, Array]
   grad_norm: Array
   grad_norm_initial: Array
+  linearised_loss_fn: Callable[[Array], Array] | None = None
+  min_eigenvalue: Array | float = float("nan")
 
 
 def fit(
@@ -500,6 +656,8 @@ def fit(
   lanczos_key: Array | None = None,
   refine_tol: float | None = None,
   refine_max_steps: int = 500,
+  check_minimum: bool = True,
+  min_iters: int = 32,
 ) -> LaplaceFit:
   """Fit the tangent Gaussian of a flow-matching model at its MAP ``params``.
 
@@ -532,6 +690,9 @@ def fit(
     lanczos_key: PRNG key of the Lanczos start vector (default ``fold_in(key, 1)``).
     refine_tol: refine ``θ*`` on ``L`` until ``||∇L|| ≤ refine_tol`` (``None``: no refinement).
     refine_max_steps: L-BFGS step budget of the refinement.
+    check_minimum: also estimate the smallest eigenvalue of ``∇²L(θ*)`` (``min_iters`` more
+      Lanczos steps on ``−∇²L``) so that samplers can refuse a saddle (:func:`check_minimum`).
+    min_iters: Lanczos depth of that estimate.
 
   Returns:
     :class:`LaplaceFit`.
@@ -551,7 +712,153 @@ def fit(
   alpha = jnp.asarray(alpha, theta_map.dtype)
   eig = fit_eigenpairs(loss_fn, theta_map, k, k_lan, num_iters=num_iters)
   eig = eig._replace(values=eig.values - alpha)  # data term: the prior enters Σ once
-  return LaplaceFit(apply_fn, subset, loss_fn, theta_map, eig, alpha, triples, g1, g0)
+  if loss_scale is None:
+    _checks.check_positive("num_data", num_data)
+    loss_scale = num_data / num_triples
+  residual_fn = curvature.curvature_residual_fn(apply_fn, params, *triples, subset=subset)
+  lin = linearised_loss(residual_fn, theta_map, alpha, loss_scale)
+  lam_min = float("nan")
+  if check_minimum:
+    k_min = jax.random.fold_in(k_lan, 2)
+    lam_min = _min_eigenvalue(loss_fn, min(int(min_iters), theta_map.shape[0]), theta_map, k_min)
+  return LaplaceFit(apply_fn, subset, loss_fn, theta_map, eig, alpha, triples, g1, g0, lin, lam_min)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _min_eigenvalue(loss_fn, num_iters, theta, key):
+  matvec = lambda v: -linalg.hvp(loss_fn, theta, v)[1]
+  top = linalg.lanczos_topk(matvec, theta.shape[0], 1, key, num_iters=num_iters, dtype=theta.dtype)
+  return -top.values[0]
+
+
+def linearised_loss(
+  residual_fn: Callable[[Array], Array], theta_lin: Array, alpha, loss_scale
+) -> Callable[[Array], Array]:
+  """The curvature loss of the model linearised in its weights at ``θ_lin``.
+
+  ``L_lin(θ) = s Σ_b ||r_b(θ_lin) + J_b(θ_lin)(θ − θ_lin)||² + (α/2)||θ||²`` with the residuals
+  ``r_b`` of :func:`memjax.curvature.curvature_residual_fn` and their Jacobian ``J_b``: a quadratic
+  in ``θ`` whose Hessian is the generalised Gauss–Newton matrix ``2s JᵀJ + αI`` at every ``θ``,
+  and whose value and gradient equal those of the curvature loss at ``θ_lin``. Geodesics of
+  ``G = I + ∇L_lin ∇L_linᵀ`` are the linearised Riemannian Laplace samples: one Jacobian-vector
+  and one vector-Jacobian product of the network per Hessian product instead of a second-order
+  derivative.
+
+  Args:
+    residual_fn: ``r(θ)``, ``(P,) -> (B, D)``.
+    theta_lin: linearisation point ``θ_lin``, ``(P,)`` (the MAP).
+    alpha: prior precision ``α``.
+    loss_scale: the data-term scale ``s``.
+
+  Returns:
+    ``loss_fn(θ)``: ``(P,) -> ()``.
+
+  References:
+    Bergamin et al., "Riemannian Laplace approximations for Bayesian neural networks",
+    arXiv:2306.07158 (the linearised manifold).
+  """
+  _checks.check_ndim("theta_lin", theta_lin, 1, "(P,)")
+  _checks.check_finite("theta_lin", theta_lin)
+
+  def loss_fn(theta: Array) -> Array:
+    r0, jd = jax.jvp(residual_fn, (theta_lin,), (theta - theta_lin,))
+    return loss_scale * jnp.sum((r0 + jd) ** 2) + 0.5 * alpha * jnp.sum(theta**2)
+
+  return loss_fn
+
+
+def tilt(lfit: LaplaceFit) -> LaplaceFit:
+  """Make ``θ*`` stationary: ``L̃(θ) = L(θ) − g₀ᵀ(θ − θ*)`` with ``g₀ = ∇L(θ*)``.
+
+  A network trained by stochastic flow matching is not stationary for the frozen-triple loss (its
+  gradient there is the Monte-Carlo noise of the triples). Tilting removes that gradient exactly
+  while keeping the Hessian (so the eigenpairs stay valid): ``∇L̃(θ*) = 0``, ``∇²L̃ = ∇²L``. The
+  linearised loss, whose gradient at ``θ*`` is the same ``g₀``, is tilted by the same term.
+
+  Args:
+    lfit: a :class:`LaplaceFit`.
+
+  Returns:
+    the fit with tilted ``loss_fn`` (and ``linearised_loss_fn``) and ``grad_norm`` recomputed.
+  """
+  loss, lin, theta0 = lfit.loss_fn, lfit.linearised_loss_fn, lfit.theta_map
+  g0 = _grad_jit(loss, theta0)
+
+  def loss_tilted(theta):
+    return loss(theta) - jnp.dot(g0, theta - theta0)
+
+  lin_tilted = None
+  if lin is not None:
+
+    def lin_tilted(theta):
+      return lin(theta) - jnp.dot(g0, theta - theta0)
+
+  g1 = jnp.linalg.norm(_grad_jit(loss_tilted, theta0))
+  return lfit._replace(loss_fn=loss_tilted, linearised_loss_fn=lin_tilted, grad_norm=g1)
+
+
+def with_prior(lfit: LaplaceFit, alpha) -> LaplaceFit:
+  """The same fit with prior precision ``alpha``: ``L ← L + ((α − α₀)/2)||θ||²``.
+
+  The eigenpairs are those of the data term and do not depend on ``α``; the losses (used by the
+  geodesics) get the new prior term, and ``grad_norm`` / ``min_eigenvalue`` are updated
+  (``∇²L`` shifts by ``α − α₀``). ``θ*`` is kept: the prior is re-selected post hoc at the
+  trained weights (as :func:`optimise_prior` does), not re-trained.
+
+  Args:
+    lfit: a :class:`LaplaceFit`.
+    alpha: the new prior precision ``α > 0``.
+
+  Returns:
+    :class:`LaplaceFit`.
+  """
+  _checks.check_positive("alpha", alpha)
+  new = jnp.asarray(alpha, lfit.theta_map.dtype)
+  delta = new - lfit.alpha
+  loss, lin = lfit.loss_fn, lfit.linearised_loss_fn
+
+  def loss_new(theta):
+    return loss(theta) + 0.5 * delta * jnp.sum(theta**2)
+
+  lin_new = None
+  if lin is not None:
+
+    def lin_new(theta):
+      return lin(theta) + 0.5 * delta * jnp.sum(theta**2)
+
+  g1 = jnp.linalg.norm(_grad_jit(loss_new, lfit.theta_map))
+  return lfit._replace(
+    loss_fn=loss_new,
+    linearised_loss_fn=lin_new,
+    alpha=new,
+    grad_norm=g1,
+    min_eigenvalue=lfit.min_eigenvalue + delta,
+  )
+
+
+def check_minimum(lfit: LaplaceFit, rtol: float = 1e-2) -> None:
+  """Refuse a fit whose ``θ*`` is a saddle of ``L`` (a Laplace approximation needs a minimum).
+
+  ``θ*`` is taken as a saddle when the smallest eigenvalue of ``∇²L(θ*)`` (``lfit.min_eigenvalue``)
+  is below ``−rtol · λ_max`` (``λ_max = max(eig.values) + α``); a ``nan`` estimate (not computed)
+  passes.
+
+  Raises:
+    ValueError: for a saddle, naming the eigenvalue and the ways out.
+  """
+  lam_min = float(lfit.min_eigenvalue)
+  if not np.isfinite(lam_min):
+    if np.isnan(lam_min):
+      return
+    raise ValueError(f"the smallest eigenvalue of ∇²L(θ*) is not finite ({lam_min}).")
+  lam_max = float(np.max(np.asarray(lfit.eig.values))) + float(lfit.alpha)
+  if lam_min < -rtol * abs(lam_max):
+    raise ValueError(
+      f"θ* is a saddle point of the curvature loss: ∇²L(θ*) has eigenvalue {lam_min:.4g} < 0 "
+      f"(largest {lam_max:.4g}); the Laplace approximation there is not a posterior. Find a "
+      "minimum first (laplace.refine_map, a larger `alpha`), or pass check=False to sample with "
+      "the negative curvature clipped."
+    )
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -626,12 +933,21 @@ class PosteriorSamples(NamedTuple):
   details: RiemannianResult | None = None
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _finite_loss(loss_fn, thetas):
+  return jax.vmap(lambda th: jnp.isfinite(loss_fn(th)))(thetas)
+
+
 def euclidean_sampler(lfit: LaplaceFit, v: Array, **options) -> PosteriorSamples:
-  """Euclidean Laplace samples ``θ* + v`` (always successful; no options)."""
+  """Euclidean Laplace samples ``θ* + v`` (no options).
+
+  A sample is successful when the curvature loss is finite there; one that lands in a region
+  where the loss is ``nan``/``inf`` is reported as failed, never returned as a sample.
+  """
   if options:
     raise ValueError(f"the euclidean sampler takes no options; got {sorted(options)}.")
   theta = euclidean(lfit.theta_map, v)
-  return PosteriorSamples(theta, jnp.ones(theta.shape[:1], bool), None)
+  return PosteriorSamples(theta, _finite_loss(lfit.loss_fn, theta), None)
 
 
 def riemannian_sampler(lfit: LaplaceFit, v: Array, **options) -> PosteriorSamples:
@@ -640,9 +956,27 @@ def riemannian_sampler(lfit: LaplaceFit, v: Array, **options) -> PosteriorSample
   return PosteriorSamples(res.theta, res.success, res)
 
 
+def linearised_sampler(lfit: LaplaceFit, v: Array, **options) -> PosteriorSamples:
+  """Linearised Riemannian Laplace samples: geodesics of ``G = I + ∇L_lin ∇L_linᵀ``.
+
+  ``L_lin`` is ``lfit.linearised_loss_fn`` (:func:`linearised_loss`: the network linearised in
+  its weights at ``θ*``); ``options`` are the keywords of :func:`riemannian`. A geodesic that
+  succeeded but ends where the TRUE curvature loss is not finite is reported as failed.
+
+  Raises:
+    ValueError: when the fit carries no linearised loss.
+  """
+  if lfit.linearised_loss_fn is None:
+    raise ValueError("`lfit` has no linearised_loss_fn; build it with laplace.fit.")
+  res = riemannian(lfit.linearised_loss_fn, lfit.theta_map, v, **options)
+  ok = jnp.logical_and(res.success, _finite_loss(lfit.loss_fn, res.theta))
+  return PosteriorSamples(res.theta, ok, res)
+
+
 SAMPLERS: dict[str, Callable[..., PosteriorSamples]] = {
   "euclidean": euclidean_sampler,
   "riemannian": riemannian_sampler,
+  "linearised": linearised_sampler,
 }
 
 
@@ -654,20 +988,30 @@ def posterior_samples(
   *,
   samplers=("euclidean", "riemannian"),
   mode: str = "subspace",
+  index: int | None = None,
   options: dict | None = None,
+  check: bool = True,
 ) -> tuple[Array, dict[str, PosteriorSamples]]:
   """Samples of several named samplers from the SAME tangent velocities ``v`` (paired).
 
   ``v = η Σ^{1/2} z`` (:func:`sample_velocities` with ``lfit.eig``, ``lfit.alpha``); each name
   in ``samplers`` is looked up in :data:`SAMPLERS` and called as ``sampler(lfit, v, **opts)``
   with ``opts = options.get(name, {})``. Pass the same ``key`` for several ``eta`` to get
-  samples that differ only in scale.
+  samples that differ only in scale. ``mode``/``index`` as in :func:`sample_velocities`
+  (``"single"`` with ``index = 0``: along the top eigenvector only).
+
+  With ``check``, unconverged eigenpairs are refused (:func:`sample_velocities`) and, in
+  ``"full"`` mode, so is a fit whose ``θ*`` is a saddle (:func:`check_minimum`): the full
+  Gaussian gives the complement of the top-k span the prior variance ``1/α``, which a negative
+  curvature there contradicts. The ``"subspace"``/``"single"`` modes only use the top-k span,
+  on which the Hessian is ``diag(λ + α) > 0`` — a minimum of ``L`` restricted to it — so they are
+  defined at a saddle too (``lfit.min_eigenvalue`` reports it).
 
   Returns:
     ``(v (S, P), {name: PosteriorSamples})``.
 
   Raises:
-    ValueError: for an unknown sampler name.
+    ValueError: for an unknown sampler name, a saddle, or unconverged eigenpairs.
   """
   unknown = [n for n in samplers if n not in SAMPLERS]
   if unknown:
@@ -675,5 +1019,7 @@ def posterior_samples(
       f"`samplers` must name entries of laplace.SAMPLERS {tuple(SAMPLERS)}; got {unknown}."
     )
   options = options or {}
-  v = sample_velocities(lfit.eig, lfit.alpha, eta, key, num, mode=mode)
+  if check and mode == "full" and _checks.is_concrete(lfit.min_eigenvalue):
+    check_minimum(lfit)
+  v = sample_velocities(lfit.eig, lfit.alpha, eta, key, num, mode=mode, index=index, check=check)
   return v, {n: SAMPLERS[n](lfit, v, **options.get(n, {})) for n in samplers}

@@ -73,3 +73,92 @@ def test_toy_2d_smoke(tmp_path):
   _check_sweep(res)
   assert np.isfinite(res["map"]["true_log_likelihood_mean"])
   assert res["map"]["baseline_true_samples"]["num"] == res["config"]["data"]["num_test"]
+
+
+def test_frontier_smoke(tmp_path):
+  res = run_smoke(
+    "laplace.frontier", tmp_path, overrides={"quality.cache_dir": str(tmp_path / "classifier")}
+  )
+  names = res["config"]["posterior"]["samplers"]
+  assert set(names) == {"euclidean", "linearised"}
+  for row in res["seeds"]:
+    assert row["fit"]["alpha_rule"] == "evidence" and row["alpha"] > 0
+    assert np.isfinite(row["fit"]["min_hessian_eigenvalue"])
+    for name in names:
+      cells = row["methods"][name]["cells"]
+      assert cells and all(c["sampling"]["total"] == 2 for c in cells)
+      for c in cells:
+        if "digits_fd" in c:
+          assert c["digits_fd"] > 0 and 0 <= c["precision"] <= 1 and 0 <= c["recall"] <= 1
+    assert row["single"]["euclidean"][0]["eta"] == 8.0
+  assert len(res["comparison"]) == len(res["config"]["frontier"]["cs"])
+  for v in res["comparison"].values():
+    assert v["verdict"].startswith("c=")
+
+
+def test_subsets_smoke(tmp_path):
+  res = run_smoke(
+    "laplace.subsets", tmp_path, overrides={"quality.cache_dir": str(tmp_path / "classifier")}
+  )
+  rows = {r["subset"]: r for r in res["subsets"]}
+  assert set(rows) == {"first", "all"}
+  assert rows["first"]["num_params"] < rows["all"]["num_params"]
+  assert rows["all"]["k"] == 4
+  for r in rows.values():
+    assert r["lanczos_seconds"] > 0 and r["alpha"] > 0
+    for c in r["cells"]:
+      assert c["samples_per_second"] > 0
+  assert "| subset | P |" in res["table"]
+
+
+# --- The frontier's comparison logic on constructed points (no model).
+
+
+def test_frontier_envelope_gap_and_verdict():
+  from experiments.laplace import frontier
+
+  # A: M falls from 1 to 0.2 as FD rises 10 → 30; B: reaches the same M at lower FD.
+  a = [(10.0, 1.0), (20.0, 0.8), (30.0, 0.2)]
+  b = [(10.0, 1.0), (15.0, 0.5), (30.0, 0.1)]
+  qs = np.asarray([9.0, 10.0, 17.0, 25.0, 30.0])
+  np.testing.assert_allclose(frontier.envelope(a, qs), [np.nan, 1.0, 1.0, 0.8, 0.2])
+  np.testing.assert_allclose(frontier.envelope(b, qs), [np.nan, 1.0, 0.5, 0.5, 0.1])
+  gap, rng = frontier.frontier_gap(a, b, num=20001)
+  # Exact area: ∫ (f_A − f_B) over [10, 30] / 20 = (5·0 + 5·0.5 + 10·0.3 + 0·…)/20 = 0.275.
+  np.testing.assert_allclose(gap, (5 * 0.0 + 5 * 0.5 + 10 * 0.3) / 20, atol=2e-3)
+  assert rng == (10.0, 30.0)
+  # A method stuck at the MAP's quality has no common range: reported, not a 0 gap.
+  g, _ = frontier.frontier_gap(a, [(10.0, 1.0)])
+  assert g is None
+  assert "no common" in frontier.verdict("euclidean", "riemannian", 0.5, None, None)
+  assert "riemannian dominates" in frontier.verdict(
+    "euclidean", "riemannian", 0.5, 0.2, {"ci95": [0.1, 0.3]}
+  )
+  assert "euclidean dominates" in frontier.verdict(
+    "euclidean", "riemannian", 0.5, -0.2, {"ci95": [-0.3, -0.1]}
+  )
+  assert "neither" in frontier.verdict("euclidean", "riemannian", 0.5, 0.0, {"ci95": [-0.1, 0.1]})
+
+
+def test_frontier_bootstrap_recovers_a_known_gap():
+  from experiments.laplace import frontier
+
+  rng = np.random.default_rng(0)
+  held = rng.normal(size=(400, 3))
+
+  def cell(shift, frac):
+    n = 300
+    r = np.where(np.arange(n) < frac * n, 0.01, 0.9)  # M_c(c=0.5) = frac
+    return frontier.CellData(r, rng.normal(size=(n, 3)) + shift)
+
+  # Euclidean reaches M = 0.2 only far from the data; Riemannian at a small shift.
+  per_seed = {
+    s: {
+      "euclidean": [cell(0.0, 1.0), cell(1.0, 0.9), cell(2.0, 0.2)],
+      "riemannian": [cell(0.0, 1.0), cell(1.0, 0.3), cell(2.0, 0.2)],
+    }
+    for s in range(3)
+  }
+  ci = frontier.bootstrap_gap(per_seed, "euclidean", "riemannian", 0.5, held, 40, 0)
+  assert ci["num"] == 40
+  assert ci["ci95"][0] > 0.1  # Riemannian memorises less at equal FD: a positive gap

@@ -28,7 +28,7 @@ from memjax import curvature, data, laplace, memorisation, nets, sampling, train
 ExtraMetrics = Callable[[jax.Array, np.ndarray, np.ndarray], dict]
 
 # Samplers of ``laplace.SAMPLERS`` that solve geodesics and take the config's ``geo_*`` options.
-GEODESIC_SAMPLERS = ("riemannian",)
+GEODESIC_SAMPLERS = ("riemannian", "linearised")
 
 
 class Evaluator(NamedTuple):
@@ -121,6 +121,13 @@ def fit_posterior(apply_fn, params, train, heldout, keys, posterior_cfg, eval_cf
       refine_max_steps=int(pc.get("refine_max_steps", 500)),
     )
     jax.block_until_ready(fit.eig)
+  alpha_rule = pc.get("alpha_rule", "fixed")
+  if alpha_rule not in ALPHA_RULES:
+    raise ValueError(f"`posterior.alpha_rule` must be one of {ALPHA_RULES}; got {alpha_rule!r}.")
+  prior = None
+  if alpha_rule == "evidence":  # post hoc, at the trained θ*, before the tilt (which uses ∇L)
+    prior = laplace.optimise_prior(fit.eig.values, fit.theta_map)
+    fit = laplace.with_prior(fit, prior.alpha)
   if stationary == "tilt":
     fit = tilt(fit)
   heldout = jnp.asarray(heldout, dtype)
@@ -170,6 +177,17 @@ def fit_posterior(apply_fn, params, train, heldout, keys, posterior_cfg, eval_cf
     "loss_at_map": float(fit.loss_fn(fit.theta_map)),
     "heldout_fm_loss_map": float(heldout_loss(fit.theta_map[None])[0]),
     "baseline_true_samples": {"num": int(heldout.shape[0]), "memorisation": base},
+    "alpha_rule": alpha_rule,
+    "alpha": alpha,
+    "alpha_config": float(pc.alpha),
+    "min_hessian_eigenvalue": float(fit.min_eigenvalue),
+    "log_evidence": {
+      "at_alpha": float(laplace.log_evidence(fit.eig.values, fit.theta_map, fit.alpha)),
+      "at_alpha_config": float(laplace.log_evidence(fit.eig.values, fit.theta_map, pc.alpha)),
+      "effective_params": float(
+        np.sum(np.maximum(values, 0.0) / (np.maximum(values, 0.0) + alpha))
+      ),
+    },
   }
   logging.info(
     "posterior: %d subset params, ||grad L|| %.3g -> %.3g, top data-term Ritz values %s",
@@ -188,20 +206,14 @@ def fit_posterior(apply_fn, params, train, heldout, keys, posterior_cfg, eval_cf
 # gradient at θ* is removed instead of being fitted; "none": neither (the old protocol).
 STATIONARY = ("refine", "tilt", "none")
 
+# How the prior precision α is chosen (``cfg.posterior.alpha_rule``): "fixed" = ``posterior.alpha``;
+# "evidence" = the maximiser of the Laplace evidence (:func:`memjax.laplace.optimise_prior`) at the
+# trained θ*, set with :func:`memjax.laplace.with_prior` before the tilt.
+ALPHA_RULES = ("fixed", "evidence")
 
-def tilt(fit: laplace.LaplaceFit) -> laplace.LaplaceFit:
-  """``fit`` with ``loss_fn`` replaced by ``L̃(θ) = L(θ) − g₀ᵀ(θ − θ*)`` (``g₀ = ∇L(θ*)``).
 
-  ``∇L̃(θ*) = 0``, ``∇²L̃ = ∇²L`` (the eigenpairs stay valid); ``grad_norm`` is recomputed.
-  """
-  loss, theta0 = fit.loss_fn, fit.theta_map
-  g0 = jax.jit(jax.grad(loss))(theta0)
-
-  def loss_tilted(theta):
-    return loss(theta) - jnp.dot(g0, theta - theta0)
-
-  g1 = jnp.linalg.norm(jax.jit(jax.grad(loss_tilted))(theta0))
-  return fit._replace(loss_fn=loss_tilted, grad_norm=g1)
+# The tilt lives in the library (:func:`memjax.laplace.tilt`, which also tilts the linearised loss).
+tilt = laplace.tilt
 
 
 def train_mlp_map(cfg, train, key):

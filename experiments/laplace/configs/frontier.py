@@ -1,0 +1,110 @@
+"""Config of ``experiments/laplace/frontier.py`` (the memorisation–quality frontier on digits).
+
+Variants (``--config=experiments/laplace/configs/frontier.py:VARIANT``):
+
+* ``digits`` (default; 2-core CPU): the images experiment's digits UNet and data (16 training
+  digits, first conv layer Bayesian), α by the Laplace evidence, 3 posterior seeds.
+* ``alpha_fixed``: the same with α = 1 fixed (does the α rule change the verdict?).
+* ``first_last`` / ``convs`` / ``all``: other parameter subsets (first + last conv layer, every
+  convolution, every parameter of the UNet with k = 50); shorter grids, one seed.
+* ``large`` (GPU): 64 training digits, the wider UNet of the images experiment's ``mnist`` sizes
+  on digits, every parameter Bayesian, k = 50, 16 posterior samples per cell, float64.
+* ``smoke``: tiny, for the test suite.
+
+The MAP is cached (orbax, verified) under ``train.checkpoint_dir`` (default
+``runs/cache/frontier_map``): a rerun with the same data / model / training config reuses it.
+"""
+
+import ml_collections
+
+from experiments import configs_common as cc
+from experiments.laplace.configs import images
+
+VARIANTS = ("digits", "alpha_fixed", "first_last", "convs", "all", "large", "smoke")
+
+# Parameter subsets of the digits UNet (substring patterns of the leaf paths).
+SUBSETS = {
+  "first": "['conv_in']",
+  "first_last": ("['conv_in']", "['conv_out']"),
+  "convs": ("['conv_in']", "['conv_0']", "['conv_1']", "['conv_out']", "['skip']", "sample_"),
+  "all": "",
+}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = cc.variant(arg or "digits", VARIANTS)
+  c = images.get_config("smoke" if arg == "smoke" else "digits")
+  c.train.checkpoint_dir = "runs/cache/frontier_map"
+
+  # Posterior: the images experiment's set-up (subspace mode, tilt, first conv layer, k = 20) with
+  # α chosen by the Laplace evidence (post hoc at the trained θ*) and the three samplers.
+  c.posterior.samplers = ("euclidean", "riemannian", "linearised")
+  c.posterior.alpha_rule = "evidence"  # "evidence" | "fixed" (= posterior.alpha)
+  c.posterior.num_triple_draws = 1  # the seeds below redraw the triples
+  c.posterior.num_posterior = 4
+  c.posterior.geo_max_steps = 256  # a geodesic that needs more is a failure (stops the grid)
+
+  # The frontier: η grid eta_start · eta_ratio^i ≤ eta_max per sampler, extended until M_1/3 <
+  # stop_m or more than max_fail of the samples fail; single mode (top eigenvector only) at
+  # single_etas for single_samplers; gaps with `bootstrap` resamples (seeds and images).
+  c.frontier = ml_collections.ConfigDict()
+  c.frontier.num_seeds = 3
+  c.frontier.eta_start = 4.0
+  c.frontier.eta_ratio = 2.0  # Euclidean grid
+  c.frontier.eta_ratio_geodesic = 4.0  # Riemannian / linearised grid (a cell costs ~100× more)
+  c.frontier.eta_max = 256.0
+  c.frontier.stop_m = 0.5
+  c.frontier.max_fail = 0.5
+  c.frontier.cs = (0.2, 1 / 3, 0.5)
+  c.frontier.single_samplers = ("euclidean", "riemannian")
+  c.frontier.single_etas = (16.0, 64.0)
+  c.frontier.single_seeds = 1  # the single mode on the first seed only
+  c.frontier.bootstrap = 200
+
+  c.quality = ml_collections.ConfigDict()
+  c.quality.k = 3  # precision/recall neighbourhood
+  c.quality.cache_dir = ""  # digits classifier cache ("": experiments.laplace.quality default)
+  c.quality.classifier = ""  # variant of experiments/laplace/quality.py's config ("" | "smoke")
+
+  c.eval.num_gen = 32
+
+  if arg == "alpha_fixed":
+    c.posterior.alpha_rule = "fixed"
+  elif arg in ("first_last", "convs", "all"):
+    c.posterior.select = SUBSETS[arg]
+    c.frontier.num_seeds = 1
+    c.frontier.eta_ratio = 4.0
+    c.frontier.single_samplers = ()
+    if arg == "all":
+      c.posterior.lanczos_k = 50
+      c.posterior.lanczos_iters = 120
+  elif arg == "large":
+    c.x64 = True
+    c.data.num_train = 64
+    c.model.update(widths=(32, 64, 128), num_res_blocks=2, time_dim=64, groups=32, conv="lax")
+    c.train.update(steps=20000, batch_size=128, lr=2e-4)
+    c.train.checkpoint_dir = "runs/cache/frontier_map_large"
+    c.posterior.update(select="", lanczos_k=50, lanczos_iters=150, num_triples=256)
+    c.posterior.num_posterior = 16
+    c.posterior.geo_max_steps = 1024
+    c.eval.num_gen = 64
+    c.frontier.eta_ratio = 1.5
+    c.frontier.eta_ratio_geodesic = 2.0
+    c.frontier.eta_max = 2048.0
+    c.frontier.single_seeds = 3
+  elif arg == "smoke":
+    c.train.checkpoint_dir = ""  # <workdir>/checkpoints
+    # One geodesic sampler (the compile time of a UNet geodesic dominates a smoke run; the
+    # Riemannian sampler's geodesics are exercised by the images smoke test).
+    c.posterior.samplers = ("euclidean", "linearised")
+    c.posterior.num_posterior = 2
+    c.posterior.geo_max_steps = 32
+    c.frontier.num_seeds = 1
+    c.frontier.eta_start = 4.0
+    c.frontier.eta_max = 4.0
+    c.frontier.single_samplers = ("euclidean",)
+    c.frontier.single_etas = (8.0,)
+    c.frontier.bootstrap = 10
+    c.quality.classifier = "smoke"
+    c.eval.num_gen = 8
+  return c
