@@ -108,3 +108,24 @@ CASES = {
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_second_identical_call_does_not_retrace(name):
   _assert_second_call_reuses(CASES[name])
+
+
+def test_quality_entry_points_do_not_retrace():
+  """:func:`memjax.metrics.precision_recall` and the digits classifier's features."""
+  from experiments.laplace import quality
+  from memjax import metrics
+
+  module = quality.DigitsMLP(hidden=(8,), feature_dim=4)
+  clf = quality.DigitsClassifier(module, module.init(KEY, jnp.zeros((1, 64), jnp.float32)), {})
+  images = jnp.zeros((5, 64), jnp.float32)
+  _assert_second_call_reuses(lambda: metrics.precision_recall(DATA, DATA + 0.1, 3))
+  _assert_second_call_reuses(lambda: quality.features(clf, images))
+
+
+def test_laplace_prior_and_samplers_do_not_retrace():
+  """:func:`memjax.laplace.optimise_prior` (bisection) and the Euclidean sampler's finite check."""
+  values = jnp.asarray([4.0, 1.0, 0.5])
+  _assert_second_call_reuses(lambda: laplace.optimise_prior(values, THETA))
+  eig = laplace.fit_eigenpairs(LOSS, THETA, 2, KEY)
+  lfit = laplace.LaplaceFit(None, None, LOSS, THETA, eig, jnp.asarray(1.0), None, 0.0, 0.0)
+  _assert_second_call_reuses(lambda: laplace.euclidean_sampler(lfit, V))
