@@ -10,7 +10,7 @@ export PYTHONUNBUFFERED := 1
 export MPLBACKEND ?= Agg
 PYTEST_WORKERS ?= 2
 
-.PHONY: venv demo test lint format test-slow notebooks bench clean
+.PHONY: venv demo test lint format test-slow notebooks bench docs dist clean
 
 venv: $(STAMP)
 
@@ -25,9 +25,9 @@ $(STAMP): requirements.txt setup.cfg pyproject.toml
 demo: $(STAMP)
 	$(PY) -m experiments.laplace.two_point_1d --config=experiments/laplace/configs/two_point_1d.py
 
-## Default (non-slow) test suite: unit/property tests, every experiment's :smoke config end to end, and
-## every notebook executed with nbmake (SMALL = True).
-test: $(STAMP) lint
+## Default (non-slow) test suite: lint, the strict documentation build, unit/property tests, every
+## experiment's :smoke config end to end, and every notebook executed with nbmake (SMALL = True).
+test: $(STAMP) lint docs
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "not slow" --durations=15 tests --nbmake notebooks
 
 ## Lint (ruff check) and formatting check (ruff format --check); part of `make test`.
@@ -40,6 +40,20 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+## Documentation site (Sphinx + MyST-NB) in docs/_build/html; any warning fails the build.
+## -E: a fresh environment every time, so a warning is never hidden by an incremental build.
+## Notebooks are rendered with their stored outputs, not executed.
+docs: $(STAMP)
+	$(PY) -m sphinx -b html -E -W --keep-going -n -q docs docs/_build/html
+	@echo "docs: open docs/_build/html/index.html"
+
+## Source distribution and wheel in dist/ (what the notebooks' Colab install cell can install).
+## --no-isolation builds with the venv's setuptools, so no network is needed.
+dist: $(STAMP)
+	rm -rf dist
+	$(PY) -m build --no-isolation --sdist --wheel --outdir dist .
+	@ls dist
+
 notebooks: $(STAMP)
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --nbmake notebooks
 
@@ -50,4 +64,4 @@ bench: $(STAMP)
 	for f in benchmarks/*.py; do $(PY) $$f || exit 1; done
 
 clean:
-	rm -rf $(VENV) .jax_cache .pytest_cache runs *.egg-info
+	rm -rf $(VENV) .jax_cache .pytest_cache runs *.egg-info docs/_build docs/api/generated dist build

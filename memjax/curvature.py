@@ -36,10 +36,9 @@ Array = jax.Array
 class ParamSubset:
   """A selection of leaves of a params pytree, the rest frozen at fixed values.
 
-  ``flatten(params) -> θ_B`` concatenates the selected leaves (``ravel_pytree``
-  order); ``merge(θ_B) -> params`` puts them back into the frozen pytree. It is
-  a pytree itself (children: the frozen leaves), so it can be passed to ``jit``.
-  Build it with :func:`param_subset`.
+  ``flatten(params) -> θ_B`` concatenates the selected leaves (``ravel_pytree`` order);
+  ``merge(θ_B) -> params`` puts them back into the frozen pytree. It is a pytree itself (children:
+  the frozen leaves), so it can be passed to ``jit``. Build it with :func:`param_subset`.
 
   Attributes:
     frozen: the full params pytree supplying the unselected (frozen) values.
@@ -72,6 +71,7 @@ class ParamSubset:
 
   @property
   def selected_names(self) -> tuple[str, ...]:
+    """Path strings of the selected leaves."""
     return tuple(n for n, m in zip(self.names, self.mask) if m)
 
   @property
@@ -85,11 +85,31 @@ class ParamSubset:
     return self.flatten(self.frozen)
 
   def flatten(self, params) -> Array:
-    """Selected leaves of ``params`` as one flat vector ``(P_B,)``."""
+    """Selected leaves of ``params`` as one flat vector ``θ_B`` ``(P_B,)``.
+
+    Args:
+      params: a pytree with the structure of ``frozen``.
+
+    Returns:
+      ``(P_B,)``.
+
+    Raises:
+      ValueError: if ``params`` has another tree structure.
+    """
     return ravel_pytree(self._selected(params))[0]
 
   def merge(self, theta_b: Array):
-    """Full params pytree with the selected leaves taken from ``theta_b`` ``(P_B,)``."""
+    """Full params pytree with the selected leaves taken from ``theta_b``.
+
+    Args:
+      theta_b: ``θ_B``, ``(P_B,)``.
+
+    Returns:
+      The params pytree (unselected leaves from ``frozen``).
+
+    Raises:
+      ValueError: if ``theta_b`` is not ``(P_B,)``.
+    """
     _checks.check_ndim("theta_b", theta_b, 1, "(P_B,)")
     sel, unravel = ravel_pytree(self._selected(self.frozen))
     _checks.check_last_dim("theta_b", theta_b, sel.shape[0], "(P_B,)")
@@ -147,10 +167,10 @@ def param_subset(params, select: Any = None) -> ParamSubset:
 
 
 def make_triples(key: Array, data: Array, num: int) -> tuple[Array, Array, Array]:
-  """Draw frozen Monte-Carlo triples ``(x1_b, x0_b, t_b)``, b = 1..num.
+  """Draw frozen Monte-Carlo triples ``(x1_b, x0_b, t_b)``, ``b = 1..B``, of the curvature loss.
 
-  ``x1_b`` uniformly from the rows of ``data`` (without replacement when
-  ``num ≤ N``), ``x0_b ~ N(0, I)``, ``t_b ~ U[0, 1]``.
+  ``x1_b`` uniformly from the rows of ``data`` (without replacement when ``num ≤ N``),
+  ``x0_b ~ N(0, I)``, ``t_b ~ U[0, 1]``.
 
   Args:
     key: PRNG key.
@@ -159,6 +179,13 @@ def make_triples(key: Array, data: Array, num: int) -> tuple[Array, Array, Array
 
   Returns:
     ``x1 (B, D)``, ``x0 (B, D)``, ``t (B,)``.
+
+  Raises:
+    ValueError: if ``data`` is not ``(N, D)`` or holds NaN/inf, or ``num`` is not positive.
+
+  References:
+    "Reducing Memorisation in Generative Models via Riemannian Bayesian Inference",
+    arXiv:2602.00199.
   """
   _checks.check_ndim("data", data, 2, "(N, D)")
   _checks.check_finite("data", data)
@@ -205,28 +232,36 @@ def curvature_loss(
   loss_scale=None,
   num_data: int | None = None,
 ) -> Callable[[Array], Array]:
-  """Deterministic Laplace loss of the subset parameters on frozen triples.
+  """The Laplace loss on frozen triples, ``L(θ_B) = s Σ_b ℓ_b(merge(θ_B)) + (α/2)||θ_B||²``.
 
-  ``L(θ_B) = s Σ_b ℓ_b(merge(θ_B)) + (α/2)||θ_B||²`` with
-  ``ℓ_b = ||u_θ(x_t,b, t_b) − (x1_b − x0_b)||²`` and ``x_t,b = (1−t_b) x0_b + t_b x1_b``.
-
-  The scale ``s`` defaults to ``N/B`` (``num_data / B``), making ``s Σ_b ℓ_b``
-  an unbiased estimate of the full-data sum ``Σ_n E_{x0,t} ℓ``. The metric
-  ``G = I + ∇L∇Lᵀ`` used for Riemannian sampling is NOT invariant to rescaling
-  ``L``, so ``s`` changes the geodesics and must be chosen deliberately.
+  ``ℓ_b = ||u_θ(x_t,b, t_b) − (x1_b − x0_b)||²`` with ``x_t,b = (1−t_b) x0_b + t_b x1_b``. The
+  scale ``s`` defaults to ``N/B`` (``num_data / B``), making ``s Σ_b ℓ_b`` an unbiased estimate of
+  the full-data sum ``Σ_n E_{x0,t} ℓ``. The metric ``G = I + ∇L∇Lᵀ`` used for Riemannian sampling
+  is NOT invariant to rescaling ``L``, so ``s`` changes the geodesics and must be chosen
+  deliberately.
 
   Args:
     apply_fn: ``u(params, x, t)``.
     params_map: MAP params pytree; unselected leaves are frozen at these values.
-    x1, x0: ``(B, D)``; t: ``(B,)`` (see :func:`make_triples`).
-    subset: a :class:`ParamSubset` (``None``: all parameters); only its
-      selection is used, the frozen leaves always come from ``params_map``.
+    x1: triple data points ``(B, D)`` (see :func:`make_triples`).
+    x0: triple noise ``(B, D)``.
+    t: triple times ``(B,)``.
+    subset: a :class:`ParamSubset` (``None``: all parameters); only its selection is used, the
+      frozen leaves always come from ``params_map``.
     alpha: prior precision ``α ≥ 0``.
     loss_scale: ``s``; if ``None``, ``num_data / B``.
     num_data: ``N``, required when ``loss_scale`` is ``None``.
 
   Returns:
     ``loss_fn(θ_B)``: ``(P_B,) -> ()``.
+
+  Raises:
+    ValueError: if ``alpha < 0``, or ``num_data`` is missing or not positive with
+      ``loss_scale=None``.
+
+  References:
+    "Reducing Memorisation in Generative Models via Riemannian Bayesian Inference",
+    arXiv:2602.00199.
   """
   _check_triples(x1, x0, t)
   if _checks.is_concrete(alpha) and not np.all(np.asarray(alpha) >= 0):
@@ -250,8 +285,19 @@ def curvature_residual_fn(
 ) -> Callable[[Array], Array]:
   """Residuals ``r_b(θ_B) = u_θ(x_t,b, t_b) − (x1_b − x0_b)``, ``(P_B,) -> (B, D)``.
 
-  With these, the data term of :func:`curvature_loss` is ``s Σ_b ||r_b||²`` and
-  its GGN product is ``ggn_vp(residual_fn, θ, v, s) + α v``.
+  With these, the data term of :func:`curvature_loss` is ``s Σ_b ||r_b||²`` and its GGN product
+  is ``ggn_vp(residual_fn, θ, v, s) + α v`` (:func:`memjax.linalg.ggn_vp`).
+
+  Args:
+    apply_fn: ``u(params, x, t)``.
+    params_map: MAP params pytree.
+    x1: triple data points ``(B, D)``.
+    x0: triple noise ``(B, D)``.
+    t: triple times ``(B,)``.
+    subset: a :class:`ParamSubset` (``None``: all parameters).
+
+  Returns:
+    ``residual_fn(θ_B) -> (B, D)``.
   """
   _check_triples(x1, x0, t)
   subset = _subset_or_all(params_map, subset)

@@ -17,13 +17,30 @@ from memjax import _checks
 
 
 def two_point(m: float = 1.0, dtype=jnp.float32) -> jax.Array:
-  """The 1D two-point training set ``{−m, +m}`` as shape ``(2, 1)``."""
+  """The 1D two-point training set ``{−m, +m}`` as shape ``(2, 1)``.
+
+  Args:
+    m: half the distance between the points, ``> 0``.
+    dtype: output dtype.
+
+  Returns:
+    ``(2, 1)`` array.
+
+  Raises:
+    ValueError: if ``m`` is not positive.
+  """
   _checks.check_positive("m", m)
   return jnp.asarray([[-m], [m]], dtype)
 
 
 class GaussianMixture(NamedTuple):
-  """Isotropic Gaussian mixture ``Σ_k w_k N(μ_k, s_k² I)``."""
+  """Isotropic Gaussian mixture ``Σ_k w_k N(μ_k, s_k² I)``; ``dim`` is the property ``D``.
+
+  Attributes:
+    means: ``(K, D)`` component means ``μ_k``.
+    stds: ``(K,)`` standard deviations ``s_k``.
+    weights: ``(K,)`` weights ``w_k``, summing to 1.
+  """
 
   means: jax.Array  # (K, D)
   stds: jax.Array  # (K,)
@@ -35,7 +52,20 @@ class GaussianMixture(NamedTuple):
 
 
 def gaussian_mixture(means, stds, weights=None, dtype=jnp.float32) -> GaussianMixture:
-  """Build and validate a :class:`GaussianMixture`."""
+  """Build and validate a :class:`GaussianMixture`.
+
+  Args:
+    means: ``(K, D)``.
+    stds: ``(K,)`` or a scalar, positive.
+    weights: ``(K,)`` non-negative, summing to 1 (default: equal).
+    dtype: array dtype.
+
+  Returns:
+    :class:`GaussianMixture`.
+
+  Raises:
+    ValueError: on shape mismatches, NaN/inf, non-positive ``stds`` or invalid ``weights``.
+  """
   means = jnp.asarray(means, dtype)
   _checks.check_ndim("means", means, 2, "(K, D)")
   k = means.shape[0]
@@ -58,19 +88,47 @@ def gaussian_mixture(means, stds, weights=None, dtype=jnp.float32) -> GaussianMi
 def ring_mixture(
   num_modes: int = 8, radius: float = 2.0, std: float = 0.15, dtype=jnp.float32
 ) -> GaussianMixture:
-  """``num_modes`` equal-weight 2D Gaussians evenly spaced on a circle."""
+  """``num_modes`` equal-weight 2D Gaussians ``N(μ_k, std² I)`` evenly spaced on a circle.
+
+  Args:
+    num_modes: ``K``.
+    radius: circle radius.
+    std: component standard deviation.
+    dtype: array dtype.
+
+  Returns:
+    :class:`GaussianMixture`.
+  """
   ang = 2 * np.pi * np.arange(num_modes) / num_modes
   means = radius * np.stack([np.cos(ang), np.sin(ang)], -1)
   return gaussian_mixture(means, std, dtype=dtype)
 
 
 def two_point_gmm(m: float = 1.0, std: float = 0.1, dtype=jnp.float32) -> GaussianMixture:
-  """The 1D target ``½N(−m, s²) + ½N(m, s²)`` used to score the two-point toy."""
+  """The 1D target ``½N(−m, s²) + ½N(m, s²)`` used to score the two-point toy.
+
+  Args:
+    m: the points ``±m``.
+    std: ``s``.
+    dtype: array dtype.
+
+  Returns:
+    :class:`GaussianMixture`.
+  """
   return gaussian_mixture([[-m], [m]], std, dtype=dtype)
 
 
 def sample_mixture(key: jax.Array, gmm: GaussianMixture, n: int):
-  """Draw ``n`` points from ``gmm``; returns ``(x (n, D), component (n,))``."""
+  """Draw ``n`` points from ``gmm``: a component ``k ~ w``, then ``x ~ N(μ_k, s_k² I)``.
+
+  Args:
+    key: PRNG key.
+    gmm: :class:`GaussianMixture`.
+    n: number of points.
+
+  Returns:
+    ``(x (n, D), component (n,))``.
+  """
   kc, kz = jax.random.split(key)
   comp = jax.random.categorical(kc, jnp.log(gmm.weights), shape=(n,))
   z = jax.random.normal(kz, (n, gmm.dim), gmm.means.dtype)
@@ -78,7 +136,15 @@ def sample_mixture(key: jax.Array, gmm: GaussianMixture, n: int):
 
 
 def mixture_log_prob(gmm: GaussianMixture, x: jax.Array) -> jax.Array:
-  """``log Σ_k w_k N(x; μ_k, s_k² I)`` for ``x`` of shape ``(n, D)``."""
+  """``log Σ_k w_k N(x; μ_k, s_k² I)`` by log-sum-exp.
+
+  Args:
+    gmm: :class:`GaussianMixture`.
+    x: points ``(n, D)``.
+
+  Returns:
+    ``(n,)``.
+  """
   d = gmm.dim
   sq = jnp.sum((x[:, None, :] - gmm.means[None]) ** 2, -1)
   logn = (
@@ -88,7 +154,19 @@ def mixture_log_prob(gmm: GaussianMixture, x: jax.Array) -> jax.Array:
 
 
 def subset(key: jax.Array, x: jax.Array, n: int) -> jax.Array:
-  """A deterministic random subset of ``n`` distinct rows of ``x`` (without replacement)."""
+  """A deterministic random subset of ``n`` distinct rows of ``x`` (without replacement).
+
+  Args:
+    key: PRNG key.
+    x: array ``(N, ...)``.
+    n: rows to keep, ``1 ≤ n ≤ N``.
+
+  Returns:
+    ``(n, ...)``, rows in their original order.
+
+  Raises:
+    ValueError: if ``n`` is out of range.
+  """
   if not 0 < n <= x.shape[0]:
     raise ValueError(f"`n` must be in [1, {x.shape[0]}] (rows of `x`); got {n}.")
   idx = jax.random.permutation(key, x.shape[0])[:n]
@@ -96,7 +174,19 @@ def subset(key: jax.Array, x: jax.Array, n: int) -> jax.Array:
 
 
 def train_test_split(key: jax.Array, x: jax.Array, num_train: int):
-  """Split rows of ``x`` into ``(train (num_train, D), held_out (rest, D))`` deterministically."""
+  """Split rows of ``x`` into ``(train, held_out)`` deterministically given ``key``.
+
+  Args:
+    key: PRNG key.
+    x: array ``(N, D)``.
+    num_train: training rows, ``1 ≤ num_train ≤ N − 1``.
+
+  Returns:
+    ``(train (num_train, D), held_out (N − num_train, D))``.
+
+  Raises:
+    ValueError: if ``num_train`` is out of range.
+  """
   if not 0 < num_train < x.shape[0]:
     raise ValueError(f"`num_train` must be in [1, {x.shape[0] - 1}]; got {num_train}.")
   perm = jax.random.permutation(key, x.shape[0])
@@ -104,15 +194,33 @@ def train_test_split(key: jax.Array, x: jax.Array, num_train: int):
 
 
 def two_point_velocity(x: jax.Array, t: jax.Array, m: float = 1.0) -> jax.Array:
-  """Exact FM velocity for data ``{−m, +m}`` and noise ``N(0, 1)`` (linear path, data at t = 1).
+  """Exact FM velocity ``u*(x, t) = (m·tanh(t m x / (1 − t)²) − x) / (1 − t)`` for ``{−m, +m}``.
 
-  ``u*(x, t) = (m·tanh(t m x / (1 − t)²) − x) / (1 − t)``, odd in ``x``; valid for ``t < 1``.
+  Noise ``N(0, 1)``, linear path with data at ``t = 1``; the field is odd in ``x`` and valid for
+  ``t < 1``.
+
+  Args:
+    x: points, any shape.
+    t: times broadcastable to ``x``, ``< 1``.
+    m: the data points ``±m``.
+
+  Returns:
+    ``u*(x, t)`` of the broadcast shape.
   """
   return (m * jnp.tanh(t * m * x / (1.0 - t) ** 2) - x) / (1.0 - t)
 
 
 def two_point_density(x: jax.Array, t: jax.Array, m: float = 1.0) -> jax.Array:
-  """Marginal density of ``x_t = (1−t) x0 + t x1``: ``½N(x; tm, (1−t)²) + ½N(x; −tm, (1−t)²)``."""
+  """Marginal density of ``x_t = (1−t) x0 + t x1``: ``½N(x; tm, (1−t)²) + ½N(x; −tm, (1−t)²)``.
+
+  Args:
+    x: points, any shape.
+    t: times broadcastable to ``x``.
+    m: the data points ``±m``.
+
+  Returns:
+    ``p_t(x)`` of the broadcast shape.
+  """
   s = 1.0 - t
   g = lambda mu: jnp.exp(-0.5 * ((x - mu) / s) ** 2) / (s * jnp.sqrt(2 * jnp.pi))
   return 0.5 * (g(t * m) + g(-t * m))
@@ -123,14 +231,26 @@ def two_point_density(x: jax.Array, t: jax.Array, m: float = 1.0) -> jax.Array:
 
 
 def to_unit_range(images: np.ndarray, max_value: float) -> np.ndarray:
-  """Scale pixel values from ``[0, max_value]`` to ``[−1, 1]``."""
+  """Scale pixel values from ``[0, max_value]`` to ``[−1, 1]``: ``2x/max_value − 1``.
+
+  Args:
+    images: pixel array.
+    max_value: the largest pixel value (e.g. 16 for scikit-learn's digits, 255 for bytes).
+
+  Returns:
+    float32 numpy array.
+  """
   return (2.0 * np.asarray(images, np.float32) / max_value - 1.0).astype(np.float32)
 
 
 def load_digits(flatten: bool = False):
-  """scikit-learn's bundled 8×8 digits (1797 real images, no network), scaled to [−1, 1].
+  """scikit-learn's bundled 8×8 digits (1797 real images, no network), scaled to ``[−1, 1]``.
 
-  Returns ``(images (1797, 8, 8, 1) or (1797, 64), labels (1797,))`` as numpy arrays.
+  Args:
+    flatten: return ``(1797, 64)`` instead of ``(1797, 8, 8, 1)``.
+
+  Returns:
+    ``(images, labels (1797,))`` as numpy arrays.
   """
   from sklearn import datasets
 
@@ -143,12 +263,22 @@ def load_digits(flatten: bool = False):
 def load_tfds(
   name: str, split: str = "train", max_examples: int | None = None, batch_size: int = 1024
 ):
-  """Load ``mnist`` or ``cifar10`` through ``tfds.data_source`` (array_record; no tensorflow
-  needed).
+  """Load ``mnist`` or ``cifar10`` through ``tfds.data_source`` (array_record; no tensorflow).
 
-  Images are scaled to [−1, 1] as ``float32 (N, H, W, C)``; labels ``int32 (N,)``.
-  Downloads need network: on an offline machine prepare the data beforehand
-  (tests use ``tfds.testing.mock_data``).
+  Images are scaled to ``[−1, 1]`` as ``float32 (N, H, W, C)``. Downloads need network: on an
+  offline machine prepare the data beforehand (tests use ``tfds.testing.mock_data``).
+
+  Args:
+    name: ``"mnist"`` or ``"cifar10"``.
+    split: the TFDS split.
+    max_examples: keep the first ``max_examples`` (``None``: all).
+    batch_size: records read at a time.
+
+  Returns:
+    ``(images float32 (N, H, W, C), labels int32 (N,))``.
+
+  Raises:
+    ValueError: if ``name`` is not supported.
   """
   if name not in ("mnist", "cifar10"):
     raise ValueError(f"`name` must be 'mnist' or 'cifar10'; got {name!r}.")
@@ -171,8 +301,20 @@ def class_subset(
   n: int,
   classes: Sequence[int] | None = None,
 ):
-  """Deterministic subset of ``n`` images (optionally restricted to ``classes``); returns ``(images,
-  labels)``.
+  """Deterministic subset of ``n`` images, optionally restricted to ``classes``.
+
+  Args:
+    key: PRNG key.
+    images: ``(N, ...)``.
+    labels: ``(N,)``.
+    n: images to keep.
+    classes: labels to draw from (``None``: all).
+
+  Returns:
+    ``(images (n, ...), labels (n,))``.
+
+  Raises:
+    ValueError: if ``n`` exceeds the images of the selected classes.
   """
   idx = (
     np.arange(len(images)) if classes is None else np.flatnonzero(np.isin(labels, list(classes)))
@@ -184,18 +326,26 @@ def class_subset(
 
 
 # ---------------------------------------------------------------------------
-# Manifold mixtures with analytic local intrinsic dimension (seed 002).
+# Manifold mixtures with analytic local intrinsic dimension.
 
+#: The kinds of :class:`ManifoldMixture` components.
 MANIFOLD_KINDS = ("affine", "sphere")
 
 
 class ManifoldMixture(NamedTuple):
   """Equal-weight mixture of ``K`` manifolds in ``R^D`` with known dimensions.
 
-  Component ``k`` of kind ``"affine"`` is ``c_k + A_k u``, ``u ~ U[−h, h]^{d_k}``
-  (a flat ``d_k``-dim piece, LID = d_k); of kind ``"sphere"`` it is
-  ``c_k + r A_k v``, ``v`` uniform on the unit sphere ``S^{d_k} ⊂ R^{d_k+1}``
-  (curved, LID = d_k). ``A_k`` has orthonormal columns.
+  Component ``k`` of kind ``"affine"`` is ``c_k + A_k u``, ``u ~ U[−h, h]^{d_k}`` (a flat
+  ``d_k``-dim piece, LID = ``d_k``); of kind ``"sphere"`` it is ``c_k + r A_k v``, ``v`` uniform on
+  the unit sphere ``S^{d_k} ⊂ R^{d_k+1}`` (curved, LID = ``d_k``). ``A_k`` has orthonormal
+  columns; ``ambient_dim`` is the property ``D``.
+
+  Attributes:
+    kinds: ``(K,)`` strings in :data:`MANIFOLD_KINDS`.
+    dims: ``(K,)`` ints, the analytic LID of each component.
+    centres: ``(K, D)`` centres ``c_k``.
+    frames: ``(K,)`` arrays ``A_k``, ``(D, d_k)`` or ``(D, d_k + 1)``.
+    scale: ``h`` (affine half-width) or ``r`` (sphere radius).
   """
 
   kinds: tuple  # (K,) strings in MANIFOLD_KINDS
@@ -222,6 +372,26 @@ def manifold_mixture(
 
   Centres are ``separation·q_k`` with ``q_k`` orthonormal (``K ≤ D``), so pieces are
   ``separation·√2`` apart; ``kinds`` defaults to alternating affine / sphere.
+
+  Args:
+    key: PRNG key.
+    dims: intrinsic dimensions ``d_k``.
+    kinds: one of :data:`MANIFOLD_KINDS` per component.
+    ambient_dim: ``D``.
+    scale: ``h`` or ``r``.
+    separation: distance scale of the centres.
+    dtype: array dtype.
+
+  Returns:
+    :class:`ManifoldMixture`.
+
+  Raises:
+    ValueError: if ``kinds`` does not match ``dims``, there are more pieces than ``D``, a piece
+      does not fit in ``R^D``, or ``scale``/``separation`` is not positive.
+
+  References:
+    Ross et al., "A Geometric Framework for Understanding Memorization in Generative Models",
+    arXiv:2411.00113 (manifold mixtures as LID benchmarks).
   """
   dims = tuple(int(d) for d in dims)
   kinds = (
@@ -246,8 +416,15 @@ def manifold_mixture(
 
 
 def sample_manifold_mixture(key: jax.Array, mix: ManifoldMixture, n: int):
-  """Draw ``n`` points; returns ``(x (n, D), component (n,), lid (n,))`` with the analytic LID per
-  point.
+  """Draw ``n`` points with the analytic LID of each.
+
+  Args:
+    key: PRNG key.
+    mix: :class:`ManifoldMixture`.
+    n: number of points.
+
+  Returns:
+    ``(x (n, D), component (n,), lid (n,))``.
   """
   kc, *ks = jax.random.split(key, len(mix.dims) + 1)
   comp = jax.random.randint(kc, (n,), 0, len(mix.dims))
@@ -350,17 +527,27 @@ def _component_log_prob(kind, centre, frame, scale, y, psi, sigma):
 
 
 def manifold_mixture_log_prob(mix: ManifoldMixture, y: jax.Array, psi, sigma) -> jax.Array:
-  """Exact ``log p(y)`` of ``y = ψx + σε``, ``x ~ mix`` (equal weights), ``ε ~ N(0, I)``; ``(n,)``.
+  """Exact ``log p(y)`` of ``y = ψx + σε``, ``x ~ mix`` (equal weights), ``ε ~ N(0, I)``.
 
   With ``y_c = y − ψc_k``, ``p = A_kᵀy_c`` (in-piece coordinates, ``m`` of them) and ``y_⊥`` the
-  rest, each component is ``N(y_⊥; 0, σ²I_{D−m})`` times
-    affine ``u ~ U[−h, h]^m``: ``Π_i [Φ((p_i + ψh)/σ) − Φ((p_i − ψh)/σ)] / (2ψh)``;
-    sphere of radius ``R``: ``(2πσ²)^{−m/2} exp(−(r² + ψ²R²)/(2σ²)) Γ(m/2)(2/κ)^{m/2−1}
-    I_{m/2−1}(κ)``, ``r = |p|``, ``κ = ψRr/σ²``
-  (``E_u exp(κ u₁)`` of the uniform sphere), combined by log-sum-exp with weights ``1/K``. The
-  Bessel factor is a positive power series for ``κ < 20 + ν`` and the scaled upward recurrence
-  above it.
-  ``psi`` and ``sigma`` are scalars or ``(n,)``.
+  rest, each component is ``N(y_⊥; 0, σ²I_{D−m})`` times, for an affine piece
+  (``u ~ U[−h, h]^m``), ``Π_i [Φ((p_i + ψh)/σ) − Φ((p_i − ψh)/σ)] / (2ψh)``, and for a sphere of
+  radius ``R``, ``(2πσ²)^{−m/2} exp(−(r² + ψ²R²)/(2σ²)) Γ(m/2)(2/κ)^{m/2−1} I_{m/2−1}(κ)`` with
+  ``r = |p|``, ``κ = ψRr/σ²`` (``E_u exp(κ u₁)`` of the uniform sphere); components are combined by
+  log-sum-exp with weights ``1/K``. The Bessel factor is a positive power series for ``κ < 20 + ν``
+  and the scaled upward recurrence above it.
+
+  Args:
+    mix: :class:`ManifoldMixture`.
+    y: points ``(n, D)``.
+    psi: ``ψ``, scalar or ``(n,)``.
+    sigma: ``σ``, scalar or ``(n,)``.
+
+  Returns:
+    ``(n,)``.
+
+  Raises:
+    ValueError: if ``y`` is not ``(n, D)``.
   """
   _checks.check_ndim("y", y, 2, "(n, D)")
   n = y.shape[0]
@@ -378,8 +565,18 @@ def manifold_mixture_log_prob(mix: ManifoldMixture, y: jax.Array, psi, sigma) ->
 
 
 def manifold_mixture_score(mix: ManifoldMixture, y: jax.Array, t, schedule) -> jax.Array:
-  """Exact score ``∇_y log p_t(y)`` ``(n, D)`` of the mixture noised by ``schedule`` at time ``t``
-  (scalar or ``(n,)``): the gradient of :func:`manifold_mixture_log_prob` at ``ψ(t), σ(t)``.
+  """Exact score ``∇_y log p_t(y)`` of the mixture noised by ``schedule`` at time ``t``.
+
+  The gradient of :func:`manifold_mixture_log_prob` at ``ψ(t), σ(t)``.
+
+  Args:
+    mix: :class:`ManifoldMixture`.
+    y: points ``(n, D)``.
+    t: time, scalar or ``(n,)``.
+    schedule: a :class:`memjax.paths.Schedule`.
+
+  Returns:
+    ``(n, D)``.
   """
   t = jnp.broadcast_to(jnp.asarray(t, y.dtype), (y.shape[0],))
   logp = lambda yi, ti: manifold_mixture_log_prob(
@@ -389,8 +586,18 @@ def manifold_mixture_score(mix: ManifoldMixture, y: jax.Array, t, schedule) -> j
 
 
 def manifold_mixture_score_field(mix: ManifoldMixture, schedule):
-  """The exact score as a batch field ``field(y (B, D), t (B,))`` in the ``score``
-  parameterisation (for :func:`memjax.lid.flipd` with ``parameterisation="score"``)."""
+  """The exact score as a batch field ``field(y (B, D), t (B,))`` in the ``score`` parameterisation.
+
+  For :func:`memjax.lid.flipd` with ``parameterisation="score"``: separates estimator error
+  from model error.
+
+  Args:
+    mix: :class:`ManifoldMixture`.
+    schedule: a :class:`memjax.paths.Schedule`.
+
+  Returns:
+    A :data:`memjax.paths.BatchField`.
+  """
 
   def field(y, t):
     return manifold_mixture_score(mix, y, t, schedule)
@@ -399,7 +606,13 @@ def manifold_mixture_score_field(mix: ManifoldMixture, schedule):
 
 
 class VonMisesAtom(NamedTuple):
-  """Training set of the von Mises toy: a circle plus a duplicated atom."""
+  """Training set of the von Mises toy: a circle plus a duplicated atom.
+
+  Attributes:
+    x: ``(n_circle + copies, 2)`` points.
+    is_atom: ``(n_circle + copies,)`` bool.
+    lid: ``(n_circle + copies,)`` analytic ``LID*``: 1 on the circle, 0 at the atom.
+  """
 
   x: jax.Array  # (n_circle + copies, 2)
   is_atom: jax.Array  # (n_circle + copies,) bool
@@ -411,9 +624,29 @@ def von_mises_atom(
 ) -> VonMisesAtom:
   """Angles ``θ ~ vonMises(μ, κ)`` on a circle of ``radius`` plus ``copies`` identical atoms.
 
-  The density on the circle is ``∝ exp(κ cos(θ − μ))``, so the arc around ``μ + π``
-  is sparsely populated. Angles are drawn with numpy's ``Generator.vonmises`` seeded
-  from ``key`` (deterministic).
+  The density on the circle is ``∝ exp(κ cos(θ − μ))``, so the arc around ``μ + π`` is sparsely
+  populated. Angles are drawn with numpy's ``Generator.vonmises`` seeded from ``key``
+  (deterministic).
+
+  Args:
+    key: PRNG key.
+    n_circle: points on the circle.
+    kappa: concentration ``κ``.
+    mu: mean angle ``μ``.
+    radius: circle radius.
+    atom: the duplicated point.
+    copies: number of copies of the atom.
+    dtype: array dtype.
+
+  Returns:
+    :class:`VonMisesAtom`.
+
+  Raises:
+    ValueError: if ``n_circle < 1``, ``copies < 0`` or ``radius`` is not positive.
+
+  References:
+    Ross et al., "A Geometric Framework for Understanding Memorization in Generative Models",
+    arXiv:2411.00113.
   """
   if n_circle < 1 or copies < 0:
     raise ValueError(f"need `n_circle` >= 1 and `copies` >= 0; got {n_circle}, {copies}.")
@@ -428,7 +661,7 @@ def von_mises_atom(
 
 
 # ---------------------------------------------------------------------------
-# Sharpness toys (seed 003).
+# Sharpness toys.
 
 
 def sharp_broad_mixture(
@@ -438,8 +671,24 @@ def sharp_broad_mixture(
   sharp_weight: float = 0.05,
   dtype=jnp.float32,
 ) -> GaussianMixture:
-  """2D ``w N(μ_s, s_s² I) + (1 − w) N(0, s_b² I)``: a sharp mode (tiny covariance, mass ``w = 5%``)
-  and a broad one.
+  """2D ``w N(μ_s, s_s² I) + (1 − w) N(0, s_b² I)``: a sharp mode (tiny covariance) and a broad one.
+
+  Args:
+    sharp_mean: ``μ_s``.
+    sharp_std: ``s_s``.
+    broad_std: ``s_b``.
+    sharp_weight: ``w`` in ``(0, 1)`` (5 % by default).
+    dtype: array dtype.
+
+  Returns:
+    :class:`GaussianMixture`.
+
+  Raises:
+    ValueError: if ``sharp_weight`` is not in ``(0, 1)``.
+
+  References:
+    Jeon et al., "Understanding and Mitigating Memorization in Generative Models via Sharpness of
+    Probability Landscapes", arXiv:2412.04140.
   """
   if not 0 < sharp_weight < 1:
     raise ValueError(f"`sharp_weight` must be in (0, 1); got {sharp_weight}.")
@@ -452,11 +701,19 @@ def sharp_broad_mixture(
 
 
 def duplicated_sample(key: jax.Array, gmm: GaussianMixture, n: int, duplicate: int = 0):
-  """``n`` draws from ``gmm`` where every draw of component ``duplicate`` is replaced by ONE shared
-  draw.
+  """``n`` draws from ``gmm`` where every draw of component ``duplicate`` is ONE shared draw.
 
-  Models a duplicated training point (the sharp mode). Returns ``(x (n, D), component (n,),
-  unique (U, D))`` with ``unique`` the distinct rows (for the nearest-neighbour ratio).
+  Models a duplicated training point (the sharp mode).
+
+  Args:
+    key: PRNG key.
+    gmm: :class:`GaussianMixture`.
+    n: number of draws.
+    duplicate: the component whose draws are replaced by one point.
+
+  Returns:
+    ``(x (n, D), component (n,), unique (U, D))`` with ``unique`` the distinct rows (for the
+    nearest-neighbour ratio).
   """
   x, comp = sample_mixture(key, gmm, n)
   x, comp = np.array(x), np.asarray(comp)
@@ -468,7 +725,15 @@ def duplicated_sample(key: jax.Array, gmm: GaussianMixture, n: int, duplicate: i
 
 
 class DuplicatedDigits(NamedTuple):
-  """Class-conditional digits set: one class generalised, one image duplicated many times."""
+  """Class-conditional digits set: one class generalised, one image duplicated many times.
+
+  Attributes:
+    x: ``(N, 64)`` training images (with the copies).
+    y: ``(N,)`` labels remapped to 0 (general class) and 1 (duplicated class).
+    unique: ``(U, 64)`` distinct training images.
+    dup_image: ``(64,)`` the duplicated image.
+    held_out: ``(held-out class-0 images, held-out class-1 images)``.
+  """
 
   x: np.ndarray  # (N, 64) training images (with the copies)
   y: np.ndarray  # (N,) labels remapped to 0 (general class) and 1 (duplicated class)
@@ -485,11 +750,25 @@ def duplicated_digits(
   n_dup_class_distinct: int = 20,
   copies: int = 100,
 ) -> DuplicatedDigits:
-  """Digits (flattened, [−1, 1]) with one image duplicated.
+  """Digits (flattened, ``[−1, 1]``) with one image duplicated ``copies`` times.
 
   ``n_general`` distinct images of ``general_class`` (label 0) and, with label 1,
   ``n_dup_class_distinct`` distinct images of ``dup_class`` plus one of its images repeated
-  ``copies``×. The remaining images of each class are held out (for quality proxies).
+  ``copies`` times. The remaining images of each class are held out (for quality proxies).
+
+  Args:
+    key: PRNG key.
+    general_class: the digit of label 0.
+    dup_class: the digit of label 1.
+    n_general: training images of label 0.
+    n_dup_class_distinct: distinct training images of label 1.
+    copies: copies of the duplicated image.
+
+  Returns:
+    :class:`DuplicatedDigits`.
+
+  Raises:
+    ValueError: if a class has too few images to keep some held out.
   """
   images, labels = load_digits(flatten=True)
   kg, kd = jax.random.split(key)

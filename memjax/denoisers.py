@@ -1,5 +1,4 @@
-r"""Denoisers ``D(y, σ)`` in the variance-exploding view: the empirical optimum, Wiener, trained
-models.
+"""Denoisers ``D(y, σ)`` in the VE view: the empirical optimum, Wiener, trained models.
 
 Everything is in the VE view ``y = ψ x + σ z`` with ``z ~ N(0, I)`` and, unless stated,
 ``ψ = 1``. For a training set ``{x_i}_{i=1..n} ⊂ R^d`` the noised empirical distribution is
@@ -19,6 +18,10 @@ and whose optimal (MMSE) denoiser and score are
 * :func:`windowed` — blend two denoisers inside a σ window (interventions).
 
 All denoisers share the protocol :data:`memjax.paths.Denoiser` ``D(y (Q, d), σ) -> (Q, d)``.
+
+References:
+  "Two Calm Ends and the Wild Middle: A Geometric Picture of Memorization in Diffusion Models",
+  arXiv:2602.17846.
 """
 
 from __future__ import annotations
@@ -39,7 +42,17 @@ Denoiser = paths.Denoiser
 
 
 class Posterior(NamedTuple):
-  """Posterior summaries of ``w_i(y, σ)`` for each query (leading axis ``Q``)."""
+  """Posterior summaries of ``w_i(y, σ)`` for each query (leading axis ``Q``).
+
+  ``n_eff`` is the property ``exp H``, the effective number of training points (1: fully
+  concentrated, ``n``: uniform).
+
+  Attributes:
+    denoiser: ``(Q, d)`` optimal denoiser ``D*_σ(y) = Σ_i w_i x_i``.
+    log_norm: ``(Q,)`` ``log Σ_i exp(−||y − ψ x_i||² / (2σ²))``.
+    max_weight: ``(Q,)`` ``max_i w_i``.
+    entropy: ``(Q,)`` ``H = −Σ_i w_i log w_i`` (nats).
+  """
 
   denoiser: jax.Array  # (Q, d)  D*_σ(y) = Σ_i w_i x_i
   log_norm: jax.Array  # (Q,)    log Σ_i exp(−||y − ψ x_i||² / (2σ²))
@@ -115,17 +128,25 @@ def _check_sigma(sigma, nq):
 def posterior(
   train: jax.Array, y: jax.Array, sigma, *, psi=1.0, query_chunk: int = 512, train_chunk: int = 1024
 ) -> Posterior:
-  """Posterior summaries of ``w_i(y,σ) = softmax_i(−||y − ψx_i||²/(2σ²))``, chunked.
+  """Posterior summaries of ``w_i(y, σ) = softmax_i(−||y − ψx_i||²/(2σ²))``, chunked.
+
+  The training set is processed ``train_chunk`` points at a time with a running log-sum-exp, so
+  the ``(Q, N)`` weight matrix is never formed.
 
   Args:
     train: training points ``(N, d)``.
     y: queries ``(Q, d)``.
-    sigma: noise level, scalar or per query ``(Q,)``, > 0.
-    psi: data scaling ψ (1 in the VE view).
-    query_chunk, train_chunk: block sizes; peak memory ``O(query_chunk·(train_chunk + d))``.
+    sigma: noise level, scalar or per query ``(Q,)``, ``> 0``.
+    psi: data scaling ``ψ`` (1 in the VE view).
+    query_chunk: queries per block.
+    train_chunk: training points per block; peak memory ``O(query_chunk·(train_chunk + d))``.
 
   Returns:
     :class:`Posterior` with ``D*_σ(y)`` ``(Q, d)``, log normaliser, max weight and entropy ``(Q,)``.
+
+  Raises:
+    ValueError: on shape mismatches, NaN/inf points, a non-positive ``sigma`` or a chunk size
+      below 1.
   """
   train, y = _checks.as_float("train", train), _checks.as_float("y", y)
   _checks.check_point_sets("train", train, "y", y)
@@ -145,7 +166,20 @@ def posterior(
 
 
 def posterior_weights(train: jax.Array, y: jax.Array, sigma, *, psi=1.0) -> jax.Array:
-  """Dense weights ``w_i(y,σ)`` of shape ``(Q, N)`` (small problems and tests only)."""
+  """Dense weights ``w_i(y, σ) = softmax_i(−||y − ψx_i||²/(2σ²))`` (small problems and tests only).
+
+  Args:
+    train: training points ``(N, d)``.
+    y: queries ``(Q, d)``.
+    sigma: noise level, scalar or ``(Q,)``.
+    psi: data scaling ``ψ``.
+
+  Returns:
+    ``(Q, N)`` weights; rows sum to 1.
+
+  Raises:
+    ValueError: on shape mismatches or NaN/inf points.
+  """
   train, y = jnp.asarray(train), jnp.asarray(y)
   _checks.check_point_sets("train", train, "y", y)
   _check_sigma(sigma, y.shape[0])
@@ -154,9 +188,16 @@ def posterior_weights(train: jax.Array, y: jax.Array, sigma, *, psi=1.0) -> jax.
 
 
 def empirical_denoiser(train: jax.Array, y: jax.Array, sigma, **kw) -> jax.Array:
-  """Optimal denoiser of the training set, ``D*_σ(y) = Σ_i w_i(y,σ) x_i``; ``(Q, d)``.
+  """Optimal denoiser of the training set, ``D*_σ(y) = Σ_i w_i(y, σ) x_i``.
 
-  Keyword arguments (``psi``, chunk sizes) as in :func:`posterior`.
+  Args:
+    train: training points ``(N, d)``.
+    y: queries ``(Q, d)``.
+    sigma: noise level, scalar or ``(Q,)``.
+    **kw: ``psi`` and the chunk sizes of :func:`posterior`.
+
+  Returns:
+    ``(Q, d)``.
   """
   return posterior(train, y, sigma, **kw).denoiser
 
@@ -164,7 +205,15 @@ def empirical_denoiser(train: jax.Array, y: jax.Array, sigma, **kw) -> jax.Array
 def empirical_score(train: jax.Array, y: jax.Array, sigma, *, psi=1.0, **kw) -> jax.Array:
   """Score of ``p̂_σ = (1/N) Σ_i N(ψx_i, σ²I)``: ``∇_y log p̂_σ(y) = (ψ D*_σ(y) − y)/σ²``.
 
-  Returns shape ``(Q, d)``; keyword arguments as in :func:`posterior`.
+  Args:
+    train: training points ``(N, d)``.
+    y: queries ``(Q, d)``.
+    sigma: noise level, scalar or ``(Q,)``.
+    psi: data scaling ``ψ``.
+    **kw: chunk sizes of :func:`posterior`.
+
+  Returns:
+    ``(Q, d)``.
   """
   den = posterior(train, y, sigma, psi=psi, **kw).denoiser
   sig2 = jnp.broadcast_to(jnp.asarray(sigma, den.dtype) ** 2, (den.shape[0],))[:, None]
@@ -176,8 +225,12 @@ def empirical_score(train: jax.Array, y: jax.Array, sigma, *, psi=1.0, **kw) -> 
 
 
 class LinearGaussian(NamedTuple):
-  """Gaussian fit ``N(μ̂, Σ̂)`` of the training set, ``Σ̂ = U diag(λ) Uᵀ`` (thin SVD, rank ≤ min(N,
-  d)).
+  """Gaussian fit ``N(μ̂, Σ̂)`` of the training set, ``Σ̂ = U diag(λ) Uᵀ`` (thin SVD, rank ≤ N, d).
+
+  Attributes:
+    mean: ``(d,)`` ``μ̂``.
+    basis: ``(d, k)`` orthonormal columns ``U``.
+    eigvals: ``(k,)`` ``λ = s²/N`` (the empirical measure's covariance, ``1/N`` normalisation).
   """
 
   mean: jax.Array  # (d,)
@@ -186,8 +239,16 @@ class LinearGaussian(NamedTuple):
 
 
 def fit_linear_gaussian(train: jax.Array) -> LinearGaussian:
-  """Mean and covariance ``Σ̂ = (1/N) X_cᵀX_c`` of the empirical measure via the thin SVD of
-  ``X_c``.
+  """Mean and covariance ``Σ̂ = (1/N) X_cᵀX_c`` of the empirical measure (thin SVD of ``X_c``).
+
+  Args:
+    train: training points ``(N, d)``.
+
+  Returns:
+    :class:`LinearGaussian`.
+
+  Raises:
+    ValueError: if ``train`` is not ``(N, d)`` or holds NaN/inf.
   """
   train = jnp.asarray(train)
   _checks.check_ndim("train", train, 2, "(N, d)")
@@ -198,10 +259,18 @@ def fit_linear_gaussian(train: jax.Array) -> LinearGaussian:
 
 
 def linear_denoiser(lg: LinearGaussian, y: jax.Array, sigma) -> jax.Array:
-  """Wiener denoiser ``D_lin(y) = μ̂ + U diag(λ/(λ+σ²)) Uᵀ(y − μ̂)``; ``y`` ``(Q, d)`` → ``(Q, d)``.
+  """Wiener denoiser ``D_lin(y) = μ̂ + U diag(λ/(λ+σ²)) Uᵀ(y − μ̂)``.
 
-  It is ``E[x | y]`` for ``x ~ N(μ̂, Σ̂)``, ``y = x + σz`` (directions outside
-  ``span U`` have zero variance and are denoised to ``μ̂``).
+  It is ``E[x | y]`` for ``x ~ N(μ̂, Σ̂)``, ``y = x + σz`` (directions outside ``span U`` have
+  zero variance and are denoised to ``μ̂``).
+
+  Args:
+    lg: :class:`LinearGaussian` from :func:`fit_linear_gaussian`.
+    y: queries ``(Q, d)``.
+    sigma: noise level, scalar or ``(Q,)``.
+
+  Returns:
+    ``(Q, d)``.
   """
   y = jnp.asarray(y)
   sig2 = jnp.broadcast_to(jnp.asarray(sigma, y.dtype) ** 2, y.shape[:1])[:, None]
@@ -216,12 +285,20 @@ def linear_denoiser(lg: LinearGaussian, y: jax.Array, sigma) -> jax.Array:
 def schedule_denoiser(
   field, params, schedule: paths.Schedule, sigma_to_t, parameterisation: str = "velocity"
 ):
-  """VE denoiser ``D(y, σ) = x̂(ψ(t) y, t)`` of a network ``field(params, x, t)`` trained on
-  ``schedule``.
+  """VE denoiser ``D(y, σ) = x̂(ψ(t) y, t)`` of a network ``field(params, x, t)`` on ``schedule``.
 
-  ``sigma_to_t`` maps the VE level ``σ = σ_s(t)/ψ(t)`` to the schedule's time;
-  the output is converted to a data prediction with :func:`memjax.paths.convert`.
-  Returns ``denoise(y (Q, d), σ scalar) -> (Q, d)``.
+  ``sigma_to_t`` maps the VE level ``σ = σ_s(t)/ψ(t)`` to the schedule's time; the output is
+  converted to a data prediction with :func:`memjax.paths.convert`.
+
+  Args:
+    field: the network ``field(params, x, t)``.
+    params: its parameters.
+    schedule: the :class:`memjax.paths.Schedule` it was trained on.
+    sigma_to_t: ``σ -> t`` of that schedule (e.g. :func:`memjax.paths.fm_sigma_to_t`).
+    parameterisation: the network's output.
+
+  Returns:
+    ``denoise(y (Q, d), σ ()) -> (Q, d)``, a :data:`memjax.paths.Denoiser`.
   """
 
   def denoise(y, sigma):
@@ -233,18 +310,38 @@ def schedule_denoiser(
 
 
 def fm_denoiser(apply_fn, params) -> Denoiser:
-  """VE denoiser of a linear flow-matching velocity field ``u_θ(x, t)``.
+  """VE denoiser of a linear flow-matching velocity field: ``x̂ = x_t + (1 − t) u_θ(x_t, t)``.
 
-  ``t = 1/(1+σ)``, ``x_t = t·y`` and ``x̂ = x_t + (1 − t) u_θ(x_t, t)`` (velocity → x0 for ψ = t, σ
-  = 1 − t).
+  ``t = 1/(1+σ)`` and ``x_t = t·y`` (velocity → data prediction for ``ψ = t``, ``σ = 1 − t``).
+
+  Args:
+    apply_fn: the FM field ``u(params, x, t)``.
+    params: its parameters.
+
+  Returns:
+    A :data:`memjax.paths.Denoiser`.
   """
   return schedule_denoiser(apply_fn, params, paths.linear_fm(), paths.fm_sigma_to_t, "velocity")
 
 
 def windowed(base: Denoiser, other: Denoiser, lo, hi, lam=1.0) -> Denoiser:
-  """``D(y,σ) = (1 − λ) D_base + λ D_other`` for ``lo ≤ σ ≤ hi``, else ``D_base`` (σ a scalar).
+  """``D(y, σ) = (1 − λ) D_base + λ D_other`` for ``lo ≤ σ ≤ hi``, else ``D_base``.
 
   ``lo``, ``hi``, ``lam`` may be traced, so one compiled sampler serves every window.
+
+  Args:
+    base: the denoiser used outside the window.
+    other: the denoiser blended in inside it.
+    lo: lower end of the window.
+    hi: upper end of the window.
+    lam: blend weight ``λ`` inside the window (1: swap).
+
+  Returns:
+    A :data:`memjax.paths.Denoiser` (``σ`` a scalar).
+
+  References:
+    "Two Calm Ends and the Wild Middle: A Geometric Picture of Memorization in Diffusion Models",
+    arXiv:2602.17846.
   """
 
   def denoise(y, sigma):

@@ -45,35 +45,43 @@ def _check_flat_pair(theta, v):
 def hvp(loss_fn: Callable[[Array], Array], theta: Array, v: Array) -> tuple[Array, Array]:
   """Gradient and Hessian-vector product from one forward-over-reverse call.
 
-  ``(g, Hv) = jax.jvp(∇L, (θ,), (v,))`` with ``g = ∇L(θ)`` and ``Hv = ∇²L(θ) v``.
+  ``(g, Hv) = jax.jvp(∇L, (θ,), (v,))`` with ``g = ∇L(θ)`` and ``Hv = ∇²L(θ) v``: one
+  gradient's cost plus a JVP, never the ``P × P`` Hessian.
 
   Args:
     loss_fn: scalar loss of a flat vector, ``(P,) -> ()``.
     theta: point ``θ``, shape ``(P,)``.
-    v: direction, shape ``(P,)``.
+    v: direction, shape ``(P,)``, with the dtype of ``theta``.
 
   Returns:
     ``(g, Hv)``, both ``(P,)``.
+
+  Raises:
+    ValueError: if ``theta`` or ``v`` is not 1-D, their lengths or dtypes differ, or either holds
+      NaN/inf.
   """
   _check_flat_pair(theta, v)
   return jax.jvp(jax.grad(loss_fn), (theta,), (v,))
 
 
 def ggn_vp(residual_fn: Callable[[Array], Array], theta: Array, v: Array, scale) -> Array:
-  """Generalised Gauss–Newton product for a sum-of-squares loss.
+  """Generalised Gauss–Newton product ``G v = 2 s Jᵀ(J v)`` for a sum-of-squares loss.
 
-  For ``L(θ) = s Σ_b ||r_b(θ)||²`` the GGN is ``G = 2 s JᵀJ`` with
-  ``J = ∂r/∂θ``; returns ``G v = 2 s Jᵀ(J v)`` (one jvp and one vjp). Add
-  ``α v`` yourself for the prior term ``(α/2)||θ||²``.
+  For ``L(θ) = s Σ_b ||r_b(θ)||²`` the GGN is ``G = 2 s JᵀJ`` with ``J = ∂r/∂θ``; the product
+  costs one JVP and one VJP. Add ``α v`` yourself for the prior term ``(α/2)||θ||²``.
 
   Args:
     residual_fn: ``(P,) -> r`` of any shape (e.g. ``(B, D)``).
-    theta: ``(P,)``.
-    v: ``(P,)``.
+    theta: point ``θ``, ``(P,)``.
+    v: direction, ``(P,)``, with the dtype of ``theta``.
     scale: the scalar ``s``.
 
   Returns:
-    ``(P,)``.
+    ``G v``, ``(P,)``.
+
+  Raises:
+    ValueError: if ``theta`` or ``v`` is not 1-D, their lengths or dtypes differ, or either holds
+      NaN/inf.
   """
   _check_flat_pair(theta, v)
   r, jv = jax.jvp(residual_fn, (theta,), (v,))
@@ -101,9 +109,14 @@ class Eigenpairs(NamedTuple):
 
 
 def clip_nonnegative(pairs: Eigenpairs) -> Eigenpairs:
-  """Return ``pairs`` with ``λ_i ← max(λ_i, 0)`` (for the Laplace covariance).
+  """Ritz pairs with ``λ_i ← max(λ_i, 0)`` (for a Laplace covariance).
 
-  Residuals are left as computed with the RAW values.
+  Args:
+    pairs: :class:`Eigenpairs`.
+
+  Returns:
+    :class:`Eigenpairs` with clipped ``values``; ``vectors`` and ``residuals`` unchanged (the
+    residuals stay those of the RAW values).
   """
   return pairs._replace(values=jnp.maximum(pairs.values, 0.0))
 
@@ -119,15 +132,14 @@ def lanczos_topk(
   """Top-k eigenpairs of a symmetric ``A`` by Lanczos with full reorthogonalisation and restarts.
 
   Runs ``m = num_iters`` Lanczos steps ``A Q ≈ Q T`` from a Gaussian start vector, every new
-  vector orthogonalised twice against all previous ones. When the Krylov space becomes
-  invariant (``β_j ≤ ε·||T||``, e.g. ``A = αI + low rank``, or ``A = I`` after one step) the
-  recursion restarts from a fresh random vector orthogonal to the basis, so ``T`` is block
-  diagonal and its eigenpairs are exact for each invariant block: the top-k pairs of a
-  low-rank-plus-identity operator come out right instead of as garbage. (matfree's
-  ``tridiag_sym`` has no such restart.) ``T = S diag(θ) Sᵀ`` is diagonalised and the ``k``
-  largest Ritz pairs ``(θ_i, Sᵀ_i Q)`` are returned with explicit residuals
-  ``||A u_i − θ_i u_i||`` (``k`` further matvecs). Values are raw (not clipped); see
-  :func:`clip_nonnegative`.
+  vector orthogonalised twice against all previous ones. When the Krylov space becomes invariant
+  (``β_j ≤ ε·||T||``, e.g. ``A = αI + low rank``, or ``A = I`` after one step) the recursion
+  restarts from a fresh random vector orthogonal to the basis, so ``T`` is block diagonal and its
+  eigenpairs are exact for each invariant block: the top-k pairs of a low-rank-plus-identity
+  operator come out right instead of as garbage (matfree's ``tridiag_sym`` has no such restart).
+  ``T = S diag(θ) Sᵀ`` is diagonalised and the ``k`` largest Ritz pairs ``(θ_i, Sᵀ_i Q)`` are
+  returned with explicit residuals ``||A u_i − θ_i u_i||`` (``k`` further matvecs). Values are raw
+  (not clipped); see :func:`clip_nonnegative`.
 
   Args:
     matvec: ``(dim,) -> (dim,)``, symmetric.
@@ -142,7 +154,12 @@ def lanczos_topk(
     :func:`check_eigenpairs`).
 
   Raises:
-    ValueError: for ``k`` or ``num_iters`` out of range.
+    ValueError: for ``dim``, ``k`` or ``num_iters`` out of range.
+
+  References:
+    Lanczos, "An iteration method for the solution of the eigenvalue problem of linear
+    differential and integral operators", J. Res. Nat. Bur. Standards 45 (1950); Parlett,
+    "The Symmetric Eigenvalue Problem" (1998), ch. 13 (full reorthogonalisation).
   """
   if not (isinstance(dim, (int, np.integer)) and dim >= 1):
     raise ValueError(f"`dim` must be a positive int; got {dim!r}.")
@@ -204,11 +221,20 @@ def _lanczos(matvec, dim, m, key, dtype):
 def check_eigenpairs(pairs: Eigenpairs, rtol: float = 1e-3, name: str = "eig") -> None:
   """Refuse Ritz pairs that are not eigenpairs: ``||A u_i − λ_i u_i|| > rtol · max_j |λ_j|``.
 
-  Also refuses non-orthonormal vectors (``max |UUᵀ − I| > 1e-4`` in float32, ``1e-8`` in
-  float64) and non-finite values. Needs concrete arrays (no-op under ``jit``).
+  Also refuses non-orthonormal vectors (``max |UUᵀ − I| > 1e-4`` in float32, ``1e-8`` in float64)
+  and non-finite values. Needs concrete arrays (a no-op under ``jit``).
+
+  Args:
+    pairs: :class:`Eigenpairs` from :func:`lanczos_topk`.
+    rtol: allowed residual relative to the largest ``|λ|``.
+    name: the caller's argument name, used in the error message.
+
+  Returns:
+    ``None``.
 
   Raises:
-    ValueError: naming ``k``/``num_iters`` (raise Lanczos' depth or lower ``k``).
+    ValueError: naming ``k``/``num_iters`` (raise Lanczos' depth or lower ``k``) when a residual is
+      too large, the vectors are not orthonormal, or a value is non-finite.
   """
   values, vectors, residuals = pairs.values, pairs.vectors, pairs.residuals
   if not all(_checks.is_concrete(a) for a in (values, vectors, residuals)):
@@ -240,19 +266,26 @@ def hutchinson_trace(
 ) -> tuple[Array, Array]:
   """Hutchinson estimate ``tr A ≈ (1/m) Σ_j z_jᵀ A z_j`` with its standard error.
 
-  Uses matfree's ``estimator_monte_carlo_mean_and_sem``; the ``m`` matvecs are
-  vmapped (memory ``m ×`` one matvec).
+  Uses matfree's ``estimator_monte_carlo_mean_and_sem``; the ``m`` matvecs are vmapped (memory
+  ``m ×`` one matvec).
 
   Args:
     matvec: ``(dim,) -> (dim,)``.
     dim: ``P``.
     key: PRNG key.
-    num_probes: ``m``.
+    num_probes: ``m ≥ 1``.
     dtype: probe dtype (default: JAX's default float).
     sampler: ``"signs"`` (Rademacher) or ``"normal"``.
 
   Returns:
     ``(estimate, sem)``, scalars; ``sem = std_j(z_jᵀAz_j)/√m``.
+
+  Raises:
+    ValueError: if ``num_probes`` is not positive or ``sampler`` is unknown.
+
+  References:
+    Hutchinson, "A stochastic estimator of the trace of the influence matrix for Laplacian
+    smoothing splines", Commun. Stat. Simul. Comput. 19 (1990).
   """
   _checks.check_positive("num_probes", num_probes)
   dtype = jnp.result_type(float) if dtype is None else dtype
@@ -267,7 +300,7 @@ def hutchinson_trace(
 
 
 def exact_trace(f: Callable[[Array], Array], y: Array, chunk_size: int = 64) -> tuple[Array, Array]:
-  """``(f(y), tr ∇f(y))`` for ``f: (D,) -> (D,)`` by ``D`` JVPs ``e_iᵀ ∇f e_i``.
+  """``(f(y), tr ∇f(y))`` for ``f: (D,) -> (D,)`` by ``D`` JVPs ``tr ∇f = Σ_i e_iᵀ ∇f e_i``.
 
   One ``jax.linearize`` (a single forward pass), then the JVPs are vmapped ``chunk_size`` at a
   time (``lax.map`` over chunks), so peak memory is ``chunk_size`` tangents, never ``D × D``.

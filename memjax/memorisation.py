@@ -1,4 +1,4 @@
-"""The memorisation criterion of Bentley et al. / Yoon et al. and the fraction of memorised samples.
+"""The memorisation criterion of the papers and the fraction ``M_c`` of memorised samples.
 
 A generated sample ``x̂`` is memorised at threshold ``c`` when (the papers' squared form)
 
@@ -13,8 +13,9 @@ Nearest neighbours come from :func:`memjax.neighbours.nearest_two` (chunked, exa
 for the selected points). Results are keyed by ``c`` (:func:`c_label`), never by position.
 
 References:
-  Riemannian Bayesian inference for memorisation (arXiv:2602.00199), Sec. 4 (criterion with
-  squared distances, c = 1/3).
+  "Reducing Memorisation in Generative Models via Riemannian Bayesian Inference",
+  arXiv:2602.00199 (the criterion with squared distances, ``c = 1/3``); Ross et al., "A
+  Geometric Framework for Understanding Memorization in Generative Models", arXiv:2411.00113.
 """
 
 from __future__ import annotations
@@ -27,25 +28,42 @@ import numpy as np
 
 from memjax import _checks, neighbours
 
+#: The default grid of thresholds ``c`` (``c = 1/3`` is the papers' headline value).
 DEFAULT_CS = (0.1, 0.2, 0.25, 1.0 / 3.0, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 def ratio_from_nearest(nn: neighbours.Nearest, squared: bool = True) -> jax.Array:
-  """``r = d1 / d2`` (or ``d1² / d2²`` with ``squared``); ``r = 1`` when ``d1 = d2 = 0``
-  (duplicates).
+  """The ratio ``r = d₁/d₂`` (or ``d₁²/d₂²`` with ``squared``) from nearest-neighbour distances.
+
+  Args:
+    nn: :class:`memjax.neighbours.Nearest`.
+    squared: return the squared ratio (the papers' criterion).
+
+  Returns:
+    ``(Q,)`` ratios; ``r = 1`` where ``d₁ = d₂ = 0`` (duplicates).
   """
   d1, d2 = (nn.d1**2, nn.d2**2) if squared else (nn.d1, nn.d2)
   return jnp.where(d2 > 0, d1 / jnp.where(d2 > 0, d2, 1.0), 1.0)
 
 
 def nn_ratio(samples: jax.Array, train: jax.Array, *, squared: bool = True, **chunks) -> jax.Array:
-  """Memorisation ratio ``r = ||x̂ − x⁽¹⁾||² / ||x̂ − x⁽²⁾||²`` (unsquared with ``squared=False``).
+  """Memorisation ratio ``r = ||x̂ − x⁽¹⁾||² / ||x̂ − x⁽²⁾||²`` of each sample (unsquared on request).
 
-  One value per sample, shape ``(Q,)``.
-
-  ``chunks``: ``query_chunk``, ``train_chunk``, ``mesh`` of :func:`memjax.neighbours.nearest_two`.
   Repeated training points are counted once (de-duplicated here), so an exact copy of a point
   stored twice gets ``r = 0``, not ``r = 1``.
+
+  Args:
+    samples: generated samples ``(Q, ...)`` (integer arrays are promoted to float).
+    train: training set ``(N, ...)`` with the same trailing shape, at least 2 distinct points.
+    squared: the papers' squared ratio (``False``: ``d₁/d₂``).
+    **chunks: ``query_chunk``, ``train_chunk`` and ``mesh`` of
+      :func:`memjax.neighbours.nearest_two`.
+
+  Returns:
+    ``(Q,)`` ratios in ``[0, 1]``.
+
+  Raises:
+    ValueError: on shape mismatches, NaN/inf inputs, or fewer than 2 distinct training points.
   """
   if np.shape(samples)[1:] == np.shape(train)[1:]:
     train = _unique_rows(train)
@@ -72,11 +90,29 @@ def _unique_rows(train):
 
 
 def c_label(c: float) -> str:
-  """The key of threshold ``c`` in result dicts: ``f"{c:.4g}"`` (e.g. ``1/3 -> "0.3333"``)."""
+  """The key of threshold ``c`` in result dicts: ``f"{c:.4g}"`` (e.g. ``1/3 -> "0.3333"``).
+
+  Args:
+    c: a threshold.
+
+  Returns:
+    str.
+  """
   return f"{float(c):.4g}"
 
 
 def check_cs(cs) -> np.ndarray:
+  """Validate memorisation thresholds: every ``c`` must lie in ``(0, 1]``.
+
+  Args:
+    cs: a sequence of thresholds.
+
+  Returns:
+    ``cs`` as a float64 numpy array.
+
+  Raises:
+    ValueError: if a threshold lies outside ``(0, 1]`` or ``cs`` is not 1-D.
+  """
   cs = np.atleast_1d(np.asarray(cs, np.float64))
   if cs.ndim != 1 or not np.all((cs > 0) & (cs <= 1)):
     raise ValueError(f"`cs` (memorisation thresholds c) must lie in (0, 1]; got {cs.tolist()}.")
@@ -84,9 +120,17 @@ def check_cs(cs) -> np.ndarray:
 
 
 def memorised_fraction(r: jax.Array, cs: Sequence[float] = DEFAULT_CS) -> jax.Array:
-  """``M_c = mean_n 1[r_n ≤ c]`` for each threshold ``c`` in ``cs``; shape ``(len(cs),)``.
+  """``M_c = mean_n 1[r_n ≤ c]`` for each threshold ``c`` in ``cs``.
 
-  ``r`` may carry leading batch axes ``(..., Q)``; the mean is over the last axis.
+  Args:
+    r: ratios ``(..., Q)`` from :func:`nn_ratio` (the mean is over the last axis).
+    cs: thresholds ``c``.
+
+  Returns:
+    ``(..., len(cs))`` fractions.
+
+  Raises:
+    ValueError: if ``r`` holds NaN/inf or no ratio, or a threshold is outside ``(0, 1]``.
   """
   cs = check_cs(cs)
   _checks.check_finite("r", r)
@@ -98,9 +142,17 @@ def memorised_fraction(r: jax.Array, cs: Sequence[float] = DEFAULT_CS) -> jax.Ar
 
 
 def is_memorised(sample, a, b, c: float, squared: bool = True) -> jax.Array:
-  """Pairwise criterion for a two-point training set ``{a, b}``.
+  """Pairwise criterion for a two-point training set ``{a, b}``: ``||x − a||² ≤ c ||x − b||²``.
 
-  ``||x − a||² ≤ c ||x − b||²`` (``squared``, the papers' form) or ``||x − a|| ≤ c ||x − b||``.
+  Args:
+    sample: points ``x`` ``(..., D)``.
+    a: the candidate nearest training point ``(D,)``.
+    b: the other training point ``(D,)``.
+    c: threshold.
+    squared: the papers' squared form (``False``: ``||x − a|| ≤ c ||x − b||``).
+
+  Returns:
+    Boolean array ``(...)``.
   """
   lift = lambda p: jnp.reshape(p, (1,) * (jnp.ndim(sample) - jnp.ndim(p)) + jnp.shape(p))
   da = jnp.linalg.norm(sample - lift(a), axis=-1)
@@ -109,10 +161,22 @@ def is_memorised(sample, a, b, c: float, squared: bool = True) -> jax.Array:
 
 
 def apollonius_ball(a: jax.Array, b: jax.Array, c: float, squared: bool = True):
-  """The memorised set of ``a`` against ``b`` (:func:`is_memorised`), for ``0 < c < 1``.
+  """The memorised set of ``a`` against ``b`` (:func:`is_memorised`) as a ball, for ``0 < c < 1``.
 
   With the distance ratio ``ρ = √c`` (``squared``) or ``ρ = c``, ``{x : ||x − a|| ≤ ρ ||x − b||}``
   is the ball with centre ``a + ρ²(a − b)/(1 − ρ²)`` and radius ``ρ ||a − b|| / (1 − ρ²)``.
+
+  Args:
+    a: training point ``(D,)``.
+    b: the other training point ``(D,)``.
+    c: threshold in ``(0, 1)``.
+    squared: interpret ``c`` as the papers' squared threshold.
+
+  Returns:
+    ``(centre (D,), radius ())``.
+
+  Raises:
+    ValueError: if ``c`` is outside ``(0, 1)`` (for ``c ≥ 1`` the set is unbounded).
   """
   c = float(check_cs([c])[0])
   if c >= 1:
@@ -124,8 +188,18 @@ def apollonius_ball(a: jax.Array, b: jax.Array, c: float, squared: bool = True):
 
 
 def summary(r: jax.Array, cs: Sequence[float] = DEFAULT_CS, bins: int = 20) -> dict:
-  """``M_c`` keyed by :func:`c_label` and a histogram of ``r`` as plain Python (for
-  results.json); ``r`` is whatever ratio was passed (squared by default in :func:`nn_ratio`).
+  """``M_c`` keyed by :func:`c_label` and a histogram of ``r`` (plain Python, for ``results.json``).
+
+  ``r`` is whatever ratio was passed (squared by default in :func:`nn_ratio`).
+
+  Args:
+    r: ratios ``(Q,)``.
+    cs: thresholds.
+    bins: histogram bins on ``[0, 1]``.
+
+  Returns:
+    dict with ``cs``, ``M_c`` (``{c_label(c): M_c}``), ``r_hist``, ``r_bin_edges``, ``r_mean``
+    and ``r_median``.
   """
   m = np.asarray(memorised_fraction(r, cs))
   hist, edges = np.histogram(np.asarray(r), bins=bins, range=(0.0, 1.0))

@@ -22,7 +22,14 @@ from memjax import _checks, distributed
 
 
 class Nearest(NamedTuple):
-  """Nearest and second-nearest reference points of each query (leading axis ``Q``)."""
+  """Nearest and second-nearest reference points of each query (leading axis ``Q``).
+
+  Attributes:
+    d1: ``(Q,)`` distance ``||q − x⁽¹⁾||`` to the nearest training point.
+    d2: ``(Q,)`` distance ``||q − x⁽²⁾||`` to the second-nearest training point.
+    i1: ``(Q,)`` index of the nearest training point.
+    i2: ``(Q,)`` index of the second-nearest training point.
+  """
 
   d1: jax.Array  # (Q,) distance to the nearest training point
   d2: jax.Array  # (Q,) distance to the second-nearest training point
@@ -154,13 +161,25 @@ def nearest_two(
   mesh=None,
   names: tuple[str, str] = ("queries", "train"),
 ) -> Nearest:
-  """Nearest and second-nearest training points of each query (Euclidean, flattened).
+  """Nearest and second-nearest training points of each query, ``(d₁, d₂)`` (Euclidean, flattened).
 
-  ``queries`` ``(Q, ...)`` and ``train`` ``(N, ...)`` with equal trailing shapes, ``N ≥ 2``;
-  :func:`knn` with ``k = 2``.
+  :func:`knn` with ``k = 2``; these are the distances of the memorisation criterion
+  ``d₁² ≤ c d₂²`` (:mod:`memjax.memorisation`).
+
+  Args:
+    queries: ``(Q, ...)``.
+    train: ``(N, ...)`` with the trailing shape of ``queries``, ``N ≥ 2``.
+    query_chunk: queries per block.
+    train_chunk: training points per block.
+    mesh: optional 1-D device mesh (:mod:`memjax.distributed`): queries are split over its
+      devices, ``train`` is replicated.
+    names: the caller's argument names for ``queries`` and ``train`` in error messages.
 
   Returns:
     :class:`Nearest` of ``(Q,)`` arrays.
+
+  Raises:
+    ValueError: if ``train`` has fewer than 2 points, on shape mismatches or non-finite points.
   """
   if jnp.ndim(train) >= 1 and jnp.shape(train)[0] < 2:
     raise ValueError(f"`{names[1]}` must hold at least 2 points; got {jnp.shape(train)[0]}.")

@@ -14,17 +14,27 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-Field = Callable[..., jax.Array]  # u(params, x, t) -> (..., D)
+#: A network field ``u(params, x, t) -> (..., D)`` (as :data:`memjax.paths.Field`).
+Field = Callable[..., jax.Array]
 
 
 def sinusoidal_embedding(t: jax.Array, dim: int, max_freq: float = 64.0) -> jax.Array:
-  """Sinusoidal embedding of times ``t ∈ [0, 1]``.
+  """Sinusoidal embedding of times ``t ∈ [0, 1]``: ``emb(t) = [cos(ω_j t), sin(ω_j t)]_{j<dim/2}``.
 
-  ``emb(t) = [cos(ω_j t), sin(ω_j t)]_{j<dim/2}`` with angular frequencies
-  ``ω_j = max_freq^{j/(dim/2 − 1)}`` spaced geometrically in ``[1, max_freq]``.
-  The top frequency is kept moderate on purpose: the field must be smooth in
+  The angular frequencies ``ω_j = max_freq^{j/(dim/2 − 1)}`` are spaced geometrically in
+  ``[1, max_freq]``. The top frequency is kept moderate on purpose: the field must be smooth in
   ``t`` for adaptive ODE solvers (and geodesics) to take few steps.
-  ``t`` of shape ``(...)`` gives ``(..., dim)``.
+
+  Args:
+    t: times, shape ``(...)``.
+    dim: embedding size, even and ``≥ 4``.
+    max_freq: the largest angular frequency.
+
+  Returns:
+    ``(..., dim)`` embedding.
+
+  Raises:
+    ValueError: if ``dim`` is odd or below 4.
   """
   if dim % 2 or dim < 4:
     raise ValueError(f"`dim` must be even and >= 4; got {dim}.")
@@ -38,9 +48,17 @@ def sinusoidal_embedding(t: jax.Array, dim: int, max_freq: float = 64.0) -> jax.
 class MLPField(nn.Module):
   """MLP vector field with a sinusoidal time embedding.
 
-  ``u(x, t) = W_L σ(... σ(W_1 [x, MLP_t(emb(t))] + b_1) ...) + b_L`` where the
-  time embedding is passed through a small MLP and concatenated to ``x``
-  (and, with ``time_every_layer``, added to every hidden layer).
+  ``u(x, t) = W_L σ(… σ(W_1 [x, MLP_t(emb(t))] + b_1) …) + b_L``: the time embedding is passed
+  through a small MLP and concatenated to ``x`` (and, with ``time_every_layer``, added to every
+  hidden layer).
+
+  Attributes:
+    dim: data dimension ``D``.
+    hidden: widths of the hidden layers (named ``dense_0``, ``dense_1``, …).
+    time_dim: size of the sinusoidal time embedding.
+    activation: the nonlinearity ``σ`` (SiLU).
+    time_every_layer: also add a projection of the time embedding to every hidden layer after
+      the first.
   """
 
   dim: int
@@ -64,8 +82,16 @@ class MLPField(nn.Module):
 
 
 def init_params(module: nn.Module, key: jax.Array, dim: int, dtype=jnp.float32):
-  """Initialise ``module`` on a dummy ``(1, dim)`` input at ``t = 0.5``; leaves cast to
-  ``dtype``.
+  """Initialise ``module`` on a dummy ``(1, dim)`` input at ``t = 0.5``.
+
+  Args:
+    module: a field module such as :class:`MLPField`.
+    key: PRNG key.
+    dim: data dimension ``D``.
+    dtype: dtype every leaf is cast to.
+
+  Returns:
+    The parameter pytree.
   """
   x = jnp.zeros((1, dim), dtype)
   params = module.init(key, x, jnp.full((1,), 0.5, dtype))
@@ -73,11 +99,18 @@ def init_params(module: nn.Module, key: jax.Array, dim: int, dtype=jnp.float32):
 
 
 def velocity_fn(module: nn.Module) -> Field:
-  """Return the pure field ``u(params, x, t) = module.apply(params, x, t)``.
+  """The pure field ``u(params, x, t) = module.apply(params, x, t)`` with validated shapes.
 
-  Shapes are validated (statically, so this works under ``jit``/``vmap``):
-  ``x`` must be ``(..., D)`` with ``D == module.dim`` and ``t`` a scalar or of
-  shape ``x.shape[:-1]``.
+  Shapes are checked statically (so this works under ``jit``/``vmap``): ``x`` must be ``(..., D)``
+  with ``D == module.dim`` and ``t`` a scalar or of shape ``x.shape[:-1]``.
+
+  Args:
+    module: a field module with a ``dim`` attribute (:class:`MLPField`,
+      :class:`memjax.unet.UNetField`).
+
+  Returns:
+    A :data:`memjax.paths.Field` ``u(params, x, t) -> (..., D)``; calling it raises
+    ``ValueError`` naming ``x`` or ``t`` on a wrong shape.
   """
   dim = getattr(module, "dim", None)
 
@@ -98,21 +131,38 @@ def velocity_fn(module: nn.Module) -> Field:
 
 
 def num_params(params) -> int:
-  """Total number of scalar parameters in a pytree."""
+  """Total number of scalar parameters in a pytree, ``Σ_leaves size``.
+
+  Args:
+    params: a parameter pytree.
+
+  Returns:
+    int.
+  """
   return int(sum(jnp.size(p) for p in jax.tree_util.tree_leaves(params)))
 
 
 # ---------------------------------------------------------------------------
-# Class-conditional field for classifier-free guidance (seed 003).
+# Class-conditional field for classifier-free guidance.
 
 
 class CondMLPField(nn.Module):
   """Class-conditional MLP field ``u(x, t, y)`` with a learned label embedding.
 
-  Labels ``y ∈ {0, …, num_classes}``: index ``num_classes`` is the reserved
-  "null" label ``∅`` (unconditional, for classifier-free guidance). The label
-  embedding ``E[y]`` is added to the time embedding, so ``u(x, t, y)`` is
-  :class:`MLPField` with ``MLP_t(emb(t)) + E[y]`` as its conditioning vector.
+  Labels ``y ∈ {0, …, num_classes}``: index ``num_classes`` is the reserved "null" label ``∅``
+  (unconditional, for classifier-free guidance). The label embedding ``E[y]`` is added to the time
+  embedding, so ``u(x, t, y)`` is :class:`MLPField` with ``MLP_t(emb(t)) + E[y]`` as its
+  conditioning vector.
+
+  Attributes:
+    dim: data dimension ``D``.
+    num_classes: number of real labels (the null label is ``num_classes``).
+    hidden: widths of the hidden layers.
+    time_dim: size of the time (and label) embedding.
+    activation: the nonlinearity.
+
+  References:
+    Ho and Salimans, "Classifier-Free Diffusion Guidance", arXiv:2207.12598.
   """
 
   dim: int
@@ -143,15 +193,32 @@ class CondMLPField(nn.Module):
 
 
 def init_cond_params(module: CondMLPField, key: jax.Array, dim: int, dtype=jnp.float32):
-  """Initialise a :class:`CondMLPField` on a dummy ``(1, dim)`` input; leaves cast to ``dtype``."""
+  """Initialise a :class:`CondMLPField` on a dummy ``(1, dim)`` input with label 0.
+
+  Args:
+    module: the :class:`CondMLPField`.
+    key: PRNG key.
+    dim: data dimension ``D``.
+    dtype: dtype every leaf is cast to.
+
+  Returns:
+    The parameter pytree.
+  """
   x = jnp.zeros((1, dim), dtype)
   params = module.init(key, x, jnp.full((1,), 0.5, dtype), jnp.zeros((1,), jnp.int32))
   return jax.tree.map(lambda p: p.astype(dtype), params)
 
 
 def cond_velocity_fn(module: CondMLPField) -> Field:
-  """Pure ``u(params, x (..., D), t (scalar or ...), y (int scalar or ...)) -> (..., D)``; ``y =
-  null_label`` is ∅.
+  """The pure conditional field ``u(params, x (..., D), t, y) -> (..., D)``; ``null_label`` is ∅.
+
+  Args:
+    module: a :class:`CondMLPField`.
+
+  Returns:
+    ``u(params, x, t, y)`` with ``t`` and the integer labels ``y`` scalars or of shape
+    ``x.shape[:-1]``; calling it raises ``ValueError`` naming ``x``, ``t`` or ``y`` on a wrong
+    shape.
   """
   dim = module.dim
 

@@ -1,9 +1,9 @@
-r"""Noise regimes of the empirical denoiser: calm ends and the wild middle.
+"""Noise regimes of the empirical denoiser: calm ends and the wild middle.
 
-Everything is in the variance-exploding (VE) view ``y = ψ x + σ z`` with
-``z ~ N(0, I)`` and, unless stated, ``ψ = 1``. For a training set
-``{x_i}_{i=1..n} ⊂ R^d`` the noised empirical distribution is the mixture
-``p̂_σ(y) = (1/n) Σ_i N(y; ψ x_i, σ² I)``, whose posterior over the source point is
+Everything is in the variance-exploding (VE) view ``y = ψ x + σ z`` with ``z ~ N(0, I)`` and,
+unless stated, ``ψ = 1``. For a training set ``{x_i}_{i=1..n} ⊂ R^d`` the noised empirical
+distribution is the mixture ``p̂_σ(y) = (1/n) Σ_i N(y; ψ x_i, σ² I)``, whose posterior over the
+source point is
 
     w_i(y, σ) = softmax_i(−||y − ψ x_i||² / (2σ²)),
 
@@ -11,26 +11,27 @@ and whose optimal (MMSE) denoiser and score are
 
     D*_σ(y) = E[x | y] = Σ_i w_i x_i,        ∇_y log p̂_σ(y) = (ψ D*_σ(y) − y) / σ².
 
-A model trained to optimality on the training set reproduces ``D*`` and hence
-the training set (memorisation). The noise axis splits into three regimes:
+A model trained to optimality on the training set reproduces ``D*`` and hence the training set
+(memorisation). The noise axis splits into three regimes:
 
-* small σ — *coverage* is poor: noised held-out points ``q + σz`` do not land
-  in the Gaussian shells ``S_σ(x_i) = {σ r_in ≤ ||y − x_i|| ≤ σ r_out}`` that
-  carry (≥ 1 − 2e^{−c} of) the noised training mass, so the training loss does
-  not constrain the model where generation happens;
-* large σ — the posterior is *spread* (small max weight, large effective
-  number ``N_eff = exp H``) and ``D*`` is close to the linear-Gaussian (Wiener)
-  denoiser ``D_lin(y) = μ̂ + Σ̂(Σ̂ + σ²I)⁻¹(y − μ̂)``;
-* medium σ — the *danger zone*: coverage is high and the posterior is still
-  concentrated, so the training loss pulls the model towards ``D*``.
+* small σ — *coverage* is poor: noised held-out points ``q + σz`` do not land in the Gaussian
+  shells ``S_σ(x_i) = {σ r_in ≤ ||y − x_i|| ≤ σ r_out}`` that carry (≥ 1 − 2e^{−c} of) the
+  noised training mass, so the training loss does not constrain the model where generation
+  happens;
+* large σ — the posterior is *spread* (small max weight, large effective number
+  ``N_eff = exp H``) and ``D*`` is close to the linear-Gaussian (Wiener) denoiser
+  ``D_lin(y) = μ̂ + Σ̂(Σ̂ + σ²I)⁻¹(y − μ̂)``;
+* medium σ — the *danger zone*: coverage is high and the posterior is still concentrated, so
+  the training loss pulls the model towards ``D*``.
 
-This module computes those curves from the denoisers of :mod:`memjax.denoisers`
-(the empirical posterior, chunked), rough boundaries and a per-σ profile of how close
-a trained model's denoiser is to ``D*``. The VE probability-flow sampler is
-:func:`memjax.sampling.sample_pf`; the energy distance is :func:`memjax.metrics.energy_distance`.
+This module computes those curves from the denoisers of :mod:`memjax.denoisers` (the empirical
+posterior, chunked), rough boundaries and a per-σ profile of how close a trained model's
+denoiser is to ``D*``. The VE probability-flow sampler is :func:`memjax.sampling.sample_pf`; the
+energy distance is :func:`memjax.metrics.energy_distance`.
 
 References:
-  The three noise regimes of the empirical denoiser (calm ends, the wild middle).
+  "Two Calm Ends and the Wild Middle: A Geometric Picture of Memorization in Diffusion Models",
+  arXiv:2602.17846.
 """
 
 from __future__ import annotations
@@ -51,7 +52,14 @@ Denoiser = paths.Denoiser
 
 
 class Concentration(NamedTuple):
-  """Per-σ means over noised training points ``y = x + σz`` (each ``(S,)``)."""
+  """Per-σ means over noised training points ``y = x + σz`` (each ``(S,)``).
+
+  Attributes:
+    sigmas: the noise levels.
+    max_weight: ``W_σ = E max_i w_i``.
+    entropy: ``E H``, ``H = −Σ_i w_i log w_i``.
+    n_eff: ``E exp H``.
+  """
 
   sigmas: jax.Array
   max_weight: jax.Array  # W_σ = E max_i w_i
@@ -88,11 +96,27 @@ def _optimal_and_linear(key, train, sigmas, points, num_noise, chunks):
 def concentration(
   key: jax.Array, train: jax.Array, sigmas, *, num_noise: int = 4, **chunks
 ) -> Concentration:
-  """Posterior concentration ``W_σ = E_{x∈train, z} max_i w_i(x + σz, σ)``, mean entropy and
-  ``N_eff``.
+  """Posterior concentration ``W_σ = E_{x∈train, z} max_i w_i(x + σz, σ)``, entropy and ``N_eff``.
 
-  The same noise draws ``z`` are reused for every σ (common random numbers),
-  so curves are smooth in σ. ``sigmas`` ``(S,)``; cost ``S·num_noise·N²``.
+  The same noise draws ``z`` are reused for every σ (common random numbers), so curves are smooth
+  in σ. Cost ``S·num_noise·N²``.
+
+  Args:
+    key: PRNG key of the noise draws.
+    train: training points ``(N, d)``.
+    sigmas: noise levels ``(S,)``, positive.
+    num_noise: noise draws per training point.
+    **chunks: chunk sizes of :func:`memjax.denoisers.posterior`.
+
+  Returns:
+    :class:`Concentration`.
+
+  Raises:
+    ValueError: if ``sigmas`` is not 1-D and positive, or ``train`` is invalid.
+
+  References:
+    "Two Calm Ends and the Wild Middle: A Geometric Picture of Memorization in Diffusion Models",
+    arXiv:2602.17846.
   """
   train = jnp.asarray(train)
   sigmas = _check_sigmas(sigmas).astype(train.dtype)
@@ -108,11 +132,24 @@ def concentration(
 def linearity_gap(
   key: jax.Array, train: jax.Array, sigmas, *, points=None, num_noise: int = 4, **chunks
 ) -> jax.Array:
-  """``ρ(σ) = E||D*_σ(y) − D_lin(y)|| / E||D*_σ(y) − μ̂||`` at ``y = p + σz``; shape ``(S,)``.
+  """Linearity gap ``ρ(σ) = E||D*_σ(y) − D_lin(y)|| / E||D*_σ(y) − μ̂||`` at ``y = p + σz``.
 
-  ``points`` default to the training points. For σ ≫ the nearest-neighbour
-  scale, ``D* = μ̂ + Σ̂(y − μ̂)/σ² + O(σ⁻²)`` and ``D_lin`` agrees to that order,
-  so ``ρ = O(1/σ) → 0``.
+  For σ ≫ the nearest-neighbour scale, ``D* = μ̂ + Σ̂(y − μ̂)/σ² + O(σ⁻²)`` and ``D_lin`` agrees to
+  that order, so ``ρ = O(1/σ) → 0``.
+
+  Args:
+    key: PRNG key of the noise draws.
+    train: training points ``(N, d)``.
+    sigmas: noise levels ``(S,)``, positive.
+    points: clean points ``p`` (default: the training points).
+    num_noise: noise draws per point.
+    **chunks: chunk sizes of :func:`memjax.denoisers.posterior`.
+
+  Returns:
+    ``(S,)``.
+
+  Raises:
+    ValueError: if ``sigmas`` is not 1-D and positive.
   """
   out = []
   for _, _, dstar, dlin, lg in _optimal_and_linear(key, train, sigmas, points, num_noise, chunks):
@@ -129,8 +166,22 @@ def shell_radii(d: int, c: float = 5.0):
   """``(r_in, r_out)`` with ``r_in = √max(d − 2√(cd), 0)``, ``r_out = √(d + 2√(cd) + 2c)``.
 
   Laurent–Massart χ² tail bounds give ``P(r_in ≤ ||z|| ≤ r_out) ≥ 1 − 2e^{−c}`` for
-  ``z ~ N(0, I_d)``, so the shell ``S_σ(x)`` of radii ``σ r_in, σ r_out`` around
-  ``x`` holds at least that much of ``N(x, σ²I)``. ``r_in`` is clipped at 0 for ``d < 4c``.
+  ``z ~ N(0, I_d)``, so the shell ``S_σ(x)`` of radii ``σ r_in, σ r_out`` around ``x`` holds at
+  least that much of ``N(x, σ²I)``. ``r_in`` is clipped at 0 for ``d < 4c``.
+
+  Args:
+    d: dimension ``d ≥ 1``.
+    c: tail parameter ``c > 0``.
+
+  Returns:
+    ``(r_in, r_out)`` as floats.
+
+  Raises:
+    ValueError: if ``d < 1`` or ``c ≤ 0``.
+
+  References:
+    Laurent and Massart, "Adaptive estimation of a quadratic functional by model selection",
+    Ann. Statist. 28 (2000).
   """
   if d < 1:
     raise ValueError(f"`d` must be >= 1; got {d}.")
@@ -140,7 +191,14 @@ def shell_radii(d: int, c: float = 5.0):
 
 
 class ShellSweep(NamedTuple):
-  """Precomputed terms of ``||q + σz − x_i||² = A + 2σ(b − B) + σ²c`` for the cheap σ sweep."""
+  """Precomputed terms of ``||q + σz − x_i||² = A + 2σ(b − B) + σ²c`` for the cheap σ sweep.
+
+  Attributes:
+    sq_dist: ``(Q, N)`` ``A = ||q − x_i||²``.
+    zq: ``(Q,)`` ``b = ⟨z, q⟩``.
+    zx: ``(Q, N)`` ``B = ⟨z, x_i⟩``.
+    zz: ``(Q,)`` ``c = ||z||²``.
+  """
 
   sq_dist: jax.Array  # (Q, N) A = ||q − x_i||²
   zq: jax.Array  # (Q,)   b = ⟨z, q⟩
@@ -149,7 +207,19 @@ class ShellSweep(NamedTuple):
 
 
 def shell_sweep(queries: jax.Array, z: jax.Array, train: jax.Array) -> ShellSweep:
-  """Precompute :class:`ShellSweep` once (``O(QNd)``); each σ then costs ``O(QN)``."""
+  """Precompute :class:`ShellSweep` once (``O(QNd)``); each σ then costs ``O(QN)``.
+
+  Args:
+    queries: points ``q`` ``(Q, d)``.
+    z: noise ``(Q, d)``.
+    train: training points ``(N, d)``.
+
+  Returns:
+    :class:`ShellSweep`.
+
+  Raises:
+    ValueError: on shape mismatches or NaN/inf points.
+  """
   queries, z, train = jnp.asarray(queries), jnp.asarray(z), jnp.asarray(train)
   _checks.check_point_sets("train", train, "queries", queries)
   if z.shape != queries.shape:
@@ -159,8 +229,14 @@ def shell_sweep(queries: jax.Array, z: jax.Array, train: jax.Array) -> ShellSwee
 
 
 def sweep_sq_distances(sw: ShellSweep, sigma) -> jax.Array:
-  """``||q + σz − x_i||² = A + 2σ(b − B) + σ²c``, shape ``(Q, N)``; clipped at 0 against
-  rounding.
+  """``||q + σz − x_i||² = A + 2σ(b − B) + σ²c``, clipped at 0 against rounding.
+
+  Args:
+    sw: :class:`ShellSweep`.
+    sigma: noise level (scalar).
+
+  Returns:
+    ``(Q, N)`` squared distances.
   """
   return jnp.maximum(
     sw.sq_dist + 2.0 * sigma * (sw.zq[:, None] - sw.zx) + sigma**2 * sw.zz[:, None], 0.0
@@ -168,7 +244,13 @@ def sweep_sq_distances(sw: ShellSweep, sigma) -> jax.Array:
 
 
 class Coverage(NamedTuple):
-  """Per-σ shell coverage of noised queries (each ``(S,)``)."""
+  """Per-σ shell coverage of noised queries (each ``(S,)``).
+
+  Attributes:
+    sigmas: the noise levels.
+    coverage: ``C_σ = P(q + σz ∈ ∪_i S_σ(x_i))``.
+    multiplicity: ``E #{i : q + σz ∈ S_σ(x_i)}`` (above 1: overlapping shells).
+  """
 
   sigmas: jax.Array
   coverage: jax.Array  # C_σ = P(q + σz ∈ ∪_i S_σ(x_i))
@@ -199,8 +281,26 @@ def shell_coverage(
 ) -> Coverage:
   """Gaussian-shell coverage ``C_σ = P_{q, z}(q + σz ∈ ∪_i S_σ(x_i))`` by Monte Carlo.
 
-  ``queries`` ``(Q, d)`` are held-out points from the data distribution; each
-  gets ``num_noise`` noise draws, shared across σ. Memory ``O(num_noise·Q·N)``.
+  Each held-out query gets ``num_noise`` noise draws, shared across σ (:func:`shell_sweep`).
+  Memory ``O(num_noise·Q·N)``.
+
+  Args:
+    key: PRNG key of the noise draws.
+    train: training points ``(N, d)``.
+    queries: held-out points ``(Q, d)`` from the data distribution.
+    sigmas: noise levels ``(S,)``, positive.
+    c: shell tail parameter (:func:`shell_radii`).
+    num_noise: noise draws per query.
+
+  Returns:
+    :class:`Coverage`.
+
+  Raises:
+    ValueError: on shape mismatches, NaN/inf points or invalid ``sigmas``.
+
+  References:
+    "Two Calm Ends and the Wild Middle: A Geometric Picture of Memorization in Diffusion Models",
+    arXiv:2602.17846.
   """
   train, queries = jnp.asarray(train), jnp.asarray(queries)
   _checks.check_point_sets("train", train, "queries", queries)
@@ -212,10 +312,19 @@ def shell_coverage(
 
 
 def coverage_rule(nn_dist: jax.Array, sigmas, d: int, c: float = 5.0) -> jax.Array:
-  """Nearest-neighbour rule for coverage: ``P_q(Δ_NN(q) ≤ σ√(r_out² − d))``; shape ``(S,)``.
+  """Nearest-neighbour rule for coverage, ``P_q(Δ_NN(q) ≤ σ√(r_out² − d))``.
 
-  ``q + σz`` reaches the shell of ``x`` when ``||q − x||² + σ²||z||² ≲ σ² r_out²``
-  with ``||z||² ≈ d``, i.e. ``Δ ≤ σ√(2√(cd) + 2c) ≈ σ(4cd)^{1/4}`` for ``d ≫ c``.
+  ``q + σz`` reaches the shell of ``x`` when ``||q − x||² + σ²||z||² ≲ σ² r_out²`` with
+  ``||z||² ≈ d``, i.e. ``Δ ≤ σ√(2√(cd) + 2c) ≈ σ(4cd)^{1/4}`` for ``d ≫ c``.
+
+  Args:
+    nn_dist: nearest-training-point distances ``Δ_NN`` of held-out points ``(Q,)``.
+    sigmas: noise levels ``(S,)``.
+    d: dimension.
+    c: shell tail parameter.
+
+  Returns:
+    ``(S,)``.
   """
   _, r_out = shell_radii(d, c)
   reach = jnp.sqrt(r_out**2 - d)
@@ -228,13 +337,25 @@ def coverage_rule(nn_dist: jax.Array, sigmas, d: int, c: float = 5.0) -> jax.Arr
 
 
 def rough_boundaries(train: jax.Array, held_out: jax.Array, c: float = 5.0) -> dict:
-  """Closed-form boundary guesses from nearest-neighbour distances (for grid placement).
+  """Closed-form boundary guesses from nearest-neighbour distances (for placing a σ grid).
 
-  ``Δ_ho`` = median distance of a held-out point to its nearest training point;
-  ``Δ_tt`` = median leave-one-out nearest-neighbour distance inside the training set.
-  Coverage onset ``σ_cov = Δ_ho/(4cd)^{1/4}`` (``σ_cov_shell = Δ_ho/√(2√(cd)+2c)``, its
-  low-d version); concentration fades at ``σ_conc = Δ_tt/(2√ln N)``, where the
-  nearest competitor's log-weight gap ``Δ²/(2σ²)`` matches the ``ln N`` others (up to a factor 2).
+  ``Δ_ho`` = median distance of a held-out point to its nearest training point; ``Δ_tt`` = median
+  leave-one-out nearest-neighbour distance inside the training set. Coverage onset
+  ``σ_cov = Δ_ho/(4cd)^{1/4}`` (``σ_cov_shell = Δ_ho/√(2√(cd)+2c)``, its low-d version);
+  concentration fades at ``σ_conc = Δ_tt/(2√ln N)``, where the nearest competitor's log-weight gap
+  ``Δ²/(2σ²)`` matches the ``ln N`` others (up to a factor 2). Always compute the curves too.
+
+  Args:
+    train: training points ``(N, d)``, ``N ≥ 3``.
+    held_out: held-out points ``(M, d)``.
+    c: shell tail parameter.
+
+  Returns:
+    dict with ``delta_nn_heldout``, ``delta_nn_train``, ``sigma_cov``, ``sigma_cov_shell`` and
+    ``sigma_conc``.
+
+  Raises:
+    ValueError: on shape mismatches, NaN/inf points or fewer than 3 training points.
   """
   train, held_out = jnp.asarray(train), jnp.asarray(held_out)
   _checks.check_point_sets("train", train, "held_out", held_out)
@@ -254,12 +375,28 @@ def rough_boundaries(train: jax.Array, held_out: jax.Array, c: float = 5.0) -> d
 
 
 def regime_boundaries(sigmas, coverage, concentration_w, threshold: float = 0.8) -> dict:
-  """Boundaries read off the computed curves (σ ascending).
+  """Boundaries read off the computed curves: ``σ_small``, ``σ_large`` and the danger zone.
 
-  ``σ_small`` = smallest σ with ``C_σ ≥ threshold`` (coverage onset);
-  ``σ_large`` = largest σ with ``W_σ ≥ threshold`` (concentration still high);
-  the danger zone is every grid σ with both, ``[danger_lo, danger_hi]`` its range
-  (NaN where absent).
+  ``σ_small`` = smallest σ with ``C_σ ≥ threshold`` (coverage onset); ``σ_large`` = largest σ with
+  ``W_σ ≥ threshold`` (concentration still high); the danger zone is every grid σ with both,
+  ``[danger_lo, danger_hi]`` its range (NaN where absent).
+
+  Args:
+    sigmas: strictly increasing noise levels ``(S,)``.
+    coverage: ``C_σ`` ``(S,)`` (:func:`shell_coverage`).
+    concentration_w: ``W_σ`` ``(S,)`` (:func:`concentration`).
+    threshold: the level both curves must reach.
+
+  Returns:
+    dict with ``sigma_small``, ``sigma_large``, ``danger_mask``, ``danger_lo``, ``danger_hi`` and
+    ``threshold``.
+
+  Raises:
+    ValueError: if the three arrays differ in shape or ``sigmas`` is not strictly increasing.
+
+  References:
+    "Two Calm Ends and the Wild Middle: A Geometric Picture of Memorization in Diffusion Models",
+    arXiv:2602.17846.
   """
   s, cov, w = (np.asarray(a, np.float64) for a in (sigmas, coverage, concentration_w))
   if s.ndim != 1 or cov.shape != s.shape or w.shape != s.shape:
@@ -283,7 +420,15 @@ def regime_boundaries(sigmas, coverage, concentration_w, threshold: float = 0.8)
 
 
 class Profile(NamedTuple):
-  """Memorisation-by-noise-level profile of a model denoiser ``D_θ`` (each ``(S,)``)."""
+  """Memorisation-by-noise-level profile of a model denoiser ``D_θ`` (each ``(S,)``).
+
+  Attributes:
+    sigmas: the noise levels.
+    rel_dist: ``E||D_θ − D*|| / E||D* − D_lin||`` (≪ 1: behaves like the memorising optimum).
+    alignment: ``E⟨D_θ − D_lin, D* − D_lin⟩ / E||D* − D_lin||²`` (1: ``D*``, 0: ``D_lin``).
+    dist_model_opt: ``E||D_θ − D*||``.
+    dist_opt_lin: ``E||D* − D_lin||``.
+  """
 
   sigmas: jax.Array
   rel_dist: jax.Array  # E||D_θ − D*|| / E||D* − D_lin||  (≪ 1: behaves like the memorising optimum)
@@ -304,12 +449,27 @@ def denoiser_profile(
 ) -> Profile:
   """Per σ, how close a trained model's denoiser is to the empirical optimum ``D*`` of ``train``.
 
-  Queries are ``y = p + σz`` with ``p`` the training points (default) or
-  ``points``. The distance to ``D*`` is measured in units of the distance
-  between ``D*`` and the linear-Gaussian denoiser ``D_lin`` (what a
-  generalising Gaussian model would do), so ``rel_dist ≈ 0`` flags the σ at
-  which the model reproduces the memorising optimum; ``alignment`` is the
-  projection coefficient of ``D_θ − D_lin`` on ``D* − D_lin``.
+  Queries are ``y = p + σz`` with ``p`` the training points (default) or ``points``. The distance
+  to ``D*`` is measured in units of the distance between ``D*`` and the linear-Gaussian denoiser
+  ``D_lin`` (what a generalising Gaussian model would do), so ``rel_dist ≈ 0`` flags the σ at which
+  the model reproduces the memorising optimum; ``alignment`` is the projection coefficient of
+  ``D_θ − D_lin`` on ``D* − D_lin``.
+
+  Args:
+    key: PRNG key of the noise draws.
+    denoiser: the model as a :data:`memjax.paths.Denoiser` (e.g.
+      :func:`memjax.denoisers.fm_denoiser`).
+    train: training points ``(N, d)``.
+    sigmas: noise levels ``(S,)``, positive.
+    points: clean points ``p`` (default: the training points).
+    num_noise: noise draws per point.
+    **chunks: chunk sizes of :func:`memjax.denoisers.posterior`.
+
+  Returns:
+    :class:`Profile`.
+
+  Raises:
+    ValueError: if ``sigmas`` is not 1-D and positive.
   """
   train = jnp.asarray(train)
   sigmas = _check_sigmas(sigmas).astype(train.dtype)
@@ -329,8 +489,18 @@ def denoiser_profile(
 
 
 def sigma_grid(sigma_min: float, sigma_max: float, num_steps: int) -> np.ndarray:
-  """Geometric grid ``σ_0 = σ_max > … > σ_K = σ_min`` with ``K = num_steps`` (shape ``(K +
-  1,)``).
+  """Geometric grid ``σ_0 = σ_max > … > σ_K = σ_min`` with ``K = num_steps`` (for sampling).
+
+  Args:
+    sigma_min: the smallest level.
+    sigma_max: the largest level.
+    num_steps: ``K ≥ 1``.
+
+  Returns:
+    ``(K + 1,)`` numpy array, decreasing.
+
+  Raises:
+    ValueError: unless ``0 < sigma_min < sigma_max`` and ``num_steps ≥ 1``.
   """
   if not 0 < sigma_min < sigma_max:
     raise ValueError(f"need 0 < `sigma_min` < `sigma_max`; got {sigma_min}, {sigma_max}.")
@@ -340,8 +510,18 @@ def sigma_grid(sigma_min: float, sigma_max: float, num_steps: int) -> np.ndarray
 
 
 def log_windows(sigma_min: float, sigma_max: float, num_windows: int) -> np.ndarray:
-  """``num_windows`` adjacent windows ``[lo, hi]`` tiling ``[σ_min, σ_max]`` evenly in log σ; ``(W,
-  2)``.
+  """``num_windows`` adjacent windows ``[lo, hi]`` tiling ``[σ_min, σ_max]`` evenly in ``log σ``.
+
+  Args:
+    sigma_min: the lower end.
+    sigma_max: the upper end.
+    num_windows: ``W ≥ 1``.
+
+  Returns:
+    ``(W, 2)`` numpy array of ``[lo, hi]``, increasing.
+
+  Raises:
+    ValueError: unless ``0 < sigma_min < sigma_max`` and ``num_windows ≥ 1``.
   """
   edges = sigma_grid(sigma_min, sigma_max, num_windows)[::-1]
   return np.stack([edges[:-1], edges[1:]], 1)

@@ -20,17 +20,38 @@ from memjax import _checks, paths
 
 
 def fm_loss_per_example(apply_fn, params, x1: jax.Array, x0: jax.Array, t: jax.Array) -> jax.Array:
-  """Per-example flow-matching loss ``ℓ_b = ||u_θ(x_t, t) − (x1 − x0)||²``.
+  """Per-example FM loss ``ℓ_b = ||u_θ(x_t, t) − (x1 − x0)||²``, ``x_t = (1 − t) x0 + t x1``.
 
-  ``x_t = (1 − t) x0 + t x1``; ``x1`` data ``(B, D)``, ``x0`` noise ``(B, D)``,
-  ``t`` ``(B,)``. Returns ``(B,)``.
+  Args:
+    apply_fn: the field ``u(params, x, t)``.
+    params: its parameters ``θ``.
+    x1: data, ``(B, D)``.
+    x0: noise, ``(B, D)``.
+    t: times, ``(B,)``.
+
+  Returns:
+    ``(B,)`` losses.
+
+  References:
+    Lipman et al., "Flow Matching for Generative Modeling", arXiv:2210.02747.
   """
   xt, target = paths.fm_interpolate(x1, x0, t)
   return jnp.sum((apply_fn(params, xt, t) - target) ** 2, axis=-1)
 
 
 def fm_loss(apply_fn, params, x1, x0, t) -> jax.Array:
-  """Monte-Carlo FM loss ``L_FM(θ) = mean_b ||u_θ(x_t,t) − (x1 − x0)||²``."""
+  """Monte-Carlo FM loss ``L_FM(θ) = mean_b ||u_θ(x_t, t) − (x1 − x0)||²``.
+
+  Args:
+    apply_fn: the field ``u(params, x, t)``.
+    params: its parameters ``θ``.
+    x1: data, ``(B, D)``.
+    x0: noise, ``(B, D)``.
+    t: times, ``(B,)``.
+
+  Returns:
+    Scalar loss.
+  """
   return jnp.mean(fm_loss_per_example(apply_fn, params, x1, x0, t))
 
 
@@ -39,8 +60,15 @@ def fm_loss(apply_fn, params, x1, x0, t) -> jax.Array:
 
 
 def fm_batch(key: jax.Array, data: jax.Array, batch_size: int):
-  """Draw a Monte-Carlo triple batch ``(x1, x0, t)``: x1 ~ data (with replacement), x0 ~ N(0, I), t
-  ~ U[0, 1].
+  """A Monte-Carlo triple batch ``(x1, x0, t)``: ``x1 ~ data``, ``x0 ~ N(0, I)``, ``t ~ U[0, 1]``.
+
+  Args:
+    key: PRNG key.
+    data: training set ``(N, D)``; rows are drawn with replacement.
+    batch_size: ``B``.
+
+  Returns:
+    ``(x1 (B, D), x0 (B, D), t (B,))``.
   """
   ki, kz, kt = jax.random.split(key, 3)
   x1 = data[jax.random.randint(ki, (batch_size,), 0, data.shape[0])]
@@ -50,9 +78,20 @@ def fm_batch(key: jax.Array, data: jax.Array, batch_size: int):
 
 
 def fm_objective(apply_fn, data: jax.Array, batch_size: int = 256):
-  """Return ``loss_fn(params, key)``: the FM loss on a fresh batch drawn with ``key``.
+  """The FM objective ``loss_fn(params, key)``: :func:`fm_loss` on a fresh batch drawn with ``key``.
 
   Integer or bool ``data`` (e.g. uint8 images) is promoted to the default float dtype.
+
+  Args:
+    apply_fn: the field ``u(params, x, t)``.
+    data: training set ``(N, D)``.
+    batch_size: triples per step.
+
+  Returns:
+    ``loss_fn(params, key) -> ()`` for :func:`train`.
+
+  Raises:
+    ValueError: if ``data`` is not ``(N, D)`` or holds NaN/inf, or ``batch_size < 1``.
   """
   data = _checks.as_float("data", data)
   _checks.check_ndim("data", data, 2, "(N, D)")
@@ -73,8 +112,14 @@ def fm_objective(apply_fn, data: jax.Array, batch_size: int = 256):
 class TrainState(NamedTuple):
   """Everything needed to continue training bit-for-bit.
 
-  Per-step randomness is ``fold_in(key, step)`` of the run's key, so the state
-  holds no key and a resumed run draws exactly the batches the original would.
+  Per-step randomness is ``fold_in(key, step)`` of the run's key, so the state holds no key and a
+  resumed run draws exactly the batches the original would.
+
+  Attributes:
+    step: number of optimiser steps taken (int32 scalar).
+    params: current parameters.
+    opt_state: the optax state.
+    ema_params: exponential moving average of the parameters (``None`` without EMA).
   """
 
   step: jax.Array
@@ -84,12 +129,30 @@ class TrainState(NamedTuple):
 
 
 class TrainResult(NamedTuple):
+  """The outcome of :func:`train`.
+
+  Attributes:
+    state: the final :class:`TrainState`.
+    losses: ``(num_steps,)`` per-step training loss (restored entries included on resume).
+    resumed_from: the step restored from a checkpoint (0 for a fresh run).
+  """
+
   state: TrainState
   losses: np.ndarray  # (num_steps,) per-step training loss
   resumed_from: int  # step restored from a checkpoint (0 if fresh)
 
 
 def init_state(params, optimizer: optax.GradientTransformation, ema: bool = False) -> TrainState:
+  """A fresh :class:`TrainState` at step 0.
+
+  Args:
+    params: initial parameters.
+    optimizer: the optax transformation.
+    ema: keep an EMA copy of the parameters.
+
+  Returns:
+    :class:`TrainState`.
+  """
   return TrainState(
     jnp.asarray(0, jnp.int32),
     params,
@@ -101,11 +164,19 @@ def init_state(params, optimizer: optax.GradientTransformation, ema: bool = Fals
 def make_chunk_fn(
   loss_fn, optimizer: optax.GradientTransformation, key: jax.Array, ema_decay: float | None = None
 ):
-  """Return a jitted ``chunk(state, length) -> (state, losses (length,))`` running ``length`` steps
-  in a ``lax.scan``.
+  """A jitted ``chunk(state, length) -> (state, losses (length,))``: ``length`` steps in a scan.
 
   One step: ``θ ← θ + optax_update(∇_θ loss_fn(θ, fold_in(key, step)))`` and, if
   ``ema_decay = d`` is set, ``θ_ema ← d θ_ema + (1 − d) θ``.
+
+  Args:
+    loss_fn: ``loss_fn(params, key) -> ()``.
+    optimizer: the optax transformation.
+    key: the run's PRNG key.
+    ema_decay: EMA decay ``d`` (``None``: no EMA).
+
+  Returns:
+    ``chunk(state, length)`` with ``length`` static.
   """
 
   def step(state: TrainState, _):
@@ -134,11 +205,19 @@ def _checkpoint_manager(directory: str, max_to_keep: int):
 
 
 class CheckpointError(ValueError):
-  """A checkpoint directory that cannot be resumed safely (another run, or nothing intact)."""
+  """A checkpoint directory that cannot be resumed safely (another run's, or nothing intact)."""
 
 
 def state_checksum(state: TrainState, losses: np.ndarray) -> str:
-  """SHA-256 of every leaf's bytes (state and loss history), in tree order."""
+  """SHA-256 of every leaf's bytes (state and loss history), in tree order.
+
+  Args:
+    state: a :class:`TrainState`.
+    losses: the loss history.
+
+  Returns:
+    Hex digest string.
+  """
   h = hashlib.sha256()
   for leaf in jax.tree_util.tree_leaves((state, np.asarray(losses))):
     arr = np.ascontiguousarray(np.asarray(leaf))
@@ -148,8 +227,19 @@ def state_checksum(state: TrainState, losses: np.ndarray) -> str:
 
 
 def run_fingerprint(params, optimizer_name: str = "", ema: bool = False, extra=None) -> dict:
-  """The identity of a run: parameter tree structure/shapes/dtypes, EMA flag and user ``extra``
-  (e.g. the experiment config and a hash of the data). Stored with every checkpoint."""
+  """The identity of a run: parameter tree structure, shapes and dtypes, EMA flag and ``extra``.
+
+  Stored with every checkpoint; a resume with a different fingerprint is refused.
+
+  Args:
+    params: the parameter pytree.
+    optimizer_name: a label of the optimiser.
+    ema: whether the run keeps an EMA.
+    extra: JSON-able user data (e.g. the experiment config and :func:`data_fingerprint`).
+
+  Returns:
+    dict.
+  """
   leaves, treedef = jax.tree_util.tree_flatten(params)
   return {
     "params": str(treedef),
@@ -161,7 +251,14 @@ def run_fingerprint(params, optimizer_name: str = "", ema: bool = False, extra=N
 
 
 def data_fingerprint(data) -> dict:
-  """Shape, dtype and SHA-256 of a data array (for :func:`run_fingerprint`'s ``extra``)."""
+  """Shape, dtype and SHA-256 of a data array (for :func:`run_fingerprint`'s ``extra``).
+
+  Args:
+    data: array-like.
+
+  Returns:
+    dict with ``shape``, ``dtype`` and ``sha256``.
+  """
   arr = np.ascontiguousarray(np.asarray(data))
   return {
     "shape": list(arr.shape),
@@ -180,6 +277,16 @@ def save_checkpoint(
   """Save ``state``, the loss history, a checksum and the run fingerprint at ``state.step``.
 
   Saves are asynchronous in orbax; this waits until the step is on disk before returning.
+
+  Args:
+    manager: an ``orbax.checkpoint.CheckpointManager``.
+    state: the :class:`TrainState`.
+    losses: the loss history.
+    metadata: JSON-able data stored beside the state.
+    fingerprint: the run's :func:`run_fingerprint`.
+
+  Returns:
+    ``None``.
   """
   import orbax.checkpoint as ocp
 
@@ -229,7 +336,17 @@ def restore_checkpoint(
 ):
   """Restore ``(state, losses)`` of ``step`` (default: the newest), verified by its checksum.
 
-  ``losses`` is padded with NaN (or kept) to ``num_steps`` entries when given.
+  Args:
+    manager: an ``orbax.checkpoint.CheckpointManager``.
+    like_state: a :class:`TrainState` with the target structure.
+    num_steps: pad (with NaN) or keep ``losses`` to this many entries.
+    step: the step to restore (default: the newest).
+
+  Returns:
+    ``(state, losses)``.
+
+  Raises:
+    CheckpointError: if the step is damaged or fails its checksum.
   """
   step = manager.latest_step() if step is None else step
   state, losses, _ = _restore_step(manager, like_state, step)
@@ -317,23 +434,46 @@ def train(
   metadata: dict | None = None,
   fingerprint: dict | None = None,
 ) -> TrainResult:
-  """Minimise ``loss_fn(params, key)`` for ``num_steps`` optax steps.
+  """Minimise ``loss_fn(params, key)`` for ``num_steps`` optax steps, resumable bit-for-bit.
 
-  Steps run in jitted ``lax.scan`` chunks of ``chunk_size``; a tqdm bar shows
-  progress. With ``checkpoint_dir`` the state is saved with orbax every
-  ``checkpoint_every`` chunks and at the end, and an existing checkpoint there
-  is resumed from: an interrupted run restarted with the same arguments ends
-  with exactly the parameters of an uninterrupted one.
+  Steps run in jitted ``lax.scan`` chunks of ``chunk_size``; a tqdm bar shows progress. With
+  ``checkpoint_dir`` the state is saved with orbax every ``checkpoint_every`` chunks and at the
+  end, and an existing checkpoint there is resumed from: an interrupted run restarted with the
+  same arguments ends with exactly the parameters of an uninterrupted one.
 
-  Checkpoints never lie: each step stores a SHA-256 of the saved state and the run's
-  fingerprint (:func:`run_fingerprint` of ``params`` plus ``fingerprint``, e.g. the config and
+  Checkpoints never lie: each step stores a SHA-256 of the saved state and the run's fingerprint
+  (:func:`run_fingerprint` of ``params`` plus ``fingerprint``, e.g. the config and
   :func:`data_fingerprint` of the data). On resume a step of another run is refused
   (:class:`CheckpointError`), a step that is unreadable or fails its checksum is moved aside
   (``corrupt-<step>-<time>``, with a warning) and the previous intact step is used, so
   ``max_to_keep`` can never delete the last verified step. A larger ``num_steps`` than the
-  finished run extends it; a smaller one than the stored step is an error. ``callback(state,
-  losses)`` is called after each chunk; it stops the run early by returning ``True`` (e.g.
-  :class:`HeldoutStopping`) or by raising.
+  finished run extends it; a smaller one than the stored step is an error.
+
+  Args:
+    loss_fn: ``loss_fn(params, key) -> ()`` (e.g. :func:`fm_objective`).
+    params: initial parameters.
+    optimizer: the optax transformation.
+    num_steps: total optimiser steps.
+    key: the run's PRNG key (step ``i`` uses ``fold_in(key, i)``).
+    chunk_size: steps per jitted ``lax.scan`` chunk.
+    ema_decay: keep an EMA of the parameters with this decay (``None``: no EMA).
+    checkpoint_dir: orbax directory to save to and resume from (``None``: no checkpoints).
+    checkpoint_every: save every this many chunks.
+    max_to_keep: checkpoints kept.
+    progress: show a tqdm bar.
+    callback: ``callback(state, losses)`` after each chunk; returning ``True`` stops the run
+      (e.g. :class:`HeldoutStopping`).
+    metadata: JSON-able data stored with each checkpoint.
+    fingerprint: extra identity of the run (see above).
+
+  Returns:
+    :class:`TrainResult`.
+
+  Raises:
+    ValueError: if ``num_steps`` or ``chunk_size`` is below 1, ``params`` holds NaN/inf, or
+      ``num_steps`` is smaller than a stored step.
+    CheckpointError: if ``checkpoint_dir`` holds another run's checkpoints.
+    FloatingPointError: if the training loss becomes non-finite.
   """
   if num_steps < 1 or chunk_size < 1:
     raise ValueError(f"`num_steps` and `chunk_size` must be >= 1; got {num_steps}, {chunk_size}.")
@@ -399,7 +539,18 @@ def sample_times(
   """Training times for ``schedule``, shape ``(n,)``.
 
   VP / VE (data at 0, noise at 1): ``t ~ U[t_min, 1]``; linear FM (data at 1):
-  ``t ~ U[0, 1 − t_min]``; EDM: ``ln t ~ N(−1.2, 1.2²)`` (:func:`paths.edm_log_normal_times`).
+  ``t ~ U[0, 1 − t_min]``; EDM: ``ln t ~ N(−1.2, 1.2²)``
+  (:func:`memjax.paths.edm_log_normal_times`).
+
+  Args:
+    key: PRNG key.
+    schedule: the :class:`memjax.paths.Schedule`.
+    n: number of times.
+    t_min: distance kept from the data end.
+    dtype: output dtype.
+
+  Returns:
+    ``(n,)`` times.
   """
   if schedule.name == "edm":
     return paths.edm_log_normal_times(key, (n,), dtype=dtype)
@@ -410,11 +561,24 @@ def sample_times(
 def denoising_target(
   schedule: paths.Schedule, x: jax.Array, eps: jax.Array, t: jax.Array, parameterisation: str
 ) -> jax.Array:
-  """Regression target of the chosen output at ``x_t = ψx + σε`` (``x``, ``eps``: ``(B, D)``, ``t``:
-  ``(B,)``).
+  """Regression target of the chosen output at ``x_t = ψx + σε``.
 
-  ``eps``: ε; ``score``: −ε/σ; ``x0``: x; ``velocity``: ψ'x + σ'ε. :func:`denoising_loss`
-  weights the ``score`` error by σ² (denoising score matching, ``||σ s_θ + ε||²``).
+  ``eps``: ``ε``; ``score``: ``−ε/σ``; ``x0``: ``x``; ``velocity``: ``ψ'x + σ'ε``.
+  :func:`denoising_loss` weights the ``score`` error by ``σ²`` (denoising score matching,
+  ``||σ s_θ + ε||²``).
+
+  Args:
+    schedule: the :class:`memjax.paths.Schedule`.
+    x: clean data, ``(B, D)``.
+    eps: noise, ``(B, D)``.
+    t: times, ``(B,)``.
+    parameterisation: ``"eps"``, ``"score"``, ``"x0"`` or ``"velocity"``.
+
+  Returns:
+    ``(B, D)`` targets.
+
+  Raises:
+    ValueError: if ``parameterisation`` is unknown.
   """
   tt = t[:, None]
   if parameterisation == "eps":
@@ -439,10 +603,26 @@ def denoising_loss(
   t: jax.Array,
   parameterisation: str = "eps",
 ) -> jax.Array:
-  """``L(θ) = mean_b w_b ||f_θ(x_t, t) − target_b||²`` with ``x_t = ψ(t) x + σ(t) ε``.
+  """Denoising loss ``L(θ) = mean_b w_b ||f_θ(x_t, t) − target_b||²``, ``x_t = ψ(t) x + σ(t) ε``.
 
-  ``w = σ(t)²`` for the ``score`` output and 1 otherwise; shapes as in :func:`denoising_target`.
-  For ``linear_fm`` with ``velocity`` this is exactly the FM loss.
+  ``w = σ(t)²`` for the ``score`` output and 1 otherwise. For ``linear_fm`` with ``velocity``
+  this is exactly the FM loss.
+
+  Args:
+    apply_fn: the network ``f(params, x, t)``.
+    params: its parameters ``θ``.
+    schedule: the :class:`memjax.paths.Schedule`.
+    x: clean data, ``(B, D)``.
+    eps: noise, ``(B, D)``.
+    t: times, ``(B,)``.
+    parameterisation: the network's output (see :func:`denoising_target`).
+
+  Returns:
+    Scalar loss.
+
+  References:
+    Vincent, "A Connection Between Score Matching and Denoising Autoencoders", Neural Computation
+    23 (2011); Ho et al., "Denoising Diffusion Probabilistic Models", arXiv:2006.11239.
   """
   target = denoising_target(schedule, x, eps, t, parameterisation)
   xt = schedule.sample(x, eps, t)
@@ -459,8 +639,25 @@ def denoising_objective(
   parameterisation: str = "eps",
   t_min: float = 1e-3,
 ):
-  """Return ``loss_fn(params, key)``: :func:`denoising_loss` on a fresh batch (x ~ data, ε ~ N(0,
-  I), t ~ :func:`sample_times`). Integer ``data`` is promoted to the default float dtype.
+  """The denoising objective ``loss_fn(params, key)`` on fresh ``x ~ data``, ``ε ~ N(0, I)``.
+
+  Times are drawn by :func:`sample_times`; integer ``data`` is promoted to the default float
+  dtype.
+
+  Args:
+    apply_fn: the network ``f(params, x, t)``.
+    schedule: the :class:`memjax.paths.Schedule`.
+    data: training set ``(N, D)``.
+    batch_size: examples per step.
+    parameterisation: the network's output.
+    t_min: distance of the training times from the data end.
+
+  Returns:
+    ``loss_fn(params, key) -> ()`` for :func:`train`.
+
+  Raises:
+    ValueError: if ``data`` is not ``(N, D)`` or holds NaN/inf, ``batch_size < 1``, the
+      parameterisation is unknown, or ``t_min`` is not positive.
   """
   data = _checks.as_float("data", data)
   _checks.check_ndim("data", data, 2, "(N, D)")
@@ -484,7 +681,7 @@ def denoising_objective(
 
 
 # ---------------------------------------------------------------------------
-# Class-conditional flow matching with label dropout, and classifier-free guidance (seed 003).
+# Class-conditional flow matching with label dropout, and classifier-free guidance.
 
 
 def cond_fm_objective(
@@ -495,11 +692,29 @@ def cond_fm_objective(
   batch_size: int = 256,
   p_uncond: float = 0.2,
 ):
-  """Return ``loss_fn(params, key)``: conditional FM loss with label dropout.
+  """Conditional FM objective ``loss_fn(params, key)`` with label dropout.
 
-  ``L(θ) = mean_b ||u_θ(x_t, t, ỹ_b) − (x1_b − x0_b)||²`` with ``(x1_b, y_b)`` drawn
-  jointly from ``data (N, D)``, ``labels (N,)``, and ``ỹ_b = ∅`` (``null_label``)
-  with probability ``p_uncond``, else ``y_b`` — one network learns ``u(·, c)`` and ``u(·, ∅)``.
+  ``L(θ) = mean_b ||u_θ(x_t, t, ỹ_b) − (x1_b − x0_b)||²`` with ``(x1_b, y_b)`` drawn jointly from
+  ``data`` and ``labels``, and ``ỹ_b = ∅`` (``null_label``) with probability ``p_uncond``, else
+  ``y_b``: one network learns ``u(·, c)`` and ``u(·, ∅)``.
+
+  Args:
+    apply_fn: the conditional field ``u(params, x, t, y)``.
+    data: training set ``(N, D)``.
+    labels: integer labels ``(N,)``.
+    null_label: the label ``∅``.
+    batch_size: examples per step.
+    p_uncond: label dropout probability.
+
+  Returns:
+    ``loss_fn(params, key) -> ()`` for :func:`train`.
+
+  Raises:
+    ValueError: on shape mismatches, NaN/inf data, ``batch_size < 1`` or ``p_uncond`` outside
+      ``[0, 1]``.
+
+  References:
+    Ho and Salimans, "Classifier-Free Diffusion Guidance", arXiv:2207.12598.
   """
   data = _checks.as_float("data", data)
   _checks.check_ndim("data", data, 2, "(N, D)")
@@ -529,9 +744,18 @@ def cond_fm_objective(
 
 
 def cfg_velocity(apply_fn, guidance: float, null_label: int):
-  """Classifier-free guided field ``u_w(params, x, t, y) = u(x,t,∅) + w (u(x,t,y) − u(x,t,∅))``.
+  """Classifier-free guidance ``u_w(params, x, t, y) = u(x, t, ∅) + w (u(x, t, y) − u(x, t, ∅))``.
 
-  ``w = guidance``: ``w = 1`` is the conditional field, ``w = 0`` the unconditional one.
+  Args:
+    apply_fn: the conditional field ``u(params, x, t, y)``.
+    guidance: ``w``; ``w = 1`` is the conditional field, ``w = 0`` the unconditional one.
+    null_label: the label ``∅``.
+
+  Returns:
+    ``u_w(params, x, t, y)``.
+
+  References:
+    Ho and Salimans, "Classifier-Free Diffusion Guidance", arXiv:2207.12598.
   """
 
   def u(params, x, t, y):
@@ -548,19 +772,30 @@ def cfg_velocity(apply_fn, guidance: float, null_label: int):
 class HeldoutStopping:
   """Stop training when the held-out loss stops improving; keep the best parameters.
 
-  The rule, fixed before any downstream number is looked at: after every chunk the held-out
-  loss ``eval_fn(params)`` is computed on the EMA parameters when present (else the raw ones),
-  on a FIXED held-out batch (same data, noise and times every time, so the curve is smooth);
-  the parameters with the lowest value so far are kept; training stops once ``patience``
-  consecutive evaluations have failed to improve by a relative ``min_rel_improvement`` on the
-  last significant improvement.
-  Pass an instance as ``train(..., callback=...)``; read ``best_params`` afterwards.
+  The rule, fixed before any downstream number is looked at: after every chunk the held-out loss
+  ``eval_fn(params)`` is computed on the EMA parameters when present (else the raw ones), on a
+  FIXED held-out batch (same data, noise and times every time, so the curve is smooth); the
+  parameters with the lowest value so far are kept; training stops once ``patience`` consecutive
+  evaluations have failed to improve by a relative ``min_rel_improvement`` on the last
+  significant improvement. Pass an instance as ``train(..., callback=...)``; read ``best_params``
+  afterwards.
+
+  Args:
+    eval_fn: ``params -> ()`` held-out loss (e.g. :func:`heldout_fm_loss`).
+    patience: evaluations without significant improvement before stopping.
+    min_rel_improvement: relative improvement that counts as significant.
+    use_ema: evaluate the EMA parameters when the state has them.
 
   Attributes:
     best_params: parameters at the best held-out loss (``None`` before the first evaluation).
-    best_step, best_loss: where and what the best was.
+    best_step: the step of the best held-out loss.
+    best_loss: the best held-out loss.
     history: ``[(step, held-out loss), ...]``.
     stopped_early: whether the rule fired before ``num_steps``.
+
+  Raises:
+    ValueError: if ``patience < 1`` or ``min_rel_improvement`` is outside ``[0, 1)``.
+    FloatingPointError: (when called) if the held-out loss is non-finite.
   """
 
   def __init__(
@@ -596,7 +831,11 @@ class HeldoutStopping:
     return self.stopped_early
 
   def summary(self) -> dict:
-    """Plain numbers for results.json."""
+    """Plain numbers for ``results.json``.
+
+    Returns:
+      dict with the best step and loss, whether it stopped early and the rule.
+    """
     return {
       "best_step": self.best_step,
       "best_heldout_loss": self.best_loss,
@@ -607,8 +846,16 @@ class HeldoutStopping:
 
 
 def heldout_fm_loss(apply_fn, held_out: jax.Array, key: jax.Array, num: int = 2048):
-  """``params -> FM loss`` on a fixed held-out batch of ``num`` triples drawn once from
-  ``held_out``.
+  """``params -> FM loss`` on a fixed batch of ``num`` triples drawn once from ``held_out``.
+
+  Args:
+    apply_fn: the field ``u(params, x, t)``.
+    held_out: held-out data ``(M, D)``.
+    key: PRNG key of the fixed batch.
+    num: triples in the batch.
+
+  Returns:
+    ``eval_fn(params) -> ()`` for :class:`HeldoutStopping`.
   """
   x1, x0, t = fm_batch(key, jnp.asarray(held_out), num)
   return lambda params: fm_loss(apply_fn, params, x1, x0, t)
@@ -623,7 +870,20 @@ def heldout_denoising_loss(
   parameterisation: str = "eps",
   t_min: float = 1e-3,
 ):
-  """``params -> denoising loss`` (:func:`denoising_loss`) on a fixed held-out batch."""
+  """``params -> denoising loss`` (:func:`denoising_loss`) on a fixed held-out batch.
+
+  Args:
+    apply_fn: the network ``f(params, x, t)``.
+    schedule: the :class:`memjax.paths.Schedule`.
+    held_out: held-out data ``(M, D)``.
+    key: PRNG key of the fixed batch.
+    num: examples in the batch.
+    parameterisation: the network's output.
+    t_min: distance of the times from the data end.
+
+  Returns:
+    ``eval_fn(params) -> ()`` for :class:`HeldoutStopping`.
+  """
   held_out = jnp.asarray(held_out)
   k_idx, k_eps, k_t = jax.random.split(key, 3)
   x = held_out[jax.random.randint(k_idx, (num,), 0, held_out.shape[0])]

@@ -1,27 +1,32 @@
 """A small UNet velocity field on FLATTENED images, as pure Flax (linen).
 
 The field maps ``x`` of shape ``(..., D)`` with ``D = H·W·C`` (a static
-``image_shape = (H, W, C)``) and a time ``t`` (scalar or ``x.shape[:-1]``) to
-``u(x, t)`` of shape ``(..., D)``, so it plugs into every ``(B, D)`` routine of
-memjax (training, sampling, curvature, Laplace) unchanged: images are reshaped
-to ``(N, H, W, C)`` inside the module and flattened again on the way out.
+``image_shape = (H, W, C)``) and a time ``t`` (scalar or ``x.shape[:-1]``) to ``u(x, t)`` of
+shape ``(..., D)``, so it plugs into every ``(B, D)`` routine of memjax (training, sampling,
+curvature, Laplace) unchanged: images are reshaped to ``(N, H, W, C)`` inside the module and
+flattened again on the way out.
 
 Architecture (``L = len(widths)`` levels)::
 
-  h = conv_in(x)                                    # 3×3, C -> widths[0]  ("first layer")
+  h = conv_in(x)      # 3×3, C -> widths[0]  ("first layer")
   down: level l: num_res_blocks × ResBlock(widths[l]); downsample (stride-2 conv) if l < L−1
   mid:  ResBlock, [self-attention at the lowest resolution], ResBlock
-  up:   level l (reversed): num_res_blocks × ResBlock(concat(h, skip)); upsample (nearest + conv) if
-  l > 0
-  out = conv_out(silu(GroupNorm(h)))                # 3×3, widths[0] -> C, zero-initialised
+  up:   level l (reversed): num_res_blocks × ResBlock(concat(h, skip));
+        upsample (nearest + conv) if l > 0
+  out = conv_out(silu(GroupNorm(h)))   # 3×3, widths[0] -> C, zero-initialised
 
-``ResBlock(h, e) = skip(h) + conv(silu(GN(conv(silu(GN(h))) + Dense(e)))))``
-with the time embedding ``e = Dense(silu(Dense(emb(t))))`` and ``emb`` the
-sinusoidal embedding of :func:`memjax.nets.sinusoidal_embedding`.
+``ResBlock(h, e) = skip(h) + conv(silu(GN(conv(silu(GN(h))) + Dense(e))))`` with the time
+embedding ``e = Dense(silu(Dense(emb(t))))`` and ``emb`` the sinusoidal embedding of
+:func:`memjax.nets.sinusoidal_embedding`.
 
 The first convolution is named :data:`FIRST_LAYER` (``"conv_in"``), so
-``memjax.curvature.param_subset(params, select=FIRST_LAYER_SELECT)`` selects
-exactly its kernel and bias (the "first layer only" Bayesian subset).
+``memjax.curvature.param_subset(params, select=FIRST_LAYER_SELECT)`` selects exactly its kernel
+and bias (the "first layer only" Bayesian subset).
+
+References:
+  Ronneberger et al., "U-Net: Convolutional Networks for Biomedical Image Segmentation",
+  arXiv:1505.04597; Ho et al., "Denoising Diffusion Probabilistic Models", arXiv:2006.11239 (the
+  diffusion UNet layout).
 """
 
 from __future__ import annotations
@@ -34,20 +39,28 @@ import jax.numpy as jnp
 
 from memjax import nets
 
+#: Name of the first convolution (the "first layer only" Bayesian subset).
 FIRST_LAYER = "conv_in"
-FIRST_LAYER_SELECT = "['conv_in']"  # exact leaf-path pattern for curvature.param_subset
+#: The exact leaf-path pattern of :data:`FIRST_LAYER` for :func:`memjax.curvature.param_subset`.
+FIRST_LAYER_SELECT = "['conv_in']"
 
 
 class Conv(nn.Module):
-  """2-D convolution ``(N,H,W,Cin) -> (N,⌈H/s⌉,⌈W/s⌉,features)`` with flax ``nn.Conv`` parameter
-  shapes.
+  """2-D convolution ``(N, H, W, Cin) -> (N, ⌈H/s⌉, ⌈W/s⌉, features)`` with ``nn.Conv``'s shapes.
 
   ``impl="matmul"`` (default) computes ``y[n,h,w] = Σ_{i,j} x_pad[n, s h + i, s w + j] K[i,j] + b``
-  as ONE einsum over the ``k_h k_w`` shifted views (im2col, zero "SAME" padding of ``(k−1)/2``
-  on each side). On CPU, XLA runs the gradients of ``lax.conv`` inside while-loops (``lax.scan``
+  as ONE einsum over the ``k_h k_w`` shifted views (im2col, zero "SAME" padding of ``(k−1)/2`` on
+  each side). On CPU, XLA runs the gradients of ``lax.conv`` inside while-loops (``lax.scan``
   training, diffrax geodesics) ~30× slower than outside; the matmul form has no such cliff.
-  ``impl="lax"`` uses ``nn.Conv`` (faster on accelerators). Kernel ``(k_h, k_w, Cin, features)``,
-  bias ``(features,)``; kernel sizes must be odd.
+  ``impl="lax"`` uses ``nn.Conv`` (faster on accelerators).
+
+  Attributes:
+    features: output channels.
+    kernel_size: ``(k_h, k_w)``, both odd; kernel ``(k_h, k_w, Cin, features)``, bias
+      ``(features,)``.
+    strides: ``(s, s)``.
+    impl: ``"matmul"`` or ``"lax"``.
+    kernel_init: kernel initialiser.
   """
 
   features: int
@@ -85,8 +98,15 @@ def _gn(groups: int, name: str) -> nn.GroupNorm:
 
 
 class ResBlock(nn.Module):
-  """Residual block with GroupNorm, SiLU and an additive time projection; ``(N,H,W,Cin) ->
-  (N,H,W,width)``.
+  """Residual block (GroupNorm, SiLU, additive time projection), ``(N,H,W,Cin) -> (N,H,W,width)``.
+
+  ``ResBlock(h, e) = skip(h) + conv(silu(GN(conv(silu(GN(h))) + Dense(e))))``; ``skip`` is a 1×1
+  convolution when ``Cin ≠ width``.
+
+  Attributes:
+    width: output channels.
+    groups: GroupNorm groups.
+    conv: :class:`Conv` implementation.
   """
 
   width: int
@@ -109,10 +129,13 @@ class ResBlock(nn.Module):
 
 
 class SelfAttention(nn.Module):
-  """Single-head spatial self-attention with a residual connection; ``(N,H,W,C) -> (N,H,W,C)``.
+  """Single-head spatial self-attention with a residual connection, ``(N,H,W,C) -> (N,H,W,C)``.
 
-  ``h + W_o softmax(q kᵀ / √C) v`` over the ``H·W`` positions, with ``q, k, v``
-  linear maps of ``GN(h)``.
+  ``h + W_o softmax(q kᵀ / √C) v`` over the ``H·W`` positions, with ``q, k, v`` linear maps of
+  ``GN(h)``.
+
+  Attributes:
+    groups: GroupNorm groups.
   """
 
   groups: int = 8
@@ -140,7 +163,7 @@ class UNetField(nn.Module):
     attention: self-attention in the middle (lowest resolution) block.
     groups: GroupNorm groups; must divide every width.
     conv: ``"matmul"`` (im2col; fast gradients inside loops on CPU) or ``"lax"`` (see
-    :class:`Conv`).
+      :class:`Conv`).
   """
 
   image_shape: Sequence[int]
@@ -228,8 +251,19 @@ class UNetField(nn.Module):
 
 
 def unet_field(image_shape: Sequence[int], **kw):
-  """Build ``(module, u)`` with ``u(params, x, t)`` the validated pure field of
-  :func:`memjax.nets.velocity_fn`.
+  """Build ``(module, u)`` with ``u(params, x, t)`` the validated pure field of the UNet.
+
+  Args:
+    image_shape: ``(H, W, C)``.
+    **kw: the other :class:`UNetField` attributes (``widths``, ``num_res_blocks``, ``time_dim``,
+      ``attention``, ``groups``, ``conv``).
+
+  Returns:
+    ``(module, u)`` with ``u`` from :func:`memjax.nets.velocity_fn`.
+
+  Raises:
+    ValueError: if the settings are inconsistent (``H``/``W`` not divisible by
+      ``2^(len(widths)−1)``, ``groups`` not dividing every width, unknown ``conv``, …).
   """
   module = UNetField(tuple(int(s) for s in image_shape), **kw)
   module._validate()  # pylint: disable=protected-access
@@ -237,5 +271,12 @@ def unet_field(image_shape: Sequence[int], **kw):
 
 
 def num_params(params) -> int:
-  """Number of scalar parameters (``= Σ_leaves size``); see :func:`memjax.nets.num_params`."""
+  """Number of scalar parameters, ``Σ_leaves size`` (:func:`memjax.nets.num_params`).
+
+  Args:
+    params: a parameter pytree.
+
+  Returns:
+    int.
+  """
   return nets.num_params(params)
