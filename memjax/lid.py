@@ -96,7 +96,15 @@ def _check_field(field, x):
 
 
 class Flipd(NamedTuple):
-  """FLIPD and its ingredients, each ``(N,)``."""
+  """FLIPD and its ingredients at ``N`` points.
+
+  Attributes:
+    lid: ``D − σ tr ∇ε̂ + ||ε̂||²``, shape ``(N,)``.
+    trace: ``tr ∇_y ε̂(y, t0)`` (exact, or Hutchinson's estimate), shape ``(N,)``.
+    sq_norm: ``||ε̂(y, t0)||²``, shape ``(N,)``.
+    sem: standard error of ``lid`` (``σ`` times the standard error of the trace; 0 when exact,
+      ``inf`` with one probe), shape ``(N,)``.
+  """
 
   lid: jax.Array  # D − σ tr∇ε̂ + ||ε̂||²
   trace: jax.Array  # tr ∇_y ε̂(y, t0) (exact or Hutchinson estimate)
@@ -120,9 +128,7 @@ def _flipd_point(eps, t0, sig, n_probes, sampler, chunk_size, y, key):
 
 
 def _batched(point, batch_size):
-  """``point`` over the leading axis of its arguments: vmapped, or ``lax.map`` in batches of
-  ``batch_size``.
-  """
+  """``point`` over the leading axis of its arguments: vmapped, or ``lax.map`` in batches."""
   if batch_size is None:
     return jax.vmap(point)
   return lambda *args: jax.lax.map(lambda a: point(*a), args, batch_size=int(batch_size))
@@ -142,27 +148,41 @@ def flipd_details(
   batch_size: int | None = None,
   mesh=None,
 ) -> Flipd:
-  """FLIPD at every row of ``x`` with its trace, squared norm and standard error.
+  """FLIPD at every row of ``x``, ``FLIPD(x, t0) = D − σ tr ∇_y ε̂(y, t0) + ||ε̂(y, t0)||²``.
 
-  ``FLIPD(x, t0) = D − σ tr ∇_y ε̂(y, t0) + ||ε̂(y, t0)||²`` at ``y = ψ(t0) x``,
-  ``ε̂ = −σ s`` derived from ``field`` via :func:`memjax.paths.convert`.
+  Evaluated at ``y = ψ(t0) x`` (the clean point rescaled, no noise added), with
+  ``ε̂ = −σ s`` derived from ``field`` via :func:`memjax.paths.convert`; this is
+  ``D + σ² [tr ∇_y s + ||s||²]`` written without dividing by a small ``σ``. The trace is
+  exact (``D`` JVPs per point, ``chunk_size`` at a time) or Hutchinson's
+  ``(1/m) Σ_j z_jᵀ (∇ε̂) z_j`` with ``m = n_probes``. One compiled program per field, schedule,
+  settings and shapes is reused across calls.
 
   Args:
     field: ``field(y (B, D), t (B,)) -> (B, D)`` in ``parameterisation``.
-    x: clean points ``(N, D)``.
-    t0: scalar time; near the data end (small σ). Flow matching: close to 1.
-    schedule: the path the field was trained on.
-    parameterisation: ``'eps' | 'score' | 'x0' | 'velocity'``.
-    key: PRNG key (required with ``n_probes``; split per point).
-    n_probes: ``None`` for the exact trace (``D`` JVPs per point), else ``m ≥ 1``
-      Hutchinson probes (``sampler`` ``'normal'`` or ``'signs'``).
+    x: clean points, shape ``(N, D)``.
+    t0: scalar time near the data end (small ``σ``); flow matching: close to 1.
+    schedule: the :class:`memjax.paths.Schedule` the field was trained on.
+    parameterisation: ``'eps'``, ``'score'``, ``'x0'`` or ``'velocity'``.
+    key: PRNG key, required with ``n_probes`` (split per point).
+    n_probes: ``None`` for the exact trace, else the number ``m ≥ 1`` of Hutchinson probes.
+    sampler: Hutchinson probe law, ``'normal'`` or ``'signs'`` (Rademacher).
     chunk_size: JVPs vmapped at once in the exact trace.
     batch_size: points processed at once (``lax.map``); ``None`` vmaps all.
-    mesh: optional 1-D device mesh (:mod:`memjax.distributed`): points are split
-      over its devices (per-point keys are drawn first, so results match).
+    mesh: optional 1-D device mesh (:mod:`memjax.distributed`); points are split over its
+      devices (per-point keys are drawn first, so results match).
 
   Returns:
     :class:`Flipd` of ``(N,)`` arrays; ``sem`` is ``inf`` for ``n_probes = 1``.
+
+  Raises:
+    ValueError: if ``x`` is not ``(N, D)`` and finite, ``t0`` is not a finite scalar in the
+      schedule's time range with ``σ(t0) > 0``, ``parameterisation``, ``sampler``,
+      ``n_probes``, ``chunk_size`` or ``batch_size`` is invalid, ``key`` is missing with
+      ``n_probes``, or ``field`` does not map ``(B, D), (B,)`` to ``(B, D)``.
+
+  References:
+    Kamkari et al., "A Geometric View of Data Complexity: Efficient Local Intrinsic Dimension
+    Estimation with Diffusion Models", arXiv:2406.03537.
   """
   x = _checks.as_float("x", x)
   settings, key = _flipd_validate(
@@ -225,15 +245,46 @@ def _flipd_curve_jit(field, schedule, settings, mesh, x, t0s, key):
 
 
 def flipd(field: BatchField, x: jax.Array, t0, schedule: paths.Schedule, **kwargs) -> jax.Array:
-  """FLIPD estimates ``(N,)``; see :func:`flipd_details` for the equation and arguments."""
+  """FLIPD estimates, ``D − σ tr ∇_y ε̂(ψx, t0) + ||ε̂(ψx, t0)||²`` at every row of ``x``.
+
+  Args:
+    field: ``field(y (B, D), t (B,)) -> (B, D)``.
+    x: clean points, shape ``(N, D)``.
+    t0: scalar time near the data end.
+    schedule: the path the field was trained on.
+    **kwargs: the keyword arguments of :func:`flipd_details`.
+
+  Returns:
+    The estimates, shape ``(N,)``.
+
+  Raises:
+    ValueError: as :func:`flipd_details`.
+
+  References:
+    Kamkari et al., "A Geometric View of Data Complexity: Efficient Local Intrinsic Dimension
+    Estimation with Diffusion Models", arXiv:2406.03537.
+  """
   return flipd_details(field, x, t0, schedule, **kwargs).lid
 
 
 def flipd_curve(
   field: BatchField, x: jax.Array, t0s: jax.Array, schedule: paths.Schedule, **kwargs
 ) -> jax.Array:
-  """FLIPD over a grid of times: ``(T, N)`` for ``t0s`` ``(T,)`` (one :func:`flipd` per time,
-  sequentially).
+  """FLIPD over a grid of times, one :func:`flipd` per time (sequentially, one program).
+
+  Args:
+    field: ``field(y (B, D), t (B,)) -> (B, D)``.
+    x: clean points, shape ``(N, D)``.
+    t0s: times, shape ``(T,)``; every one must be valid for :func:`flipd_details`.
+    schedule: the path the field was trained on.
+    **kwargs: ``parameterisation``, ``key``, ``n_probes``, ``sampler``, ``chunk_size``,
+      ``batch_size`` and ``mesh`` of :func:`flipd_details` (the same probes at every time).
+
+  Returns:
+    FLIPD estimates, shape ``(T, N)``.
+
+  Raises:
+    ValueError: if ``t0s`` is not a finite ``(T,)`` array, a time or a keyword is invalid.
   """
   _checks.check_ndim("t0s", t0s, 1, "(T,)")
   _checks.check_finite("t0s", t0s)
@@ -264,13 +315,29 @@ def flipd_curve(
 def knee_index(
   x: jax.Array, y: jax.Array, curve: str = "concave", direction: str = "decreasing"
 ) -> jax.Array:
-  """Kneedle knee of the curve ``y(x)`` (Satopää et al. 2011); returns the index into ``x``.
+  """Kneedle knee of the curve ``y(x)``: ``argmax_i c·(y_n,i − x̃_i)``.
 
-  ``x`` and ``y`` ``(T,)`` are normalised to ``[0, 1]`` (``x`` along the grid order,
-  ``x_n = (x − x_0)/(x_{T−1} − x_0)``). The difference curve
-  ``d = c·(y_n − x̃)``, ``x̃ = x_n`` (increasing) or ``1 − x_n`` (decreasing),
-  ``c = +1`` (concave) or ``−1`` (convex), peaks at the knee. For a FLIPD curve over
-  a grid of increasing noise (plateau at the LID, then a drop) use the defaults.
+  ``x`` is normalised along the grid order, ``x_n = (x − x_0)/(x_{T−1} − x_0)``, and ``y`` to
+  ``[0, 1]`` by its range; ``x̃ = x_n`` (increasing) or ``1 − x_n`` (decreasing) and ``c = +1``
+  (concave) or ``−1`` (convex). For a FLIPD curve over a grid of increasing noise (a plateau at
+  the LID, then a drop) use the defaults.
+
+  Args:
+    x: grid, shape ``(T,)`` with ``T ≥ 3``.
+    y: curve values, shape ``(T,)``.
+    curve: ``'concave'`` or ``'convex'``.
+    direction: ``'increasing'`` or ``'decreasing'``.
+
+  Returns:
+    The index of the knee into ``x`` (an integer array).
+
+  Raises:
+    ValueError: if ``x`` and ``y`` are not equal ``(T,)`` shapes with ``T ≥ 3``, or ``curve`` /
+      ``direction`` is not one of the names above.
+
+  References:
+    Satopää et al., "Finding a 'Kneedle' in a Haystack: Detecting Knee Points in System
+    Behavior", ICDCS Workshops 2011.
   """
   _checks.check_ndim("x", x, 1, "(T,)")
   _checks.check_ndim("y", y, 1, "(T,)")
@@ -298,15 +365,30 @@ def auto_t0(
   curve: str = "convex",
   direction: str = "decreasing",
 ):
-  """``(t0, index)`` at the Kneedle knee of the mean FLIPD curve; ``curves`` ``(T, N)`` from
-  :func:`flipd_curve`.
+  """The time at the Kneedle knee (:func:`knee_index`) of the mean FLIPD curve.
 
-  With ``schedule`` the knee is found against ``log σ(t0)`` (so VP, VE, EDM and FM
-  grids are treated alike); otherwise against ``t0``. ``t0s`` must be ordered by
-  increasing noise. The defaults suit learned fields: FLIPD falls from ≈ D at tiny
-  noise (unresolved by the model) onto the LID plateau, and the convex-decreasing
-  knee is where the plateau starts. For exact scores (plateau first, then a drop)
-  use ``curve="concave"``.
+  With ``schedule`` the knee is found against ``log σ(t0)`` (so VP, VE, EDM and FM grids are
+  treated alike), otherwise against ``t0``. The defaults suit learned fields: FLIPD falls from
+  ``≈ D`` at tiny noise (unresolved by the model) onto the LID plateau, and the
+  convex-decreasing knee is where the plateau starts. For exact scores (plateau first, then a
+  drop) use ``curve="concave"``.
+
+  Args:
+    t0s: times, shape ``(T,)``, ordered by increasing noise.
+    curves: FLIPD curves from :func:`flipd_curve`, shape ``(T, N)``.
+    schedule: optional schedule giving ``σ(t0)``.
+    curve: ``'concave'`` or ``'convex'``.
+    direction: ``'increasing'`` or ``'decreasing'``.
+
+  Returns:
+    ``(t0, index)``: the knee time and its index into ``t0s``.
+
+  Raises:
+    ValueError: if ``curves`` is not ``(T, N)`` or :func:`knee_index` refuses its inputs.
+
+  References:
+    Kamkari et al., "A Geometric View of Data Complexity: Efficient Local Intrinsic Dimension
+    Estimation with Diffusion Models", arXiv:2406.03537.
   """
   _checks.check_ndim("curves", curves, 2, "(T, N)")
   t0s = jnp.asarray(t0s)
@@ -320,7 +402,13 @@ def auto_t0(
 
 
 class NormalBundle(NamedTuple):
-  """Normal-bundle estimate per point."""
+  """Normal-bundle estimate at ``N`` points.
+
+  Attributes:
+    lid: ``D − normal_dim``, shape ``(N,)``.
+    normal_dim: ``1 +`` the index of the largest singular-value gap, shape ``(N,)``.
+    singular_values: of the ``(K, D)`` score matrix, descending, shape ``(N, min(K, D))``.
+  """
 
   lid: jax.Array  # (N,) D − normal_dim
   normal_dim: jax.Array  # (N,) 1 + index of the largest gap
@@ -328,10 +416,15 @@ class NormalBundle(NamedTuple):
 
 
 def gap_dimension(singular_values: jax.Array, skip_first_gap: bool = False) -> jax.Array:
-  """Normal dimension ``1 + argmax_j (s_j − s_{j+1})`` of descending singular values ``(..., R)``.
+  """Normal dimension ``1 + argmax_j (s_j − s_{j+1})`` of descending singular values.
 
-  With ``skip_first_gap`` the gap ``s_0 − s_1`` is ignored (a published variant that
-  guards against one dominant direction, e.g. the uncentred mean score).
+  Args:
+    singular_values: descending singular values, shape ``(..., R)``.
+    skip_first_gap: ignore the gap ``s_0 − s_1`` (a published variant that guards against one
+      dominant direction, e.g. the uncentred mean score).
+
+  Returns:
+    Integer normal dimensions, shape ``(...)``.
   """
   gaps = singular_values[..., :-1] - singular_values[..., 1:]
   if skip_first_gap:
@@ -353,14 +446,36 @@ def normal_bundle(
   batch_size: int | None = None,
   mesh=None,
 ) -> NormalBundle:
-  """Normal-bundle LID: ``LID = D − argmax-gap`` of the scores ``S_i = s(ψx + σz_i, t0)``, ``i <
-  K``.
+  """Normal-bundle LID, ``LID = D − gap_dimension(svd(S))`` of ``S_i = s(ψx + σz_i, t0)``.
 
-  At small σ the scores near a manifold point span its normal space, so the
-  ``(K, D)`` matrix ``S`` has ``D − d`` large singular values. ``centre`` subtracts
-  the mean score first. ``K`` defaults to ``4D``; ``z_i ~ N(0, I)``; ``x`` ``(N, D)``.
-  The score is ``−ε̂/σ`` from ``field`` in any ``parameterisation``. ``mesh``: optional
-  1-D device mesh (:mod:`memjax.distributed`) to split the points over devices.
+  At small ``σ`` the scores near a manifold point span its normal space, so the ``(K, D)``
+  matrix of scores at ``K`` noised copies (``z_i ~ N(0, I)``) has ``D − d`` large singular
+  values, and the largest gap (:func:`gap_dimension`) counts them. The score is converted
+  from ``field`` in any parameterisation (:func:`memjax.paths.convert`).
+
+  Args:
+    field: ``field(y (B, D), t (B,)) -> (B, D)`` in ``parameterisation``.
+    x: clean points, shape ``(N, D)``.
+    t0: scalar time near the data end.
+    schedule: the path the field was trained on.
+    key: PRNG key of the noise (split per point).
+    parameterisation: ``'eps'``, ``'score'``, ``'x0'`` or ``'velocity'``.
+    num_samples: ``K ≥ 2``; default ``4D``.
+    centre: subtract the mean score before the SVD.
+    skip_first_gap: see :func:`gap_dimension`.
+    batch_size: points processed at once (``lax.map``); ``None`` vmaps all.
+    mesh: optional 1-D device mesh (:mod:`memjax.distributed`) to split the points over.
+
+  Returns:
+    :class:`NormalBundle`.
+
+  Raises:
+    ValueError: if ``x``, ``t0``, ``schedule``, ``parameterisation``, ``num_samples`` or
+      ``batch_size`` is invalid, or ``field`` has the wrong output shape.
+
+  References:
+    Stanczuk et al., "Diffusion Models Encode the Intrinsic Dimension of Data Manifolds",
+    arXiv:2212.12611.
   """
   x = _checks.as_float("x", x)
   _check_field_inputs(x, jnp.asarray(t0), schedule, parameterisation)
@@ -431,20 +546,51 @@ def lpca(
   threshold: float = 0.05,
   explained_variance: float | None = None,
   atol: float = 1e-10,
+  include_self: bool = True,
   chunk_size: int = 256,
 ) -> jax.Array:
-  """Local-PCA ``LID*`` of each training point, or of each query's nearest training point.
+  """Local-PCA ``LID* = #{i : λ_i > max(threshold·λ_1, atol)}`` of each training point.
 
-  For a training point, its ``k`` nearest training points (itself included) have
-  covariance eigenvalues ``λ_1 ≥ … ≥ λ_D``; ``LID* = #{i : λ_i > max(threshold·λ_1, atol)}``,
-  or with ``explained_variance = v`` the smallest ``m`` with ``Σ_{i≤m} λ_i ≥ v Σ λ``
-  (0 for a neighbourhood of identical points). ``train`` ``(N, D)``; returns int ``(N,)``
-  or ``(Q,)`` for ``queries`` ``(Q, D)``.
+  ``λ_1 ≥ … ≥ λ_D`` are the covariance eigenvalues of the point's ``k`` nearest training points
+  (itself included, or excluded with ``include_self=False``). With ``explained_variance = v``
+  the count is instead ``1 + #{m : Σ_{i≤m} λ_i < v Σ λ}``, the smallest ``m`` whose leading
+  eigenvalues explain a fraction ``v`` (0 for a neighbourhood of identical points).
+  With ``include_self=False`` and ``atol = 0`` the threshold rule is scikit-dimension's
+  ``lPCA(ver="FO", alphaFO=threshold).fit_pw(train, n_neighbors=k)`` and the
+  explained-variance rule its ``ver="ratio"`` with ``alphaRatio = v``.
+
+  Args:
+    train: points, shape ``(N, D)``.
+    k: neighbourhood size.
+    queries: optional points ``(Q, D)``; each gets the estimate of its nearest training point.
+    threshold: Fukunaga–Olsen fraction of the largest eigenvalue, ``> 0``.
+    explained_variance: optional fraction ``v`` in ``(0, 1]`` (replaces ``threshold``).
+    atol: absolute eigenvalue floor.
+    include_self: whether a training point is one of its own ``k`` neighbours.
+    chunk_size: queries per k-NN and PCA block.
+
+  Returns:
+    Integer estimates, shape ``(N,)`` (or ``(Q,)`` with ``queries``).
+
+  Raises:
+    ValueError: if ``threshold`` is not positive or ``explained_variance`` not in ``(0, 1]``,
+      or the k-NN inputs are invalid (``k`` too large, non-finite points).
+
+  References:
+    Fukunaga and Olsen, "An Algorithm for Finding Intrinsic Dimensionality of Data", IEEE
+    Trans. Computers C-20 (1971).
   """
   _checks.check_positive("threshold", threshold)
   if explained_variance is not None and not 0 < explained_variance <= 1:
     raise ValueError(f"`explained_variance` must be in (0, 1]; got {explained_variance}.")
-  _, idx = neighbours.knn(train, train, k, query_chunk=chunk_size, names=("train", "train"))
+  _, idx = neighbours.knn(
+    train,
+    train,
+    k,
+    exclude_self=not include_self,
+    query_chunk=chunk_size,
+    names=("train", "train"),
+  )
   settings = (float(threshold), explained_variance, float(atol), max(1, min(chunk_size, len(idx))))
   lid_train = _pca_counts(settings, train, idx)
   if queries is None:
@@ -461,12 +607,28 @@ def mle(
   aggregate: str = "harmonic",
   chunk_size: int = 256,
 ):
-  """Levina–Bickel MLE: ``(global, pointwise (N,))``.
+  """Levina–Bickel MLE, ``m̂(x_i) = (k − 1) / Σ_{j=1}^{k} log(T_k(x_i) / T_j(x_i))``.
 
-  ``m̂(x_i) = (k − 1) / Σ_{j=1}^{k} log(T_k(x_i) / T_j(x_i))`` with ``T_j`` the distance to the
-  ``j``-th neighbour (self excluded; ``k − 2`` with ``unbiased``). ``aggregate``:
-  ``'harmonic'`` (``1 / mean(1/m̂)``, MacKay–Ghahramani, scikit-dimension's default
-  ``comb='mle'``), ``'mean'`` (Levina–Bickel's average) or ``'median'``.
+  ``T_j`` is the distance to the ``j``-th nearest neighbour (self excluded); ``unbiased`` uses
+  ``k − 2``. The pointwise estimates are scikit-dimension's ``MLE().fit(x, n_neighbors=k)``
+  ``dimension_pw_``.
+
+  Args:
+    x: points, shape ``(N, D)``.
+    k: neighbours, ``≥ 3``.
+    unbiased: use ``k − 2`` in the numerator.
+    aggregate: ``'harmonic'`` (``1 / mean(1/m̂)``, MacKay–Ghahramani, scikit-dimension's
+      ``comb='mle'``), ``'mean'`` (Levina–Bickel's average) or ``'median'``.
+    chunk_size: queries per k-NN block.
+
+  Returns:
+    ``(global, pointwise)``: a scalar and the estimates of shape ``(N,)``.
+
+  Raises:
+    ValueError: if ``aggregate`` is unknown or ``k < 3``.
+
+  References:
+    Levina and Bickel, "Maximum Likelihood Estimation of Intrinsic Dimension", NeurIPS 2004.
   """
   if aggregate not in ("harmonic", "mean", "median"):
     raise ValueError(f"`aggregate` must be 'harmonic', 'mean' or 'median'; got {aggregate!r}.")
@@ -484,12 +646,29 @@ def mle(
 def twonn(
   x: jax.Array, *, discard_fraction: float = 0.1, method: str = "linear", chunk_size: int = 256
 ):
-  """TwoNN (Facco et al. 2017) global ID from ``μ_i = r_2(x_i) / r_1(x_i)``.
+  """TwoNN global ID from the ratios ``μ_i = r_2(x_i) / r_1(x_i)`` of neighbour distances.
 
   Points with non-finite ``μ`` (duplicates) are dropped; of the ``N`` left, the
-  ``n = ⌊N(1 − f)⌋`` smallest ``μ`` are kept, ``F_i = i/N``. ``method='linear'``:
-  least-squares slope through the origin of ``−log(1 − F_i)`` on ``log μ_(i)``;
-  ``'mle'``: ``(n − 1) / (Σ_{i≤n} log μ_(i) + (N − n) log μ_(n))``. Matches scikit-dimension.
+  ``n = ⌊N(1 − f)⌋`` smallest ``μ`` are kept, ``F_i = i/N``. ``method='linear'``: the
+  least-squares slope through the origin of ``−log(1 − F_i)`` on ``log μ_(i)``; ``'mle'``:
+  ``(n − 1) / (Σ_{i≤n} log μ_(i) + (N − n) log μ_(n))`` (Type-II censored). Both are
+  scikit-dimension's ``TwoNN(discard_fraction=f, method=method)``.
+
+  Args:
+    x: points, shape ``(N, D)``.
+    discard_fraction: fraction ``f`` in ``[0, 1)`` of the largest ratios discarded.
+    method: ``'linear'`` or ``'mle'``.
+    chunk_size: queries per k-NN block.
+
+  Returns:
+    The global estimate (a scalar).
+
+  Raises:
+    ValueError: if ``method`` is unknown or ``discard_fraction`` is outside ``[0, 1)``.
+
+  References:
+    Facco et al., "Estimating the intrinsic dimension of datasets by a minimal neighborhood
+    information", Scientific Reports 7 (2017).
   """
   if method not in ("linear", "mle"):
     raise ValueError(f"`method` must be 'linear' or 'mle'; got {method!r}.")
@@ -524,13 +703,29 @@ def mmh_labels(
   tol: float = 0.5,
   dd_max_lid: float = 0.5,
 ) -> jax.Array:
-  """MMH class of each sample: ``NOT_MEMORISED`` (0), ``OD_MEM`` (1), ``DD_MEM`` (2), ``OTHER_MEM``
-  (3).
+  """Manifold-memorisation class of each sample: not memorised, OD-Mem, DD-Mem or other.
 
-  A memorised sample is OD-Mem when ``LIDθ < LID* − tol`` (the model's manifold is
-  too thin there), DD-Mem when ``|LIDθ − LID*| ≤ tol`` and ``LID* ≤ dd_max_lid``
-  (the data itself is low-dimensional there, e.g. duplicates), otherwise
-  ``OTHER_MEM``. All inputs ``(N,)``; ``memorised`` boolean (e.g. ``nn_ratio ≤ 1/3``).
+  A memorised sample is ``OD_MEM`` (1) when ``LIDθ < LID* − tol`` (the model's manifold is too
+  thin there), ``DD_MEM`` (2) when ``|LIDθ − LID*| ≤ tol`` and ``LID* ≤ dd_max_lid`` (the data
+  itself is low-dimensional there, e.g. duplicates), otherwise ``OTHER_MEM`` (3); a sample that
+  is not memorised is ``NOT_MEMORISED`` (0).
+
+  Args:
+    lid_model: model LID ``LIDθ``, shape ``(N,)``.
+    lid_star: data LID ``LID*``, shape ``(N,)``.
+    memorised: booleans, shape ``(N,)`` (e.g. ``nn_ratio ≤ 1/3``).
+    tol: tolerance of the comparisons, in dimensions.
+    dd_max_lid: largest ``LID*`` of a data-driven memorised sample.
+
+  Returns:
+    Integer labels, shape ``(N,)``.
+
+  Raises:
+    ValueError: if the inputs are not ``(N,)`` of one shape or ``lid_model`` is not finite.
+
+  References:
+    Ross et al., "A Geometric Framework for Understanding Memorization in Generative Models",
+    arXiv:2411.00113.
   """
   for name, arr in (("lid_model", lid_model), ("lid_star", lid_star), ("memorised", memorised)):
     _checks.check_ndim(name, arr, 1, "(N,)")
@@ -547,6 +742,13 @@ def mmh_labels(
 
 
 def mmh_counts(labels: jax.Array) -> dict:
-  """Counts per MMH class as a plain dict (for results.json)."""
+  """Counts per MMH class.
+
+  Args:
+    labels: labels from :func:`mmh_labels`.
+
+  Returns:
+    ``{name: count}`` for the names of ``MMH_NAMES``, plain ints (for results.json).
+  """
   labels = np.asarray(labels)
   return {name: int(np.sum(labels == i)) for i, name in enumerate(MMH_NAMES)}

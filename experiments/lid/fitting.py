@@ -7,12 +7,18 @@ steps on a FIXED held-out batch of ``stopping.num`` (2048) examples drawn from d
 sees (:func:`memjax.training.heldout_denoising_loss` / ``heldout_fm_loss``), patience
 ``stopping.patience`` (5) evaluations, minimum relative improvement
 ``stopping.min_rel_improvement`` (0.005); the best (EMA when ``train.ema_decay`` is set) parameters
-are kept (:class:`memjax.training.HeldoutStopping`).
+are kept (:class:`memjax.training.HeldoutStopping`). With ``cache_dir`` a finished fit is stored
+(orbax, fingerprinted) and reused by a later call with the same identity.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -66,7 +72,7 @@ def rule_text(cfg) -> str:
   )
 
 
-def fit_with_stopping(train, held_out, cfg, key, **objective):
+def fit_with_stopping(train, held_out, cfg, key, *, cache_dir: str | None = None, **objective):
   """Fit a :class:`memjax.nets.MLPField` on ``train`` under the held-out stopping rule.
 
   ``held_out`` ``(M, D)`` are examples of the data distribution not in ``train``; ``objective``
@@ -75,10 +81,80 @@ def fit_with_stopping(train, held_out, cfg, key, **objective):
   rule as its callback. Returns ``(apply_fn, best_params, report)``; ``report`` has the stopping
   step, the best held-out loss, the loss of the same fixed-batch recipe on ``train`` (the
   comparable train loss), the running train loss of the last chunk and the held-out curve.
+
+  With ``cache_dir`` the finished fit is a cache: the best parameters and the report are saved
+  there as a memjax training checkpoint (orbax, SHA-256 checksum, run fingerprint) in a
+  sub-directory named by a hash of the fit's identity (objective, model, train and stopping
+  settings with the cap, data and held-out hashes, key), and a later call with the same identity
+  restores them instead of training (``report["cached"]`` is then ``True``).
   """
   k_init, k_train, k_held = jax.random.split(key, 3)
-  T, S = cfg.train, cfg.train.stopping
+  T = cfg.train
   obj = common.mlp_objective(train, cfg.model, T.batch_size, k_init, **objective)
+  if cache_dir:
+    identity = common.to_jsonable(
+      {
+        **obj.identity,
+        "train": T,
+        "heldout": training.data_fingerprint(held_out),
+        "key": np.asarray(jax.random.key_data(key)),
+      }
+    )
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    path = os.path.join(cache_dir, f"fit-{digest}")
+    hit = _load_fit(path, obj.params, identity)
+    if hit is not None:
+      return (obj.apply_fn, *hit)
+    apply_fn, best, report = _fit_with_stopping(obj, train, held_out, cfg, k_train, k_held)
+    _save_fit(path, best, report, identity)
+    return apply_fn, best, {**report, "cached": False, "cache_path": path}
+  return _fit_with_stopping(obj, train, held_out, cfg, k_train, k_held)
+
+
+def _manager(path):
+  import orbax.checkpoint as ocp
+
+  options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
+  return ocp.CheckpointManager(os.path.abspath(path), options=options)
+
+
+def _save_fit(path, params, report, identity) -> None:
+  """The best ``params`` and ``report`` as a training checkpoint at ``path`` (fingerprinted)."""
+  state = training.TrainState(jnp.asarray(report["best_step"], jnp.int32), params, {}, None)
+  manager = _manager(path)
+  try:
+    curve = np.asarray([v for _, v in report["heldout_curve"]] or [np.nan], np.float32)
+    training.save_checkpoint(manager, state, curve, {"report": report}, identity)
+  finally:
+    manager.close()
+
+
+def _load_fit(path, like_params, identity):
+  """``(params, report)`` cached at ``path`` for this ``identity``, or ``None`` if absent."""
+  import orbax.checkpoint as ocp
+
+  if not os.path.isdir(path):
+    return None
+  like = training.TrainState(jnp.asarray(0, jnp.int32), like_params, {}, None)
+  manager = _manager(path)
+  try:
+    step = manager.latest_step()
+    if step is None:
+      return None
+    with common.Timer() as t:
+      state, _ = training.restore_checkpoint(manager, like, step=step)  # checksum-verified
+      args = ocp.args.Composite(metadata=ocp.args.JsonRestore())
+      meta = manager.restore(step, args=args).metadata
+  finally:
+    manager.close()
+  if meta.get("fingerprint") != json.loads(json.dumps(identity, default=str)):
+    raise training.CheckpointError(f"cached fit {path!r} holds another fit; delete it to refit.")
+  report = {**meta["report"], "cached": True, "cache_path": path, "load_seconds": t.seconds}
+  return state.params, report
+
+
+def _fit_with_stopping(obj, train, held_out, cfg, k_train, k_held):
+  T, S = cfg.train, cfg.train.stopping
   held_loss, train_loss = (obj.fixed_batch_loss(x, k_held, S.num) for x in (held_out, train))
   rule = training.HeldoutStopping(held_loss, S.patience, S.min_rel_improvement)
   steps = int(T.steps)
