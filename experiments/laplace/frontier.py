@@ -51,12 +51,14 @@ METRIC_NOTES = {
 
 def grid(cfg_f, name: str = "euclidean"):
   """The η grid of sampler ``name``: ``eta_start · ratio^i`` up to ``eta_max``, with ratio
-  ``eta_ratio`` (``eta_ratio_geodesic`` for the geodesic samplers, whose cells cost far more)."""
-  ratio = cfg_f.eta_ratio
+  ``eta_ratio`` (``eta_ratio_geodesic`` and ``eta_max_geodesic`` for the geodesic samplers, whose
+  cells cost far more)."""
+  ratio, top = cfg_f.eta_ratio, cfg_f.eta_max
   if name in pipeline.GEODESIC_SAMPLERS:
     ratio = cfg_f.get("eta_ratio_geodesic", ratio)
+    top = cfg_f.get("eta_max_geodesic", top)
   etas, eta = [], float(cfg_f.eta_start)
-  while eta <= cfg_f.eta_max * (1 + 1e-9):
+  while eta <= top * (1 + 1e-9):
     etas.append(eta)
     eta *= ratio
   return etas

@@ -53,6 +53,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.frontier.eta_ratio = 2.0  # Euclidean grid
   c.frontier.eta_ratio_geodesic = 4.0  # Riemannian / linearised grid (a cell costs ~100× more)
   c.frontier.eta_max = 256.0
+  # Geodesic cells cost ~3 min each at η = 64 on 2 cores (4 samples, 32 triples, ~100 steps),
+  # so the geodesic grids stop at 64 in the default (the large config goes on).
+  c.frontier.eta_max_geodesic = 64.0
   c.frontier.stop_m = 0.5
   c.frontier.max_fail = 0.5
   c.frontier.cs = (0.2, 1 / 3, 0.5)
@@ -91,6 +94,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.frontier.eta_ratio = 1.5
     c.frontier.eta_ratio_geodesic = 2.0
     c.frontier.eta_max = 2048.0
+    c.frontier.eta_max_geodesic = 2048.0
     c.frontier.single_seeds = 3
   elif arg == "smoke":
     c.train.checkpoint_dir = ""  # <workdir>/checkpoints
@@ -102,6 +106,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.frontier.num_seeds = 1
     c.frontier.eta_start = 4.0
     c.frontier.eta_max = 4.0
+    c.frontier.eta_max_geodesic = 4.0
     c.frontier.single_samplers = ("euclidean",)
     c.frontier.single_etas = (8.0,)
     c.frontier.bootstrap = 10
