@@ -10,10 +10,13 @@ The public API is the set of modules below, one concept each (``memjax.lid.flipd
 * the four views: :mod:`curvature` + :mod:`laplace` (Riemannian Laplace over weights),
   :mod:`lid` (local intrinsic dimension), :mod:`sharpness` (log-density sharpness, SAIL),
   :mod:`denoisers` + :mod:`regimes` (the three noise regimes), and :mod:`memorisation`
-  (the nearest-neighbour ratio criterion).
+  (the nearest-neighbour ratio criterion);
+* on top of all of them: :mod:`audit` (one trained model through every lens, a report page and
+  the ``memjax-audit`` command).
 """
 
 from memjax import (
+  audit,
   curvature,
   data,
   denoisers,
@@ -36,6 +39,7 @@ from memjax import (
 __version__ = "0.1.0"
 
 __all__ = [
+  "audit",
   "curvature",
   "data",
   "denoisers",

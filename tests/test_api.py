@@ -15,8 +15,14 @@ import memjax
 from memjax import lid, linalg, memorisation, neighbours, paths
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGES = sorted(  # subpackages of memjax (a folder with an __init__.py)
+  f
+  for f in os.listdir(os.path.join(ROOT, "memjax"))
+  if f[0] != "_" and os.path.isfile(os.path.join(ROOT, "memjax", f, "__init__.py"))
+)
 MODULES = sorted(
-  f[:-3] for f in os.listdir(os.path.join(ROOT, "memjax")) if f.endswith(".py") and f[0] != "_"
+  [f[:-3] for f in os.listdir(os.path.join(ROOT, "memjax")) if f.endswith(".py") and f[0] != "_"]
+  + PACKAGES
 )
 
 
@@ -54,9 +60,24 @@ def test_no_private_memjax_names_outside_their_module():
   assert not offenders, offenders
 
 
+def _module_files(module: str) -> list[str]:
+  """The source files of a memjax module: ``memjax/<module>.py``, or every file of a subpackage."""
+  if module in PACKAGES:
+    folder = os.path.join(ROOT, "memjax", module)
+    return [os.path.join(folder, f) for f in sorted(os.listdir(folder)) if f.endswith(".py")]
+  return [os.path.join(ROOT, "memjax", f"{module}.py")]
+
+
 def _memjax_imports(module: str) -> set[str]:
-  with open(os.path.join(ROOT, "memjax", f"{module}.py")) as fh:
-    tree = ast.parse(fh.read())
+  """Top-level memjax modules that ``module`` imports (its own subpackage excluded)."""
+  out = set()
+  for path in _module_files(module):
+    with open(path) as fh:
+      out |= _imports_of(ast.parse(fh.read()))
+  return out - {module}
+
+
+def _imports_of(tree) -> set[str]:
   out = set()
   for node in ast.walk(tree):
     if isinstance(node, ast.ImportFrom) and node.module == "memjax":
@@ -87,6 +108,32 @@ def test_x_space_estimators_do_not_depend_on_weight_space_code():
 def test_import_graph_has_no_cycles():
   for m in MODULES:
     assert m not in _closure(m), m
+
+
+def test_audit_sits_on_top_of_every_other_module():
+  assert "audit" in PACKAGES
+  for m in MODULES:
+    if m != "audit":
+      assert "audit" not in _closure(m), m
+  # The lenses reuse the estimators' homes (one home per concept).
+  assert {"lid", "sharpness", "regimes", "memorisation", "laplace", "training"} <= _closure("audit")
+  # The installed package never imports the repository's experiments folder.
+  for path in _module_files("audit"):
+    with open(path) as fh:
+      tree = ast.parse(fh.read())
+    for node in ast.walk(tree):
+      names = []
+      if isinstance(node, ast.Import):
+        names = [a.name for a in node.names]
+      elif isinstance(node, ast.ImportFrom):
+        names = [node.module or ""]
+      assert not any(n.split(".")[0] == "experiments" for n in names), path
+
+
+def test_audit_exports():
+  for name in memjax.audit.__all__:
+    assert hasattr(memjax.audit, name), name
+  assert memjax.audit.run.__module__ == "memjax.audit.lenses"
 
 
 def test_diffrax_internals_are_not_used():

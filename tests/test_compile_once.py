@@ -129,3 +129,22 @@ def test_laplace_prior_and_samplers_do_not_retrace():
   eig = laplace.fit_eigenpairs(LOSS, THETA, 2, KEY)
   lfit = laplace.LaplaceFit(None, None, LOSS, THETA, eig, jnp.asarray(1.0), None, 0.0, 0.0)
   _assert_second_call_reuses(lambda: laplace.euclidean_sampler(lfit, V))
+
+
+def test_audit_run_second_identical_call_does_not_retrace():
+  # Every lens but the weight-space view (memjax.laplace.fit builds a fresh loss per call).
+  import numpy as np
+
+  from memjax import audit
+
+  model = audit.from_function(
+    lambda p, x, t: jnp.tanh(x @ p) * (1.0 + t[:, None]), 0.5 * jnp.eye(3), data_shape=(3,)
+  )
+  cfg = audit.configs.get_config("smoke")
+  cfg.sample.num_samples = 6
+  cfg.lid.update(num_t0=3, lpca_k=5)
+  cfg.regimes.num_sigmas = 4
+  cfg.weight_space.enabled = False
+  train = np.asarray(jax.random.normal(jax.random.PRNGKey(0), (10, 3)))
+  run = lambda: audit.run(model, train, KEY, cfg, held_out=train[:5] + 0.1, progress=False)
+  _assert_second_call_reuses(lambda: jnp.asarray(run().generation.samples))

@@ -1,0 +1,143 @@
+"""Config of the audit (``memjax-audit --config=memjax/audit/configs.py[:VARIANT]``).
+
+Variants: ``""`` (default) audits the checkpoint of ``experiments.laplace.images``'s default run
+(the digits UNet; pass ``--config.checkpoint=runs/<run>/checkpoints``), ``toy`` trains the
+audit's own known-answer MLP (a set with one point copied many times) in-process and audits it,
+and ``smoke`` is ``toy`` at test size with every lens on, the weight-space view included.
+"""
+
+import ml_collections
+
+ConfigDict = ml_collections.ConfigDict
+
+# σ/ψ of Stable Diffusion v1's first DDIM step (50 steps; see experiments/sharpness/pipeline.py,
+# ``sd_first_step_noise_to_signal``): the sharpness papers' detection time, FM t ≈ 0.071.
+SD_FIRST_STEP_NOISE_TO_SIGNAL = 13.12
+
+
+def get_config(arg: str | None = None) -> ConfigDict:
+  arg = arg or ""
+  if arg not in ("", "toy", "smoke"):
+    raise ValueError(f"unknown config variant {arg!r}; use '', 'toy' or 'smoke'.")
+  c = ConfigDict()
+  c.seed = 0
+  c.workdir = ""  # "" = runs/audit/<UTC timestamp>
+  c.progress = True
+  c.x64 = False
+  c.mesh = "auto"  # "auto": all devices when more than one; "none": one device
+
+  # The model: an orbax checkpoint of memjax.training.train and the experiment that wrote it
+  # (its data recipe: memjax.audit.sources.SOURCES). experiment_config "" = the config stored
+  # in the checkpoint's metadata; else a path (optionally ":variant") to the experiment's config.
+  # checkpoint "" with experiment "audit.toy": train the toy model into <workdir>/checkpoints.
+  c.checkpoint = ""
+  c.experiment = "laplace.images"
+  c.experiment_config = ""
+  c.step = -1  # checkpoint step (-1: the newest)
+  c.use_ema = True
+
+  # The toy experiment (experiment "audit.toy", memjax.audit.toy): N(0, I_dim) plus one point,
+  # dup_offset away, copied for a fraction dup_fraction of the draws; the MLP trained on it.
+  c.toy = ConfigDict(
+    dict(
+      seed=0,
+      data=ConfigDict(
+        dict(seed=0, dim=8, num_train=256, dup_fraction=0.25, dup_offset=6.0, num_held_out=256)
+      ),
+      model=ConfigDict(dict(hidden=(64, 64), time_dim=16)),
+      train=ConfigDict(dict(steps=1500, batch_size=128, lr=2e-3, ema_decay=0.99)),
+    )
+  )
+
+  # Generation from fixed noise (memjax.sampling.generate); t_margin: fraction of the time span
+  # kept away from the ends for non-velocity outputs.
+  c.sample = ConfigDict(
+    dict(num_samples=128, solver="tsit5", rtol=1e-3, atol=1e-3, max_steps=4096, t_margin=1e-3)
+  )
+  # Memorised when d1² ≤ c d2² (the papers' squared criterion); cs: the M_c grid.
+  c.memorisation = ConfigDict(dict(c=1 / 3, cs=(0.1, 0.2, 1 / 3, 0.5)))
+  # FLIPD: curve over num_t0 times log-spaced in σ/ψ, knee by Kneedle; exact trace for
+  # D ≤ exact_max_dim, else Hutchinson with num_probes; LID* by local PCA on lpca_k neighbours;
+  # MMH: OD-Mem when FLIPD < LID* − mmh_tol, DD-Mem when |FLIPD − LID*| ≤ mmh_tol and
+  # LID* ≤ dd_max_lid.
+  c.lid = ConfigDict(
+    dict(
+      enabled=True,
+      noise_to_signal_range=(0.02, 2.0),
+      num_t0=8,
+      exact_max_dim=16,
+      num_probes=8,
+      batch_size=0,  # 0: all points at once
+      lpca_k=100,
+      lpca_threshold=0.05,
+      mmh_tol=0.5,
+      dd_max_lid=0.5,
+    )
+  )
+  # Sharpness at the detector times: the FLIPD knee (at_knee) and each σ/ψ of noise_to_signal,
+  # at the sampler's state from the same noise; exact trace for D ≤ exact_max_dim.
+  c.sharpness = ConfigDict(
+    dict(
+      enabled=True,
+      at_knee=True,
+      noise_to_signal=(SD_FIRST_STEP_NOISE_TO_SIGNAL,),
+      exact_max_dim=16,
+      num_probes=8,
+      chunk_size=64,
+    )
+  )
+  # Noise regimes on the training set: num_sigmas levels log-spaced over sigma_range (VE view);
+  # danger zone where C_σ ≥ threshold and W_σ ≥ threshold.
+  c.regimes = ConfigDict(
+    dict(
+      enabled=True,
+      sigma_range=(0.05, 80.0),
+      num_sigmas=25,
+      num_noise=4,
+      profile_num_noise=2,
+      shell_c=5.0,
+      threshold=0.8,
+    )
+  )
+  # Weight space (optional): Laplace over the parameters `select` ("" = all) at η (units of the
+  # posterior's standard deviation, mode "subspace": top-k Lanczos directions), paired
+  # Euclidean and Riemannian samples (memjax.laplace.posterior_samples).
+  c.weight_space = ConfigDict(
+    dict(
+      enabled=False,
+      eta=8.0,
+      k=10,
+      alpha=1.0,
+      loss_scale=1.0,  # s of L(θ) = s Σ_b ℓ_b + (α/2)||θ||² (the Laplace experiments' value)
+      num_triples=32,
+      select="",
+      lanczos_iters=0,  # 0: the default depth
+      refine_tol=0.0,  # 0: no refinement of θ*
+      num_posterior=4,
+      samplers=("euclidean", "riemannian"),
+      mode="subspace",
+      geo_rtol=1e-4,
+      geo_atol=1e-6,
+      geo_max_steps=256,
+    )
+  )
+  # fpr: of TPR@FPR; held_out_control: score held-out real points like the samples (the chance
+  # floor M_c of real data and the detectors' reference negatives).
+  c.summary = ConfigDict(dict(fpr=0.01, held_out_control=True))
+  c.report = ConfigDict(dict(num_show=8, bins=20))
+
+  if arg in ("toy", "smoke"):
+    c.experiment = "audit.toy"
+    c.regimes.sigma_range = (0.01, 20.0)
+  if arg == "smoke":
+    c.progress = False
+    c.toy.data.update(num_train=128, num_held_out=32)
+    c.toy.train.steps = 1500
+    c.sample.update(num_samples=32, rtol=1e-2, atol=1e-2)
+    c.lid.update(num_t0=4, lpca_k=16)
+    c.regimes.update(num_sigmas=6, num_noise=1, profile_num_noise=1)
+    c.weight_space.update(
+      enabled=True, eta=1.0, k=2, num_triples=8, num_posterior=2, select="out", geo_max_steps=64
+    )
+    c.report.num_show = 4
+  return c

@@ -1,0 +1,488 @@
+"""The model description of an audit: a field, its parameters, its path and its parameterisation.
+
+:class:`Model` is the one thing :func:`memjax.audit.run` needs from a trained network. It holds a
+pure field ``apply_fn(params, x (B, D), t (B,)) -> (B, D)`` (with a label argument ``y (B,)``
+after ``t`` when the model is class-conditional), its parameters, the
+:class:`memjax.paths.Schedule` it was trained on, what the network outputs (``velocity``,
+``eps``, ``score`` or ``x0``) and the shape of one data point (``(D,)`` for vectors, ``(H, W, C)``
+for images; the field always sees flattened rows). The shapes are checked once, when the model is
+built, by :func:`jax.eval_shape` (no FLOPs).
+
+Constructors: :func:`from_function` (any pure ``f(params, x, t)``), :func:`from_linen` (a Flax
+linen module and its variables), :func:`from_nnx` (a Flax NNX module, split into a graph
+definition and a state) and :func:`from_checkpoint` (an orbax checkpoint written by
+:func:`memjax.training.train` plus the experiment config that made it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from memjax import _checks, nets, paths, training, unet
+
+PARAMETERISATIONS = paths.PARAMETERISATIONS  # ('eps', 'score', 'velocity', 'x0')
+
+# Point shapes of the image data sets the experiments train on (flattened rows in the field).
+IMAGE_SHAPES = {"digits": (8, 8, 1), "mnist": (28, 28, 1), "cifar10": (32, 32, 3)}
+
+
+class Conditioning(NamedTuple):
+  """How a class-conditional model is sampled and probed.
+
+  The field is ``apply_fn(params, x (B, D), t (B,), y (B,) int)``; label ``null_label`` is the
+  unconditional ``∅`` of classifier-free guidance. Generation uses the guided field
+  ``u(x, t, ∅) + w (u(x, t, c) − u(x, t, ∅))`` (:func:`memjax.training.cfg_velocity`) with
+  ``w = guidance``; the samples' labels are ``labels`` (default: ``0, …, num_classes − 1``
+  repeated).
+  """
+
+  num_classes: int
+  null_label: int
+  guidance: float = 1.0
+  labels: Any = None  # (N,) ints, or None
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Model:
+  """A trained field to audit (compared and hashed by identity, so it is a cheap static key).
+
+  Attributes:
+    apply_fn: pure ``apply_fn(params, x (B, D), t (B,)) -> (B, D)``; with ``cond`` it takes the
+      labels ``y (B,)`` as a fourth argument.
+    params: the parameter pytree passed as the first argument.
+    schedule: the :class:`memjax.paths.Schedule` the field was trained on.
+    parameterisation: what the field outputs: ``'velocity' | 'eps' | 'score' | 'x0'``.
+    data_shape: shape of one data point; ``D = prod(data_shape)``.
+    cond: :class:`Conditioning` of a class-conditional model, or ``None``.
+    info: free-form description (where the model came from), copied into the report.
+
+  Raises:
+    ValueError: on a bad argument, naming it: an unknown ``parameterisation``, a ``schedule``
+      that is not a :class:`memjax.paths.Schedule`, a non-positive ``data_shape``, non-finite
+      ``params``, or an ``apply_fn`` that fails or returns the wrong shape on ``(2, D)`` inputs.
+  """
+
+  apply_fn: Callable
+  params: Any
+  schedule: paths.Schedule
+  parameterisation: str
+  data_shape: tuple
+  cond: Conditioning | None = None
+  info: dict = dataclasses.field(default_factory=dict)
+
+  def __post_init__(self):
+    if not callable(self.apply_fn):
+      raise ValueError(f"`apply_fn` must be callable; got {type(self.apply_fn).__name__}.")
+    if not isinstance(self.schedule, paths.Schedule):
+      raise ValueError(
+        f"`schedule` must be a memjax.paths.Schedule (e.g. memjax.paths.linear_fm()); got "
+        f"{type(self.schedule).__name__}."
+      )
+    if self.parameterisation not in PARAMETERISATIONS:
+      raise ValueError(
+        f"`parameterisation` must be one of {PARAMETERISATIONS}; got {self.parameterisation!r}."
+      )
+    shape = tuple(int(s) for s in np.atleast_1d(self.data_shape))
+    if not shape or any(s < 1 for s in shape):
+      raise ValueError(f"`data_shape` must be a tuple of positive sizes; got {self.data_shape!r}.")
+    object.__setattr__(self, "data_shape", shape)
+    if self.cond is not None:
+      if not isinstance(self.cond, Conditioning):
+        raise ValueError(f"`cond` must be a Conditioning or None; got {type(self.cond).__name__}.")
+      if self.cond.num_classes < 1 or not 0 <= self.cond.null_label <= self.cond.num_classes:
+        raise ValueError(
+          f"`cond` must have num_classes >= 1 and 0 <= null_label <= num_classes; got {self.cond}."
+        )
+      _checks.check_finite("cond.guidance", self.cond.guidance)
+    _checks.check_tree_finite("params", self.params)
+    self._check_shapes()
+
+  @property
+  def dim(self) -> int:
+    """``D``, the flattened size of one data point."""
+    return int(np.prod(self.data_shape))
+
+  @property
+  def is_image(self) -> bool:
+    """Whether points are images ``(H, W, C)``."""
+    return len(self.data_shape) == 3
+
+  @property
+  def dtype(self):
+    """The floating dtype of the parameters (the audit computes in it)."""
+    leaves = [x for x in jax.tree_util.tree_leaves(self.params) if hasattr(x, "dtype")]
+    kinds = [x.dtype for x in leaves if np.dtype(x.dtype).kind == "f"]
+    return kinds[0] if kinds else jnp.result_type(float)
+
+  def _check_shapes(self):
+    d, dtype = self.dim, self.dtype
+    x = jax.ShapeDtypeStruct((2, d), dtype)
+    t = jax.ShapeDtypeStruct((2,), dtype)
+    args = (self.params, x, t)
+    what = f"apply_fn(params, x (2, {d}), t (2,))"
+    if self.cond is not None:
+      args += (jax.ShapeDtypeStruct((2,), jnp.int32),)
+      what = f"apply_fn(params, x (2, {d}), t (2,), y (2,))"
+    try:
+      out = jax.eval_shape(self.apply_fn, *args)
+    except Exception as err:  # noqa: BLE001 - the user's callable failed: say which one
+      raise ValueError(
+        f"`apply_fn` failed when called as {what} (check `params` and `data_shape`="
+        f"{self.data_shape}): {type(err).__name__}: {err}"
+      ) from err
+    shape = tuple(getattr(out, "shape", ()))
+    if shape != (2, d):
+      raise ValueError(f"`apply_fn` must return shape (2, {d}) when called as {what}; got {shape}.")
+    if np.dtype(getattr(out, "dtype", np.float32)).kind != "f":
+      raise ValueError(f"`apply_fn` must return floating values; got dtype {out.dtype}.")
+
+  # Derived callables, built once per model so compiled programs keyed by them are reused.
+
+  @functools.cached_property
+  def uncond_apply(self) -> paths.Field:
+    """``f(params, x (B, D), t (B,))``: ``apply_fn`` itself, or its ``∅`` branch with ``cond``."""
+    if self.cond is None:
+      return self.apply_fn
+    return functools.partial(_null_field, self.apply_fn, self.cond.null_label)
+
+  @functools.cached_property
+  def field(self) -> paths.BatchField:
+    """Unconditional ``field(x (B, D), t (B,))`` in the model's parameterisation.
+
+    A conditional model is evaluated at ``∅`` (its unconditional branch).
+    """
+    return functools.partial(self.uncond_apply, self.params)
+
+  @functools.cached_property
+  def velocity(self) -> Callable:
+    """``u(params, x (B, D), t (B,))`` of the probability-flow ODE (guided with ``cond``).
+
+    With ``cond`` the params are ``(params, labels (B,))`` (labels ride along with the noise so
+    that one compiled sampler serves every label).
+    """
+    if self.cond is None:
+      if self.parameterisation == "velocity":
+        return self.apply_fn
+      return functools.partial(_as_velocity, self.apply_fn, self.schedule, self.parameterisation)
+    return functools.partial(
+      _guided_velocity,
+      self.apply_fn,
+      self.schedule,
+      self.parameterisation,
+      self.cond.null_label,
+      float(self.cond.guidance),
+    )
+
+  def label_field(self, label: int) -> paths.BatchField:
+    """Conditional ``field(x, t)`` at a fixed ``label`` (cached per label)."""
+    cache = self.__dict__.setdefault("_label_fields", {})
+    if label not in cache:
+      cache[label] = functools.partial(_null_field, self.apply_fn, int(label), self.params)
+    return cache[label]
+
+  def point_cond(self, dst: str) -> Callable:
+    """Per-point conditional ``f(x (D,), t (), c ()) -> (D,)`` in parameterisation ``dst``."""
+    cache = self.__dict__.setdefault("_point_cond", {})
+    if dst not in cache:
+      field = functools.partial(self.apply_fn, self.params)
+      cache[dst] = paths.point_cond_fn(field, self.schedule, self.parameterisation, dst)
+    return cache[dst]
+
+  def point(self, dst: str, label: int | None = None) -> paths.PointField:
+    """Per-point ``f(x (D,), t ()) -> (D,)`` in parameterisation ``dst`` (cached)."""
+    cache = self.__dict__.setdefault("_points", {})
+    key = (dst, label)
+    if key not in cache:
+      field = self.field if label is None else self.label_field(label)
+      cache[key] = paths.point_fn(field, self.schedule, self.parameterisation, dst)
+    return cache[key]
+
+  def describe(self) -> dict:
+    """Plain-Python description for the report (no arrays)."""
+    return {
+      "schedule": self.schedule.name,
+      "parameterisation": self.parameterisation,
+      "data_shape": list(self.data_shape),
+      "dim": self.dim,
+      "num_params": nets.num_params(self.params),
+      "dtype": str(np.dtype(self.dtype)),
+      "conditional": None if self.cond is None else self.cond._replace(labels=None)._asdict(),
+      **self.info,
+    }
+
+
+def _null_field(apply_fn, label, params, x, t):  # the field at one fixed label
+  return apply_fn(params, x, t, jnp.full(x.shape[:1], label, jnp.int32))
+
+
+def _as_velocity(apply_fn, schedule, parameterisation, params, x, t):
+  return paths.convert(schedule, x, t, apply_fn(params, x, t), parameterisation, "velocity")
+
+
+def _guided_velocity(apply_fn, schedule, parameterisation, null, guidance, params, x, t):
+  params, labels = params
+  y = jnp.broadcast_to(labels, x.shape[:1])
+
+  def u(lab):
+    out = apply_fn(params, x, t, lab)
+    if parameterisation == "velocity":  # no round trip through ε̂ (it divides by ψ = 0 at FM t = 0)
+      return out
+    return paths.convert(schedule, x, t, out, parameterisation, "velocity")
+
+  base = u(jnp.full(x.shape[:1], null, jnp.int32))
+  return base + guidance * (u(y) - base)
+
+
+# ---------------------------------------------------------------------------
+# Constructors.
+
+
+def from_function(
+  fn: Callable,
+  params,
+  *,
+  schedule: paths.Schedule | None = None,
+  parameterisation: str = "velocity",
+  data_shape: Sequence[int],
+  cond: Conditioning | None = None,
+  info: dict | None = None,
+) -> Model:
+  """A :class:`Model` of any pure ``fn(params, x (B, D), t (B,)) -> (B, D)``.
+
+  Args:
+    fn: the field (``fn(params, x, t, y)`` with ``cond``).
+    params: its parameters (any pytree; ``None`` for a parameter-free field).
+    schedule: the path it was trained on (default: linear flow matching).
+    parameterisation: ``'velocity' | 'eps' | 'score' | 'x0'``.
+    data_shape: shape of one data point.
+    cond: :class:`Conditioning` of a class-conditional field.
+    info: description copied into the report.
+
+  Returns:
+    The validated :class:`Model`.
+  """
+  return Model(
+    fn,
+    params,
+    schedule or paths.linear_fm(),
+    parameterisation,
+    tuple(data_shape),
+    cond,
+    dict(info or {}, adapter="function"),
+  )
+
+
+def _linen_apply(module, params, *args):
+  return module.apply(params, *args)
+
+
+def from_linen(module, variables, **kwargs) -> Model:
+  """A :class:`Model` of a Flax linen module called as ``module.apply(variables, x, t[, y])``.
+
+  ``kwargs`` are those of :func:`from_function` (``data_shape`` is required).
+  """
+  fn = functools.partial(_linen_apply, module)
+  info = dict(kwargs.pop("info", None) or {}, module=type(module).__name__)
+  model = from_function(fn, variables, info=info, **kwargs)
+  model.info["adapter"] = "linen"
+  return model
+
+
+def _nnx_apply(graphdef, state, *args):
+  from flax import nnx
+
+  return nnx.merge(graphdef, state)(*args)
+
+
+def from_nnx(module, **kwargs) -> Model:
+  """A :class:`Model` of a Flax NNX module called as ``module(x, t[, y])``.
+
+  The module is split once (``graphdef, state = nnx.split(module)``); the field is the pure
+  ``f(state, x, t) = nnx.merge(graphdef, state)(x, t)``, so the audit never mutates the module.
+  ``kwargs`` are those of :func:`from_function`.
+  """
+  from flax import nnx
+
+  graphdef, state = nnx.split(module)
+  fn = functools.partial(_nnx_apply, graphdef)
+  info = dict(kwargs.pop("info", None) or {}, module=type(module).__name__)
+  model = from_function(fn, state, info=info, **kwargs)
+  model.info["adapter"] = "nnx"
+  return model
+
+
+class Checkpoint(NamedTuple):
+  """A verified training checkpoint (from :func:`read_checkpoint`)."""
+
+  params: Any  # the EMA parameters when the run kept them, else the trained parameters
+  step: int
+  metadata: dict  # the JSON stored beside the state (config, fingerprint, checksum)
+  used_ema: bool
+
+
+def read_checkpoint(directory: str, step: int | None = None, use_ema: bool = True) -> Checkpoint:
+  """Restore and verify a checkpoint written by :func:`memjax.training.train`.
+
+  The state is restored as stored (no template), re-assembled as a
+  :class:`memjax.training.TrainState` and checked against its SHA-256
+  (:func:`memjax.training.state_checksum`).
+
+  Raises:
+    ValueError: if ``directory`` holds no checkpoint, or ``step`` is absent.
+    memjax.training.CheckpointError: if the stored state fails its checksum.
+  """
+  import orbax.checkpoint as ocp
+
+  path = os.path.abspath(directory)
+  if not os.path.isdir(path):
+    raise ValueError(f"`checkpoint` {directory!r} is not a directory.")
+  options = ocp.CheckpointManagerOptions(read_only=True, create=False)
+  manager = ocp.CheckpointManager(path, options=options)
+  try:
+    steps = manager.all_steps()
+    if not steps:
+      raise ValueError(f"`checkpoint` {directory!r} holds no checkpoint step.")
+    step = manager.latest_step() if step is None else int(step)
+    if step not in steps:
+      raise ValueError(f"`step` {step} is not in checkpoint {directory!r} (steps {list(steps)}).")
+    meta = manager.restore(step, args=ocp.args.Composite(metadata=ocp.args.JsonRestore())).metadata
+    out = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  finally:
+    manager.close()
+  raw, losses = out.state["state"], np.asarray(out.state["losses"])
+  state = training.TrainState(**{k: raw.get(k) for k in training.TrainState._fields})
+  if training.state_checksum(state, losses) != meta.get("checksum"):
+    raise training.CheckpointError(f"step {step} of {directory!r}: checksum mismatch.")
+  ema = use_ema and state.ema_params is not None
+  return Checkpoint(state.ema_params if ema else state.params, int(step), meta, bool(ema))
+
+
+def _experiment_config(meta: dict, experiment_config):
+  if experiment_config is None:
+    if "config" not in meta:
+      raise ValueError(
+        "the checkpoint stores no experiment config; pass `experiment_config` (the "
+        "ml_collections config that trained it)."
+      )
+    experiment_config = meta["config"]
+  if hasattr(experiment_config, "to_dict"):
+    experiment_config = experiment_config.to_dict()
+  return json.loads(json.dumps(experiment_config, default=list))
+
+
+def architecture(exp: dict, data_shape=None, stored_params=None):
+  """``(module, apply_fn, data_shape, init_fn)`` of the network an experiment config describes.
+
+  ``exp["model"]`` with ``widths`` is a :class:`memjax.unet.UNetField` (image shape from
+  ``data_shape`` or ``exp["data"]["dataset"]``); with ``hidden`` it is a
+  :class:`memjax.nets.MLPField` (``D`` from ``data_shape`` or the bias of the stored output
+  layer ``stored_params["params"]["out"]``).
+  """
+  mc = exp.get("model", {})
+  if "widths" in mc:
+    if data_shape is None:
+      name = exp.get("data", {}).get("dataset", "")
+      if name not in IMAGE_SHAPES:
+        raise ValueError(f"`data_shape` is required for a UNet trained on {name!r}.")
+      data_shape = IMAGE_SHAPES[name]
+    module, apply_fn = unet.unet_field(
+      tuple(data_shape),
+      widths=tuple(mc["widths"]),
+      num_res_blocks=mc["num_res_blocks"],
+      time_dim=mc["time_dim"],
+      attention=mc["attention"],
+      groups=mc["groups"],
+      conv=mc.get("conv", "matmul"),
+    )
+  elif "hidden" in mc:
+    if data_shape is None:
+      try:
+        data_shape = tuple(np.shape(stored_params["params"]["out"]["bias"]))
+      except (KeyError, TypeError) as err:
+        raise ValueError("`data_shape` is required for this MLP checkpoint.") from err
+    module = nets.MLPField(
+      dim=int(np.prod(data_shape)), hidden=tuple(mc["hidden"]), time_dim=mc["time_dim"]
+    )
+    apply_fn = nets.velocity_fn(module)
+  else:
+    raise ValueError(
+      "`experiment_config` must have a `model` section with `widths` (UNet) or `hidden` (MLP); "
+      f"got keys {sorted(mc)}."
+    )
+  d = int(np.prod(data_shape))
+  init = lambda dtype: jax.eval_shape(
+    lambda: nets.init_params(module, jax.random.PRNGKey(0), d, dtype)
+  )
+  return module, apply_fn, tuple(data_shape), init
+
+
+def from_checkpoint(
+  directory: str,
+  experiment_config=None,
+  *,
+  step: int | None = None,
+  use_ema: bool = True,
+  data_shape: Sequence[int] | None = None,
+  schedule: paths.Schedule | None = None,
+  parameterisation: str = "velocity",
+) -> Model:
+  """A :class:`Model` of a memjax orbax training checkpoint and the config that trained it.
+
+  The network is rebuilt from ``experiment_config["model"]`` (:func:`architecture`; default: the
+  config the experiment stored in the checkpoint's metadata), its parameter tree is compared
+  with the run fingerprint stored beside the state (:func:`memjax.training.run_fingerprint`),
+  and the parameters are restored and checksum-verified (:func:`read_checkpoint`). The
+  experiments train by flow matching, hence the defaults (linear FM, velocity).
+
+  Args:
+    directory: the ``checkpoint_dir`` of the run (e.g. ``runs/images/<run>/checkpoints``).
+    experiment_config: the experiment's ``ml_collections`` config (or its dict); ``None``
+      reads it from the checkpoint.
+    step: the step to restore (default: the newest).
+    use_ema: the EMA parameters when the run kept them.
+    data_shape: shape of one point (default: from the config's data set, or the network).
+    schedule: the training path (default :func:`memjax.paths.linear_fm`).
+    parameterisation: the network's output (default ``'velocity'``).
+
+  Raises:
+    ValueError: when the rebuilt network's parameter tree differs from the stored one (the
+      config is not the one that trained this checkpoint), or a constructor argument is bad.
+  """
+  ck = read_checkpoint(directory, step, use_ema)
+  exp = _experiment_config(ck.metadata, experiment_config)
+  fp = ck.metadata.get("fingerprint", {})
+  _, apply_fn, shape, init = architecture(exp, data_shape, ck.params)
+  leaves = jax.tree_util.tree_leaves(ck.params)
+  like = init(leaves[0].dtype if leaves else jnp.float32)
+  want = training.run_fingerprint(jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), like))
+  if fp and (fp.get("params"), fp.get("shapes")) != (want["params"], want["shapes"]):
+    raise ValueError(
+      f"`experiment_config` does not describe the network stored in {directory!r}: the rebuilt "
+      "parameter tree or shapes differ from the checkpoint's fingerprint."
+    )
+  like_leaves = jax.tree_util.tree_leaves(like)
+  if [tuple(np.shape(x)) for x in leaves] != [tuple(x.shape) for x in like_leaves]:
+    raise ValueError(
+      f"`experiment_config` does not describe the network stored in {directory!r}: "
+      f"{len(like_leaves)} rebuilt parameter arrays against {len(leaves)} stored ones, or other "
+      "shapes."
+    )
+  params = jax.tree_util.tree_unflatten(
+    jax.tree_util.tree_structure(like), [jnp.asarray(x) for x in leaves]
+  )
+  info = {
+    "adapter": "checkpoint",
+    "checkpoint": os.path.abspath(directory),
+    "step": ck.step,
+    "ema": ck.used_ema,
+  }
+  return Model(apply_fn, params, schedule or paths.linear_fm(), parameterisation, shape, None, info)
