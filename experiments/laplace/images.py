@@ -181,6 +181,11 @@ def plot_curves(path, rows, map_metrics, names):
 
 def summarise(results: dict, workdir: str) -> str:
   """Timings, the MAP's M_1/3 and NN distance, and one line per η."""
+  if results.get("train_only"):
+    return (
+      f"outputs: {workdir}\ntrained in {results['train_seconds']:.1f}s; checkpoint "
+      f"{results['checkpoint_dir']}"
+    )
   m = results["map"]
   lines = [
     f"outputs: {workdir}",
@@ -230,6 +235,17 @@ def run(cfg, workdir: str) -> dict:
     )
     with common.Timer() as t_train:
       u, params, res = train_map(cfg, train, shape, k_map, ckpt)
+    if cfg.get("train_only", False):  # the checkpoint alone (e.g. for memjax-audit)
+      results = {
+        "config": cfg.to_dict(),
+        "checkpoint_dir": ckpt,
+        "train_only": True,
+        "train_seconds": t_train.seconds,
+        "resumed_from_step": res.resumed_from,
+        "final_train_loss": float(np.nanmean(res.losses[-100:])),
+      }
+      common.write_json(os.path.join(workdir, common.RESULTS), results)
+      return results
     held_d = jnp.asarray(held, dtype)
     extra = make_extra_metrics(held_d)
     with common.Timer() as t_sweep:

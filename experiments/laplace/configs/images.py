@@ -34,6 +34,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # warmup: linear warm-up steps, at most steps // 10 + 1; checkpoint_dir "": <workdir>/checkpoints;
   # restore: checkpoint directory of a finished run (skip training).
   c.train = cc.adam_train(3000, 64, warmup=200, ema_decay=0.999, checkpoint_dir="", restore="")
+  # train_only: stop after training (results.json holds the checkpoint dir; memjax-audit reads it).
+  c.train_only = False
 
   # Curvature loss L(θ_B) = s Σ_b ℓ_b + (α/2)||θ_B||² over the FIRST conv layer only; posterior
   # samples paired (same z for every η and sampler, same x0 for every model).
