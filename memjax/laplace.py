@@ -4,7 +4,7 @@ Given top-k eigenpairs ``(λ_i, u_i)`` of the Hessian of a loss ``L`` at its
 minimiser ``θ*`` (:func:`fit`; products and Lanczos from :mod:`memjax.linalg`), the tangent Gaussian
 is
 
-  ``Σ = U diag(1/(λ+α)) Uᵀ + α⁻¹ (I − UUᵀ)``   (U: rows u_i, orthonormal),
+  ``Σ = Uᵀ diag(1/(λ+α)) U + α⁻¹ (I − UᵀU)``   (U: orthonormal rows u_i, shape (k, P)),
 
 velocities are ``v = η Σ^{1/2} z`` and samples are either Euclidean,
 ``θ_E = θ* + v``, or Riemannian, ``θ_R = γ(1)`` for the geodesic ``γ`` of the
@@ -62,13 +62,26 @@ def _check_eig(eig):
 
 
 def tangent_gaussian(eig, alpha, clip: bool = True) -> TangentGaussian:
-  """Build the tangent Gaussian from eigenpairs (``clip``: ``λ ← max(λ, 0)``, as in DESIGN).
+  """Build the tangent Gaussian ``N(0, Σ)`` from eigenpairs, with ``λ ← max(λ, 0)`` if ``clip``.
+
+  ``Σ = Uᵀ diag(1/(λ+α)) U + α⁻¹ (I − UᵀU)``. Ritz values of a Hessian can be negative (a
+  non-convex loss, or Lanczos noise on nearly flat directions); a negative ``λ`` with
+  ``|λ| ≥ α`` would make ``λ + α ≤ 0`` and ``Σ`` not a covariance. Clipping gives such directions
+  no data curvature, so their variance is the prior's ``1/α``, and keeps ``Σ`` positive definite.
 
   Args:
     eig: anything with ``values (k,)`` and ``vectors (k, P)`` (e.g.
       :class:`memjax.linalg.Eigenpairs`).
     alpha: prior precision ``α > 0``.
     clip: clip negative Ritz values to 0 so that ``λ + α ≥ α > 0``.
+
+  Returns:
+    :class:`TangentGaussian` holding the (clipped) values, the vectors and ``α`` in the vectors'
+    dtype.
+
+  Raises:
+    ValueError: if ``eig.values`` is not ``(k,)``, ``eig.vectors`` is not ``(k, P)`` with the same
+      ``k``, either contains NaN/inf, or ``alpha`` is not ``> 0``.
   """
   _check_eig(eig)
   _checks.check_positive("alpha", alpha)
@@ -82,8 +95,13 @@ def _lift(x: Array, like: Array) -> Array:
 
 
 def tangent_covariance(tg: TangentGaussian) -> Callable[[Array], Array]:
-  """Matrix-free ``Σ w = Uᵀ diag(1/(λ+α)) U w + α⁻¹ (w − UᵀU w)`` for ``w`` of shape ``(...,
-  P)``.
+  """Matrix-free covariance product ``Σ w = Uᵀ diag(1/(λ+α)) U w + α⁻¹ (w − UᵀU w)``.
+
+  Args:
+    tg: the tangent Gaussian (:func:`tangent_gaussian`).
+
+  Returns:
+    ``cov(w)``: ``(..., P) -> (..., P)``, applying ``Σ`` to the last axis of ``w``.
   """
 
   def cov(w: Array) -> Array:
@@ -95,17 +113,31 @@ def tangent_covariance(tg: TangentGaussian) -> Callable[[Array], Array]:
 
 
 def tangent_covariance_dense(tg: TangentGaussian) -> Array:
-  """Dense ``Σ`` of shape ``(P, P)`` — for tests and tiny P only."""
+  """Dense covariance ``Σ = Uᵀ diag(1/(λ+α)) U + α⁻¹ (I − UᵀU)`` — for tests and tiny P only.
+
+  Args:
+    tg: the tangent Gaussian (:func:`tangent_gaussian`).
+
+  Returns:
+    ``Σ``, shape ``(P, P)``, in the dtype of ``tg.vectors``.
+  """
   p = tg.vectors.shape[1]
   return tangent_covariance(tg)(jnp.eye(p, dtype=tg.vectors.dtype))
 
 
 def tangent_sqrt(tg: TangentGaussian, z: Array, subspace_only: bool = False) -> Array:
-  """Apply the symmetric square root ``Σ^{1/2}`` to ``z`` of shape ``(..., P)``.
+  """Symmetric square root ``Σ^{1/2} z = Uᵀ diag((λ+α)^{-1/2}) U z + α^{-1/2} (z − UᵀU z)``.
 
-  ``Σ^{1/2} z = Uᵀ diag((λ+α)^{-1/2}) U z + α^{-1/2} (z − UᵀU z)``; with
-  ``subspace_only`` the second (complement) term is dropped, giving a sample
+  With ``subspace_only`` the second (complement) term is dropped, giving a sample
   with covariance ``Uᵀ diag(1/(λ+α)) U`` when ``z ~ N(0, I)``.
+
+  Args:
+    tg: the tangent Gaussian (:func:`tangent_gaussian`).
+    z: vectors to transform, shape ``(..., P)`` (standard normal for a sample).
+    subspace_only: keep only the top-k term (drop the isotropic complement).
+
+  Returns:
+    ``Σ^{1/2} z`` (or its top-k part), shaped like ``z``.
   """
   c = z @ tg.vectors.T
   low = (c * _lift(jax.lax.rsqrt(tg.values + tg.alpha), c)) @ tg.vectors
@@ -181,7 +213,19 @@ def sample_velocities(
 
 
 def euclidean(theta_map: Array, v: Array) -> Array:
-  """Euclidean Laplace samples ``θ_E = θ* + v``; ``θ*`` ``(P,)``, ``v`` ``(P,)`` or ``(S, P)``."""
+  """Euclidean Laplace samples ``θ_E = θ* + v``.
+
+  Args:
+    theta_map: ``θ*``, ``(P,)``.
+    v: tangent velocities, ``(P,)`` or ``(S, P)``.
+
+  Returns:
+    ``θ* + v``, shaped like ``v``.
+
+  Raises:
+    ValueError: if ``theta_map`` is not ``(P,)``, or ``v`` is not ``(P,)`` or ``(S, P)`` with the
+      same ``P``.
+  """
   _checks.check_ndim("theta_map", theta_map, 1, "(P,)")
   _checks.check_ndim("v", v, (1, 2), "(P,) or (S, P)")
   _checks.check_last_dim("v", v, np.shape(theta_map)[0], "(..., P) with P = len(theta_map)")
@@ -193,8 +237,17 @@ def euclidean(theta_map: Array, v: Array) -> Array:
 
 
 def geodesic_speed(loss_fn: Callable[[Array], Array], theta: Array, velocity: Array) -> Array:
-  """Squared speed ``γ̇ᵀ G γ̇ = ||γ̇||² + (gᵀγ̇)²`` with ``g = ∇L(θ)``; ``(P,)`` inputs ->
-  ``()``.
+  """Squared speed ``γ̇ᵀ G γ̇ = ||γ̇||² + (gᵀγ̇)²`` with ``g = ∇L(θ)``, for ``G = I + g gᵀ``.
+
+  Constant along an exact geodesic, so its drift measures the error of a numerical one.
+
+  Args:
+    loss_fn: ``L``, ``(P,) -> ()``, differentiable.
+    theta: the point ``θ``, ``(P,)``.
+    velocity: the tangent vector ``γ̇``, ``(P,)``.
+
+  Returns:
+    the squared speed, a scalar ``()``.
   """
   g = jax.grad(loss_fn)(theta)
   return jnp.sum(velocity**2) + jnp.dot(g, velocity) ** 2
@@ -205,6 +258,9 @@ def geodesic_rhs(loss_fn: Callable[[Array], Array]):
 
   ``d/dt (θ, θ̇) = (θ̇, − g (θ̇ᵀ H θ̇) / (1 + gᵀg))`` with ``(g, Hθ̇)`` from ONE
   :func:`memjax.linalg.hvp` call (one jvp∘grad).
+
+  Args:
+    loss_fn: ``L``, ``(P,) -> ()``, twice differentiable.
 
   Returns:
     ``rhs(t, state, args)`` with ``state = (θ (P,), θ̇ (P,))``.
@@ -315,6 +371,18 @@ def riemannian(
 
   Returns:
     :class:`RiemannianResult`.
+
+  Raises:
+    ValueError: if ``theta_map`` is not ``(P,)`` or ``v`` not ``(S, P)`` with the same ``P``, either
+      contains NaN/inf, ``solver`` is unknown, ``rtol``/``atol``/``t1`` is not ``> 0``,
+      ``max_steps`` is not a positive int, or ``saveat_ts`` is not a finite, strictly increasing
+      ``(T,)`` array within ``[0, t1]``. Solver failures are not raised: they are reported per
+      sample in the result.
+
+  References:
+    "Reducing Memorisation in Generative Models via Riemannian Bayesian Inference",
+    arXiv:2602.00199; Bergamin et al., "Riemannian Laplace approximations for Bayesian neural
+    networks", arXiv:2306.07158 (the geodesic sample of the loss-graph metric).
   """
   _check_riemannian_args(theta_map, v, solver, rtol, atol, t1, max_steps, saveat_ts)
   dtype = theta_map.dtype
@@ -403,6 +471,9 @@ def _relabel(loss_fn, theta, vel, code, t1):
 
 def summarise_failures(res: RiemannianResult) -> dict:
   """Count samples by diffrax outcome (needs concrete arrays; call outside ``jit``).
+
+  Args:
+    res: the output of :func:`riemannian`.
 
   Returns:
     ``{"total": S, "successful": n_ok, "failed": S − n_ok,
@@ -586,9 +657,21 @@ def fit_eigenpairs(
     k: number of eigenpairs.
     key: PRNG key for the Lanczos start vector.
     num_iters: Lanczos iterations (default as in :func:`memjax.linalg.lanczos_topk`).
+
+  Returns:
+    :class:`memjax.linalg.Eigenpairs`: the ``k`` largest Ritz values ``(k,)`` in decreasing order,
+    their orthonormal vectors ``(k, P)`` and residuals ``||H u − λu||`` ``(k,)``.
+
+  Raises:
+    ValueError: if ``theta_map`` is not ``(P,)`` or contains NaN/inf, or (from
+      :func:`memjax.linalg.lanczos_topk`) ``k`` is not in ``[1, P]`` or ``num_iters`` not in
+      ``[k, P]``.
   """
   _checks.check_ndim("theta_map", theta_map, 1, "(P,)")
   _checks.check_finite("theta_map", theta_map)
+  for name, val in (("k", k), ("num_iters", num_iters)):
+    if val is not None and not (isinstance(val, (int, np.integer)) and val >= 1):
+      raise ValueError(f"`{name}` must be a positive int; got {val!r}.")
   return _fit_eigenpairs(
     loss_fn, int(k), None if num_iters is None else int(num_iters), theta_map, key
   )
@@ -696,6 +779,17 @@ def fit(
 
   Returns:
     :class:`LaplaceFit`.
+
+  Raises:
+    ValueError: for bad arguments, naming the argument: ``data`` not ``(N, D)`` or not finite,
+      ``num_triples`` not ``> 0``, ``select`` choosing no leaf, ``alpha < 0``, ``num_data``
+      missing or not ``> 0`` with ``loss_scale=None``, ``refine_tol``/``refine_max_steps`` not
+      positive, ``k``/``num_iters`` out of range for Lanczos.
+
+  References:
+    "Reducing Memorisation in Generative Models via Riemannian Bayesian Inference",
+    arXiv:2602.00199 (the curvature loss and its tangent Gaussian); Bergamin et al., "Riemannian
+    Laplace approximations for Bayesian neural networks", arXiv:2306.07158 (the linearised loss).
   """
   k_lan = jax.random.fold_in(key, 1) if lanczos_key is None else lanczos_key
   subset = curvature.param_subset(params, select or None)
@@ -843,8 +937,13 @@ def check_minimum(lfit: LaplaceFit, rtol: float = 1e-2) -> None:
   is below ``−rtol · λ_max`` (``λ_max = max(eig.values) + α``); a ``nan`` estimate (not computed)
   passes.
 
+  Args:
+    lfit: a :class:`LaplaceFit` (``lfit.min_eigenvalue`` from ``fit(..., check_minimum=True)``).
+    rtol: tolerance on the negative eigenvalue, relative to ``λ_max``.
+
   Raises:
-    ValueError: for a saddle, naming the eigenvalue and the ways out.
+    ValueError: for a saddle, naming the eigenvalue and the ways out, or for an infinite
+      ``lfit.min_eigenvalue``.
   """
   lam_min = float(lfit.min_eigenvalue)
   if not np.isfinite(lam_min):
@@ -867,13 +966,21 @@ def _grad_jit(loss_fn, theta):
 
 
 class Refined(NamedTuple):
-  """Output of :func:`refine_map`."""
+  """Output of :func:`refine_map`.
 
-  theta: Array  # (P,) refined θ*
-  grad_norm: Array  # ||∇L(θ)|| at the end
-  initial_grad_norm: Array  # ||∇L|| at the start
-  steps: Array  # L-BFGS steps taken
-  converged: Array  # grad_norm ≤ tol
+  Attributes:
+    theta: the refined ``θ*``, ``(P,)``.
+    grad_norm: ``||∇L(θ)||`` at the end.
+    initial_grad_norm: ``||∇L||`` at the start.
+    steps: L-BFGS steps taken.
+    converged: ``grad_norm ≤ tol``.
+  """
+
+  theta: Array
+  grad_norm: Array
+  initial_grad_norm: Array
+  steps: Array
+  converged: Array
 
 
 def refine_map(
@@ -882,10 +989,21 @@ def refine_map(
   """Refine ``θ`` to a stationary point of ``L`` with optax L-BFGS (zoom line search).
 
   Steps until ``||∇L(θ)|| ≤ tol`` or ``max_steps``; the whole loop is one compiled
-  ``lax.while_loop`` (reused across calls with the same ``loss_fn``).
+  ``lax.while_loop`` (reused across calls with the same ``loss_fn``). The loop also stops at a
+  non-finite gradient norm; ``converged`` is then ``False``.
+
+  Args:
+    loss_fn: ``L``, ``(P,) -> ()``, differentiable.
+    theta: the starting point, ``(P,)``.
+    tol: gradient-norm target ``> 0``.
+    max_steps: L-BFGS step budget (a positive int; static).
+
+  Returns:
+    :class:`Refined`.
 
   Raises:
-    ValueError: for a non-positive ``tol`` or ``max_steps``.
+    ValueError: for a non-positive ``tol`` or ``max_steps``, or a ``theta`` that is not ``(P,)``
+      or contains NaN/inf.
   """
   _checks.check_ndim("theta", theta, 1, "(P,)")
   _checks.check_finite("theta", theta)
@@ -943,6 +1061,17 @@ def euclidean_sampler(lfit: LaplaceFit, v: Array, **options) -> PosteriorSamples
 
   A sample is successful when the curvature loss is finite there; one that lands in a region
   where the loss is ``nan``/``inf`` is reported as failed, never returned as a sample.
+
+  Args:
+    lfit: a :class:`LaplaceFit`.
+    v: tangent velocities, ``(S, P)`` (:func:`sample_velocities`).
+    **options: must be empty (accepted for the common sampler protocol).
+
+  Returns:
+    :class:`PosteriorSamples` with ``details = None``.
+
+  Raises:
+    ValueError: if any option is given, or ``v`` does not match ``lfit.theta_map``.
   """
   if options:
     raise ValueError(f"the euclidean sampler takes no options; got {sorted(options)}.")
@@ -951,7 +1080,25 @@ def euclidean_sampler(lfit: LaplaceFit, v: Array, **options) -> PosteriorSamples
 
 
 def riemannian_sampler(lfit: LaplaceFit, v: Array, **options) -> PosteriorSamples:
-  """Riemannian Laplace samples ``γ(1)`` (:func:`riemannian`; ``options`` are its keywords)."""
+  """Riemannian Laplace samples ``θ_R = γ(1)``, geodesics of ``G = I + ∇L ∇Lᵀ`` from ``θ*``.
+
+  ``L`` is ``lfit.loss_fn``; a sample is successful when its geodesic solve is.
+
+  Args:
+    lfit: a :class:`LaplaceFit`.
+    v: initial velocities, ``(S, P)`` (:func:`sample_velocities`).
+    **options: keywords of :func:`riemannian` (``solver``, ``rtol``, ``t1``, ...).
+
+  Returns:
+    :class:`PosteriorSamples` with the :class:`RiemannianResult` as ``details``.
+
+  Raises:
+    ValueError: as :func:`riemannian`, for bad ``v`` or options.
+
+  References:
+    "Reducing Memorisation in Generative Models via Riemannian Bayesian Inference",
+    arXiv:2602.00199.
+  """
   res = riemannian(lfit.loss_fn, lfit.theta_map, v, **options)
   return PosteriorSamples(res.theta, res.success, res)
 
@@ -963,8 +1110,21 @@ def linearised_sampler(lfit: LaplaceFit, v: Array, **options) -> PosteriorSample
   its weights at ``θ*``); ``options`` are the keywords of :func:`riemannian`. A geodesic that
   succeeded but ends where the TRUE curvature loss is not finite is reported as failed.
 
+  Args:
+    lfit: a :class:`LaplaceFit` with ``linearised_loss_fn`` (as built by :func:`fit`).
+    v: initial velocities, ``(S, P)`` (:func:`sample_velocities`).
+    **options: keywords of :func:`riemannian`.
+
+  Returns:
+    :class:`PosteriorSamples` with the :class:`RiemannianResult` as ``details``.
+
   Raises:
-    ValueError: when the fit carries no linearised loss.
+    ValueError: when the fit carries no linearised loss, or as :func:`riemannian` for bad ``v``
+      or options.
+
+  References:
+    Bergamin et al., "Riemannian Laplace approximations for Bayesian neural networks",
+    arXiv:2306.07158 (the linearised manifold).
   """
   if lfit.linearised_loss_fn is None:
     raise ValueError("`lfit` has no linearised_loss_fn; build it with laplace.fit.")
@@ -1007,11 +1167,23 @@ def posterior_samples(
   on which the Hessian is ``diag(λ + α) > 0`` — a minimum of ``L`` restricted to it — so they are
   defined at a saddle too (``lfit.min_eigenvalue`` reports it).
 
+  Args:
+    lfit: a :class:`LaplaceFit`.
+    eta: step scale ``η ≥ 0``.
+    key: PRNG key of ``z``.
+    num: number of samples ``S``.
+    samplers: names in :data:`SAMPLERS`.
+    mode: ``"full"``, ``"subspace"`` or ``"single"`` (:func:`sample_velocities`).
+    index: eigenvector index for ``"single"``.
+    options: ``{name: keywords}`` for the samplers (e.g. ``{"riemannian": {"rtol": 1e-8}}``).
+    check: refuse unconverged eigenpairs and, in ``"full"`` mode, a saddle.
+
   Returns:
     ``(v (S, P), {name: PosteriorSamples})``.
 
   Raises:
-    ValueError: for an unknown sampler name, a saddle, or unconverged eigenpairs.
+    ValueError: for an unknown sampler name, a saddle, unconverged eigenpairs, or bad
+      ``eta``/``num``/``mode``/``index`` (:func:`sample_velocities`).
   """
   unknown = [n for n in samplers if n not in SAMPLERS]
   if unknown:

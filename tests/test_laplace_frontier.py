@@ -307,3 +307,11 @@ def test_single_eigenvector_mode_moves_along_the_top_vector_only():
   )
   np.testing.assert_allclose(np.abs(np.asarray(v))[:, 1:], 0.0, atol=1e-12)
   assert float(jnp.min(jnp.abs(v[:, 0]))) > 0
+
+
+def test_fit_eigenpairs_refuses_non_integer_counts():
+  loss = lambda th: 0.5 * jnp.sum(th**2)
+  with pytest.raises(ValueError, match="`k` must be a positive int"):
+    laplace.fit_eigenpairs(loss, jnp.zeros(4), 2.5, jax.random.PRNGKey(0))
+  with pytest.raises(ValueError, match="`num_iters` must be a positive int"):
+    laplace.fit_eigenpairs(loss, jnp.zeros(4), 2, jax.random.PRNGKey(0), num_iters=3.7)

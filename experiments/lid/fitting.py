@@ -1,6 +1,6 @@
 """The LID experiments' model fit: train until the held-out loss stops improving.
 
-The rule, fixed before any LID or detection number was looked at (issue 13): the objective of
+The rule, fixed before any LID or detection number was looked at: the objective of
 :func:`experiments.common.mlp_objective` (denoising or FM) with cosine-decayed Adam over the
 config's ``train.steps`` (the cap), evaluated after every chunk of ``stopping.eval_every`` (500)
 steps on a FIXED held-out batch of ``stopping.num`` (2048) examples drawn from data the model never
@@ -34,8 +34,9 @@ def stopping_section(
   min_rel_improvement: float = 0.005,
   enabled: bool = True,
 ) -> ml_collections.ConfigDict:
-  """The ``train.stopping`` section: the held-out stopping rule (defaults: the issue-13 rule).
+  """The ``train.stopping`` section: the held-out stopping rule.
 
+  The defaults are the rule fixed before any LID or detection number was looked at.
   ``enabled=False`` trains to the cap and keeps the FINAL parameters (the held-out curve is still
   recorded), e.g. to study a model trained past its held-out optimum."""
   return ml_collections.ConfigDict(dict(locals()))
@@ -49,8 +50,10 @@ def shrink(cfg, hidden, steps: int, batch_size: int) -> None:
 
 
 def memorise(train_cfg) -> None:
-  """The ``memorise`` variant's training (as before issue 13): trained past the held-out optimum,
-  no EMA, no early stopping, final parameters kept."""
+  """The ``memorise`` variant's training (the one used before the held-out rule was fixed).
+
+  Trained past the held-out optimum, no EMA, no early stopping, final parameters kept.
+  """
   train_cfg.ema_decay = 0.0
   train_cfg.stopping.enabled = False
 

@@ -22,5 +22,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.subsets.names = ("first", "all")
     c.subsets.etas = (4.0,)
     c.subsets.lanczos_k = {"all": 4}
-    c.subsets.lanczos_iters = {"all": 12}
+    c.subsets.lanczos_iters = {"all": 40}
   return c

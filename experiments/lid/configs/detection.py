@@ -1,5 +1,8 @@
-"""Config of ``experiments/lid/detection.py``; variants ``""`` (default), ``memorise`` (the
-pre-issue-13 training: 30000 steps, no EMA, no early stopping, final parameters) and ``smoke``."""
+"""Config of ``experiments/lid/detection.py``.
+
+Variants ``""`` (default), ``memorise`` (the training used before the held-out rule was fixed:
+30000 steps, no EMA, no early stopping, final parameters) and ``smoke``.
+"""
 
 import ml_collections
 
@@ -14,8 +17,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Digits (8×8, flattened to D = 64, in [−1, 1]); classes () = all classes.
   c.data = ml_collections.ConfigDict(dict(num_train=30, classes=()))
   # Flow matching (linear path, data at t = 1); cap `steps`, stopped by the held-out rule of
-  # experiments/lid/fitting.py (issue 13; the held-out digits are all digits not trained on),
-  # keeping the best EMA parameters.
+  # experiments/lid/fitting.py (fixed before any LID or detection number was looked at; the
+  # held-out digits are all digits not trained on), keeping the best EMA parameters.
   c.model = cc.mlp_model((256, 256, 256))
   c.train = cc.adam_train(30000, 128, ema_decay=0.999)
   c.train.stopping = fitting.stopping_section()

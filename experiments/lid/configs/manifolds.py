@@ -27,9 +27,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Denoiser: any schedule / parameterisation of memjax.paths (e.g. linear_fm + velocity for FM).
   c.model = cc.mlp_model((256, 256, 256), schedule="vp_linear", parameterisation="eps")
   # Denoising objective (memjax.training.denoising_objective), Adam with cosine decay over the cap
-  # `steps`; training stops earlier by the held-out rule of experiments/lid/fitting.py (issue 13:
-  # evaluate every 500 steps on a fixed held-out batch of 2048, patience 5, min rel. improvement
-  # 0.005, keep the best EMA parameters), fixed before any LID number was looked at.
+  # `steps`; training stops earlier by the held-out rule of experiments/lid/fitting.py (evaluate
+  # every 500 steps on a fixed held-out batch of 2048, patience 5, min rel. improvement 0.005, keep
+  # the best EMA parameters), fixed before any LID or detection number was looked at.
   c.train = cc.adam_train(40000, 512, lr=1e-3, ema_decay=0.999, t_min=1e-3)
   c.train.stopping = fitting.stopping_section()
 

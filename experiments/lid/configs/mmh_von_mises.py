@@ -1,5 +1,8 @@
-"""Config of ``experiments/lid/mmh_von_mises.py``; variants ``""`` (default), ``memorise`` (the
-pre-issue-13 training: 20000 steps, no EMA, no early stopping, final parameters) and ``smoke``."""
+"""Config of ``experiments/lid/mmh_von_mises.py``.
+
+Variants ``""`` (default), ``memorise`` (the training used before the held-out rule was fixed:
+20000 steps, no EMA, no early stopping, final parameters) and ``smoke``.
+"""
 
 import ml_collections
 
@@ -24,7 +27,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
   )
   # Flow matching (linear path, data at t = 1); cap `steps`, stopped by the held-out rule of
-  # experiments/lid/fitting.py (issue 13), keeping the best EMA parameters.
+  # experiments/lid/fitting.py (fixed before any LID or detection number was looked at), keeping
+  # the best EMA parameters.
   c.model = cc.mlp_model((128, 128, 128))
   c.train = cc.adam_train(20000, 256, ema_decay=0.999)
   c.train.stopping = fitting.stopping_section()
