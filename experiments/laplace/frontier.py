@@ -2,7 +2,8 @@ r"""The memorisation–quality frontier of Euclidean, Riemannian and linearised 
 
 One flow-matching UNet MAP (trained once, orbax-cached; the images experiment's model and data),
 then for each of ``cfg.frontier.num_seeds`` posterior seeds (new frozen triples, Lanczos start and
-tangent draws; same training, same generation noise x0): the tangent Gaussian with α chosen by
+tangent draws; same training, same generation noise: model s of every sampler generates from x0[s]):
+the tangent Gaussian with α chosen by
 ``cfg.posterior.alpha_rule`` (default: the Laplace evidence), and for every sampler an η grid
 extended ×``eta_ratio`` until its M_1/3 falls below ``stop_m`` or more than ``max_fail`` of its
 samples fail (geodesic step budget) or ``eta_max``. Every cell generates images from the fixed
@@ -31,7 +32,7 @@ from absl import logging
 
 from experiments import common, plotting
 from experiments.laplace import images, pipeline, quality
-from memjax import laplace, memorisation, metrics, neighbours
+from memjax import laplace, memorisation, metrics, neighbours, sampling
 
 CONFIG = os.path.join(os.path.dirname(__file__), "configs", "frontier.py")
 FIGURES = ("frontier.png", "frontier_eta.png")
@@ -71,9 +72,30 @@ class CellData:
     self.r, self.feats = np.asarray(r), np.asarray(feats)
 
 
-def evaluate_cell(ev, thetas, ok, x0, cs, classifier, held, k):
-  """Numbers of the models ``thetas[ok]`` (generation from ``x0``) and their per-image data."""
-  gen = ev.generate(thetas, x0)
+def make_generate(fit, eval_cfg):
+  """``generate(thetas (S, P), x0 (S, N, D))``: model ``s`` generates from its OWN noise ``x0[s]``.
+
+  Every cell then holds ``S·N`` images from distinct noise (the MAP cell too: ``θ*`` with all
+  ``S·N`` noises), so digits-FD and precision/recall compare sets of the same effective size; with
+  one shared ``x0`` a posterior whose models barely differ would produce near-duplicates and look
+  worse on FD only because its effective sample is smaller. Pairing across samplers is kept:
+  model ``s`` of every sampler uses ``x0[s]``.
+  """
+  merge = fit.subset.merge
+  opts = dict(solver=eval_cfg.gen_solver, rtol=eval_cfg.gen_rtol, atol=eval_cfg.gen_atol)
+
+  @jax.jit
+  def generate(thetas, x0s):
+    one = lambda th, x: sampling.generate(fit.apply_fn, merge(th), x, **opts)
+    return jax.vmap(one)(thetas, x0s)
+
+  return generate
+
+
+def evaluate_cell(ev, generate, thetas, ok, x0, cs, classifier, held, k):
+  """Numbers of the models ``thetas[ok]`` (model ``s`` generates from ``x0[s]``) and their
+  per-image data."""
+  gen = generate(thetas, x0)
   ok = np.asarray(ok)
   gen_ok = np.asarray(gen.success)[ok]
   xs = np.asarray(gen.x)[ok][gen_ok]
@@ -173,7 +195,7 @@ def verdict(a: str, b: str, c: float, gap, ci) -> str:
   )
 
 
-def sweep_method(fit, ev, cfg, name, k_v, x0, classifier, held, mode="subspace"):
+def sweep_method(fit, ev, generate, cfg, name, k_v, x0, classifier, held, mode="subspace"):
   """One sampler's cells along the η grid with the stopping rules of ``cfg.frontier``."""
   fc, pc = cfg.frontier, cfg.posterior
   options = pipeline.sampler_options(pc)
@@ -198,7 +220,7 @@ def sweep_method(fit, ev, cfg, name, k_v, x0, classifier, held, mode="subspace")
       break
     with common.Timer() as t_eval:
       numbers, cd = evaluate_cell(
-        ev, smp.theta, ok, x0, cfg.eval.cs, classifier, held, cfg.quality.k
+        ev, generate, smp.theta, ok, x0, cfg.eval.cs, classifier, held, cfg.quality.k
       )
     cell.update(numbers, eval_seconds=t_eval.seconds)
     cells.append(cell)
@@ -232,20 +254,21 @@ def run_seed(cfg, u, params, train, held, seed, k_post, k_sweep, x0, classifier,
     u, params, train, held, keys, cfg.posterior, cfg.eval, dtype
   )
   k_v = jax.random.fold_in(k_sweep, seed)
-  one = np.arange(cfg.posterior.num_posterior) == 0
+  generate = make_generate(fit, cfg.eval)
+  every = np.ones(cfg.posterior.num_posterior, bool)
   stack = jnp.broadcast_to(fit.theta_map, (cfg.posterior.num_posterior,) + fit.theta_map.shape)
   map_cell, map_data = evaluate_cell(
-    ev, stack, one, x0, cfg.eval.cs, classifier, held, cfg.quality.k
+    ev, generate, stack, every, x0, cfg.eval.cs, classifier, held, cfg.quality.k
   )
   methods, data = {}, {}
   for name in cfg.posterior.samplers:
     with common.Timer() as t:
-      cells, cds = sweep_method(fit, ev, cfg, name, k_v, x0, classifier, held)
+      cells, cds = sweep_method(fit, ev, generate, cfg, name, k_v, x0, classifier, held)
     methods[name] = {"cells": cells, "seconds": t.seconds}
     data[name] = [map_data] + cds
   single = {}
   for name in cfg.frontier.single_samplers if seed < cfg.frontier.single_seeds else ():
-    cells, _ = sweep_method(fit, ev, cfg, name, k_v, x0, classifier, held, mode="single")
+    cells, _ = sweep_method(fit, ev, generate, cfg, name, k_v, x0, classifier, held, mode="single")
     single[name] = cells
   return {"seed": seed, "fit": info, "map": map_cell, "methods": methods, "single": single}, data
 
@@ -387,9 +410,8 @@ def run(cfg, workdir: str) -> dict:
       quality.get_config(cfg.quality.classifier), cache_dir=cfg.quality.cache_dir or None
     )
     held_feats = quality.features(classifier, held)
-    x0 = jax.random.normal(
-      jax.random.fold_in(k_sweep, 99), (cfg.eval.num_gen, train.shape[1]), dtype
-    )
+    shape_x0 = (cfg.posterior.num_posterior, cfg.eval.num_gen, train.shape[1])
+    x0 = jax.random.normal(jax.random.fold_in(k_sweep, 99), shape_x0, dtype)  # one per model
     n_ref = cfg.posterior.num_posterior * cfg.eval.num_gen
     sub = held[np.random.default_rng(cfg.seed).permutation(len(held))[: min(n_ref, len(held))]]
     reference = {

@@ -17,6 +17,7 @@ import os
 import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
+import ml_collections
 import numpy as np
 import tqdm
 
@@ -31,11 +32,13 @@ FIGURES = ("subsets.png",)
 
 def run_subset(cfg, name, u, params, train, held, classifier, x0, keys, k_v, dtype):
   """Fit, cost and outcome of one subset."""
-  pc = cfg.posterior.copy_and_resolve_references()
-  pc.select = SUBSETS[name]
+  fields = dict(cfg.posterior.to_dict(), select=SUBSETS[name])  # str or tuple of patterns
   if name in cfg.subsets.lanczos_k:
-    pc.lanczos_k = int(cfg.subsets.lanczos_k[name])
-    pc.lanczos_iters = int(cfg.subsets.lanczos_iters[name])
+    fields.update(
+      lanczos_k=int(cfg.subsets.lanczos_k[name]),
+      lanczos_iters=int(cfg.subsets.lanczos_iters[name]),
+    )
+  pc = ml_collections.ConfigDict(fields)
   fit, ev, info = pipeline.fit_posterior(u, params, train, held, keys, pc, cfg.eval, dtype)
   row = {
     "subset": name,
@@ -49,6 +52,7 @@ def run_subset(cfg, name, u, params, train, held, classifier, x0, keys, k_v, dty
     "cells": [],
   }
   options = pipeline.sampler_options(pc)
+  generate = frontier.make_generate(fit, cfg.eval)
   for sampler in pc.samplers:
     sample = jax.jit(
       lambda eta, s=sampler: laplace.posterior_samples(
@@ -76,7 +80,7 @@ def run_subset(cfg, name, u, params, train, held, classifier, x0, keys, k_v, dty
       ok = np.asarray(smp.success)
       if ok.any():
         numbers, _ = frontier.evaluate_cell(
-          ev, smp.theta, ok, x0, cfg.eval.cs, classifier, held, cfg.quality.k
+          ev, generate, smp.theta, ok, x0, cfg.eval.cs, classifier, held, cfg.quality.k
         )
         cell.update(
           M_1_3=frontier.m_of(numbers, 1 / 3),
@@ -145,9 +149,8 @@ def run(cfg, workdir: str) -> dict:
     classifier = quality.load_classifier(
       quality.get_config(cfg.quality.classifier), cache_dir=cfg.quality.cache_dir or None
     )
-    x0 = jax.random.normal(
-      jax.random.fold_in(k_sweep, 99), (cfg.eval.num_gen, train.shape[1]), dtype
-    )
+    shape_x0 = (cfg.posterior.num_posterior, cfg.eval.num_gen, train.shape[1])
+    x0 = jax.random.normal(jax.random.fold_in(k_sweep, 99), shape_x0, dtype)  # one per model
     keys = pipeline.draw_keys(k_post, 0)
     k_v = jax.random.fold_in(k_sweep, 0)
     rows = []
