@@ -97,7 +97,7 @@ def test_frontier_smoke(tmp_path):
     assert v["verdict"].startswith("c=")
 
 
-@pytest.mark.slow  # a thin variant of the frontier smoke (same code paths) plus an all-weights Lanczos
+@pytest.mark.slow  # the frontier smoke's code paths plus an all-weights Lanczos
 def test_subsets_smoke(tmp_path):
   res = run_smoke(
     "laplace.subsets", tmp_path, overrides={"quality.cache_dir": str(tmp_path / "classifier")}
