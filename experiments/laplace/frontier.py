@@ -22,6 +22,7 @@ generated images. Also the "single" mode (top eigenvector only), for the sink ef
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -394,24 +395,55 @@ def summarise(results: dict, workdir: str) -> str:
   return "\n".join(lines)
 
 
+class Setup(NamedTuple):
+  """What the frontier and subsets experiments share: data, the cached MAP, classifier, noise."""
+
+  train: np.ndarray
+  held: np.ndarray
+  ckpt: str
+  u: object
+  params: object
+  train_result: object
+  train_seconds: float
+  classifier: quality.DigitsClassifier
+  x0: jax.Array  # (S, N, D): model s generates from x0[s]
+  k_post: jax.Array
+  k_sweep: jax.Array
+
+
+def setup(cfg, workdir: str, dtype) -> Setup:
+  """Digits, the MAP (trained or restored from its checkpoint), the classifier, the noise x0."""
+  k_data, k_map, k_post, k_sweep = jax.random.split(jax.random.PRNGKey(cfg.seed), 4)
+  train, held, shape = images.load_images(cfg.data, k_data)
+  ckpt = os.path.abspath(
+    cfg.train.restore or cfg.train.checkpoint_dir or os.path.join(workdir, "checkpoints")
+  )
+  with common.Timer() as t_train:
+    u, params, res = images.train_map(cfg, train, shape, k_map, ckpt)
+  classifier = quality.load_classifier(
+    quality.get_config(cfg.quality.classifier), cache_dir=cfg.quality.cache_dir or None
+  )
+  shape_x0 = (cfg.posterior.num_posterior, cfg.eval.num_gen, train.shape[1])
+  x0 = jax.random.normal(jax.random.fold_in(k_sweep, 99), shape_x0, dtype)
+  return Setup(train, held, ckpt, u, params, res, t_train.seconds, classifier, x0, k_post, k_sweep)
+
+
 def run(cfg, workdir: str) -> dict:
   """MAP → per seed: fit, α, every sampler's η grid → frontiers, gaps, bootstrap, figures."""
   os.makedirs(workdir, exist_ok=True)
   with common.x64(cfg.x64):
     dtype = jnp.float64 if cfg.x64 else jnp.float32
-    k_data, k_map, k_post, k_sweep = jax.random.split(jax.random.PRNGKey(cfg.seed), 4)
-    train, held, shape = images.load_images(cfg.data, k_data)
-    ckpt = os.path.abspath(
-      cfg.train.restore or cfg.train.checkpoint_dir or os.path.join(workdir, "checkpoints")
+    st = setup(cfg, workdir, dtype)
+    train, held, u, params, classifier, x0 = (
+      st.train,
+      st.held,
+      st.u,
+      st.params,
+      st.classifier,
+      st.x0,
     )
-    with common.Timer() as t_train:
-      u, params, res = images.train_map(cfg, train, shape, k_map, ckpt)
-    classifier = quality.load_classifier(
-      quality.get_config(cfg.quality.classifier), cache_dir=cfg.quality.cache_dir or None
-    )
+    k_post, k_sweep, ckpt, res = st.k_post, st.k_sweep, st.ckpt, st.train_result
     held_feats = quality.features(classifier, held)
-    shape_x0 = (cfg.posterior.num_posterior, cfg.eval.num_gen, train.shape[1])
-    x0 = jax.random.normal(jax.random.fold_in(k_sweep, 99), shape_x0, dtype)  # one per model
     n_ref = cfg.posterior.num_posterior * cfg.eval.num_gen
     sub = held[np.random.default_rng(cfg.seed).permutation(len(held))[: min(n_ref, len(held))]]
     reference = {
@@ -433,7 +465,7 @@ def run(cfg, workdir: str) -> dict:
       "config": cfg.to_dict(),
       "metric_notes": METRIC_NOTES,
       "checkpoint_dir": ckpt,
-      "train_seconds": t_train.seconds,
+      "train_seconds": st.train_seconds,
       "resumed_from_step": res.resumed_from,
       "frontier_seconds": t_front.seconds,
       "reference": reference,

@@ -22,7 +22,7 @@ import numpy as np
 import tqdm
 
 from experiments import common, plotting
-from experiments.laplace import frontier, images, pipeline, quality
+from experiments.laplace import frontier, pipeline
 from experiments.laplace.configs.frontier import SUBSETS
 from memjax import laplace
 
@@ -140,17 +140,16 @@ def run(cfg, workdir: str) -> dict:
   os.makedirs(workdir, exist_ok=True)
   with common.x64(cfg.x64):
     dtype = jnp.float64 if cfg.x64 else jnp.float32
-    k_data, k_map, k_post, k_sweep = jax.random.split(jax.random.PRNGKey(cfg.seed), 4)
-    train, held, shape = images.load_images(cfg.data, k_data)
-    ckpt = os.path.abspath(
-      cfg.train.restore or cfg.train.checkpoint_dir or os.path.join(workdir, "checkpoints")
+    st = frontier.setup(cfg, workdir, dtype)
+    train, held, u, params, classifier, x0 = (
+      st.train,
+      st.held,
+      st.u,
+      st.params,
+      st.classifier,
+      st.x0,
     )
-    u, params, _ = images.train_map(cfg, train, shape, k_map, ckpt)
-    classifier = quality.load_classifier(
-      quality.get_config(cfg.quality.classifier), cache_dir=cfg.quality.cache_dir or None
-    )
-    shape_x0 = (cfg.posterior.num_posterior, cfg.eval.num_gen, train.shape[1])
-    x0 = jax.random.normal(jax.random.fold_in(k_sweep, 99), shape_x0, dtype)  # one per model
+    k_post, k_sweep, ckpt = st.k_post, st.k_sweep, st.ckpt
     keys = pipeline.draw_keys(k_post, 0)
     k_v = jax.random.fold_in(k_sweep, 0)
     rows = []
