@@ -15,9 +15,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.subsets = ml_collections.ConfigDict()
   c.subsets.names = ("first", "first_last", "convs", "all")
   c.subsets.etas = (8.0, 32.0)
-  # Lanczos per subset (others: posterior.lanczos_k / lanczos_iters): k = 50 over all weights.
-  c.subsets.lanczos_k = {"convs": 30, "all": 20}
-  c.subsets.lanczos_iters = {"convs": 90, "all": 300}
+  # Lanczos per subset (others: posterior.lanczos_k / lanczos_iters): k = 50 beyond the first layer.
+  c.subsets.lanczos_k = {"first_last": 50, "convs": 50, "all": 50}
+  c.subsets.lanczos_iters = {"first_last": 130, "convs": 130, "all": 130}
   if arg == "smoke":
     c.posterior.samplers = ("euclidean",)  # geodesic cost is the frontier smoke test's
     c.subsets.names = ("first", "all")
