@@ -140,6 +140,10 @@ def test_frontier_envelope_gap_and_verdict():
     "euclidean", "riemannian", 0.5, -0.2, {"ci95": [-0.3, -0.1]}
   )
   assert "neither" in frontier.verdict("euclidean", "riemannian", 0.5, 0.0, {"ci95": [-0.1, 0.1]})
+  ranged = frontier.verdict(
+    "euclidean", "riemannian", 0.5, 0.0, {"ci95": [-0.1, 0.1]}, [(60.1, 61.1), (59.0, 59.0)]
+  )
+  assert "digits-FD (common range [60.1, 61.1]):" in ranged  # empty per-seed ranges are left out
 
 
 def test_frontier_bootstrap_recovers_a_known_gap():

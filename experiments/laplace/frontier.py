@@ -176,8 +176,12 @@ def bootstrap_gap(per_seed, name_a, name_b, c, held_feats, num: int, seed: int):
   }
 
 
-def verdict(a: str, b: str, c: float, gap, ci) -> str:
-  """One sentence: does ``b`` memorise less than ``a`` at equal digits-FD, and by how much."""
+def verdict(a: str, b: str, c: float, gap, ci, fd_ranges=()) -> str:
+  """One sentence: does ``b`` memorise less than ``a`` at equal digits-FD, and by how much.
+
+  ``fd_ranges``: the per-seed common digits-FD ranges the gap averages over (printed, so that a
+  gap of 0 over a range no wider than the MAP's own quality is not read as a tie across quality).
+  """
   if gap is None or ci is None:
     return (
       f"c={c:g}: no common digits-FD range between {a} and {b} (one of them never leaves the "
@@ -190,8 +194,10 @@ def verdict(a: str, b: str, c: float, gap, ci) -> str:
     word = f"{a} dominates {b}"
   else:
     word = f"neither dominates (the CI contains 0) between {a} and {b}"
+  spans = "; ".join(f"[{r0:.1f}, {r1:.1f}]" for r0, r1 in fd_ranges if r1 > r0)
+  over = f" (common range {spans})" if spans else ""
   return (
-    f"c={c:g}: {word} at equal digits-FD: mean gap M_{a} − M_{b} = {gap:+.3f} "
+    f"c={c:g}: {word} at equal digits-FD{over}: mean gap M_{a} − M_{b} = {gap:+.3f} "
     f"(bootstrap 95% CI [{lo:+.3f}, {hi:+.3f}])."
   )
 
@@ -310,7 +316,7 @@ def compare(rows, data, cfg, held_feats):
         "gap_per_seed": gaps,
         "fd_ranges": ranges,
         "bootstrap": ci,
-        "verdict": verdict(a, b, c, gap, ci),
+        "verdict": verdict(a, b, c, gap, ci, ranges),
       }
   return out
 
