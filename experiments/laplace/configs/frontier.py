@@ -80,6 +80,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.frontier.num_seeds = 1
     c.frontier.eta_ratio = 4.0
     c.frontier.single_samplers = ()
+    # Geodesic grids past the default's cap of 64 (the rule: extend until M_1/3 < 0.5 or
+    # the geodesics fail); all weights needed 4096 to move, the others stop at 1024 for time.
+    c.frontier.eta_max = c.frontier.eta_max_geodesic = 4096.0 if arg == "all" else 1024.0
     if arg in ("convs", "all"):
       c.posterior.lanczos_k = 50  # the "k up to 50" (one HVP over all weights ≈ 0.06 s)
       c.posterior.lanczos_iters = 130
