@@ -6,8 +6,8 @@ Variants (``--config=experiments/laplace/configs/frontier.py:VARIANT``):
   digits, first conv layer Bayesian), α by the Laplace evidence, 3 posterior seeds.
 * ``alpha_fixed``: the same with α = 1 fixed (does the α rule change the verdict?).
 * ``first_last`` / ``convs`` / ``all``: other parameter subsets (first + last conv layer, every
-  convolution, every parameter of the UNet with k = 20 and 300 Lanczos steps); shorter grids,
-  one seed.
+  convolution, every parameter of the UNet; k = 50 and 130 Lanczos steps for the last two); one
+  seed, ×4 η grids for every sampler up to 1024 (4096 for ``all``).
 * ``large`` (GPU): 64 training digits, the wider UNet of the images experiment's ``mnist`` sizes
   on digits, every parameter Bayesian, k = 50, 16 posterior samples per cell, float64.
 * ``smoke``: tiny, for the test suite.
