@@ -33,7 +33,7 @@ from absl import logging
 
 from experiments import common, plotting
 from experiments.laplace import images, pipeline, quality
-from memjax import laplace, memorisation, metrics, neighbours, sampling
+from memjax import laplace, memorisation, metrics, neighbours
 
 CONFIG = os.path.join(os.path.dirname(__file__), "configs", "frontier.py")
 FIGURES = ("frontier.png", "frontier_eta.png")
@@ -73,30 +73,18 @@ class CellData:
     self.r, self.feats = np.asarray(r), np.asarray(feats)
 
 
-def make_generate(fit, eval_cfg):
-  """``generate(thetas (S, P), x0 (S, N, D))``: model ``s`` generates from its OWN noise ``x0[s]``.
+def evaluate_cell(ev, thetas, ok, x0, cs, classifier, held, k):
+  """Numbers of the models ``thetas[ok]`` and their per-image data.
 
-  Every cell then holds ``S·N`` images from distinct noise (the MAP cell too: ``θ*`` with all
-  ``S·N`` noises), so digits-FD and precision/recall compare sets of the same effective size; with
-  one shared ``x0`` a posterior whose models barely differ would produce near-duplicates and look
-  worse on FD only because its effective sample is smaller. Pairing across samplers is kept:
-  model ``s`` of every sampler uses ``x0[s]``.
+  ``x0`` is ``(S, N, D)``: model ``s`` generates from its OWN noise ``x0[s]``
+  (:func:`memjax.sampling.generate_multi` with per-model noise). Every cell then holds ``S·N``
+  images from distinct noise (the MAP cell too: ``θ*`` with all ``S·N`` noises), so digits-FD and
+  precision/recall compare sets of the same effective size; with one shared ``x0`` a posterior
+  whose models barely differ would produce near-duplicates and look worse on FD only because its
+  effective sample is smaller. Pairing across samplers is kept: model ``s`` of every sampler uses
+  ``x0[s]``.
   """
-  merge = fit.subset.merge
-  opts = dict(solver=eval_cfg.gen_solver, rtol=eval_cfg.gen_rtol, atol=eval_cfg.gen_atol)
-
-  @jax.jit
-  def generate(thetas, x0s):
-    one = lambda th, x: sampling.generate(fit.apply_fn, merge(th), x, **opts)
-    return jax.vmap(one)(thetas, x0s)
-
-  return generate
-
-
-def evaluate_cell(ev, generate, thetas, ok, x0, cs, classifier, held, k):
-  """Numbers of the models ``thetas[ok]`` (model ``s`` generates from ``x0[s]``) and their
-  per-image data."""
-  gen = generate(thetas, x0)
+  gen = ev.generate(thetas, x0)
   ok = np.asarray(ok)
   gen_ok = np.asarray(gen.success)[ok]
   xs = np.asarray(gen.x)[ok][gen_ok]
@@ -202,7 +190,7 @@ def verdict(a: str, b: str, c: float, gap, ci, fd_ranges=()) -> str:
   )
 
 
-def sweep_method(fit, ev, generate, cfg, name, k_v, x0, classifier, held, mode="subspace"):
+def sweep_method(fit, ev, cfg, name, k_v, x0, classifier, held, mode="subspace"):
   """One sampler's cells along the η grid with the stopping rules of ``cfg.frontier``."""
   fc, pc = cfg.frontier, cfg.posterior
   options = pipeline.sampler_options(pc)
@@ -227,7 +215,7 @@ def sweep_method(fit, ev, generate, cfg, name, k_v, x0, classifier, held, mode="
       break
     with common.Timer() as t_eval:
       numbers, cd = evaluate_cell(
-        ev, generate, smp.theta, ok, x0, cfg.eval.cs, classifier, held, cfg.quality.k
+        ev, smp.theta, ok, x0, cfg.eval.cs, classifier, held, cfg.quality.k
       )
     cell.update(numbers, eval_seconds=t_eval.seconds)
     cells.append(cell)
@@ -261,21 +249,20 @@ def run_seed(cfg, u, params, train, held, seed, k_post, k_sweep, x0, classifier,
     u, params, train, held, keys, cfg.posterior, cfg.eval, dtype
   )
   k_v = jax.random.fold_in(k_sweep, seed)
-  generate = make_generate(fit, cfg.eval)
   every = np.ones(cfg.posterior.num_posterior, bool)
   stack = jnp.broadcast_to(fit.theta_map, (cfg.posterior.num_posterior,) + fit.theta_map.shape)
   map_cell, map_data = evaluate_cell(
-    ev, generate, stack, every, x0, cfg.eval.cs, classifier, held, cfg.quality.k
+    ev, stack, every, x0, cfg.eval.cs, classifier, held, cfg.quality.k
   )
   methods, data = {}, {}
   for name in cfg.posterior.samplers:
     with common.Timer() as t:
-      cells, cds = sweep_method(fit, ev, generate, cfg, name, k_v, x0, classifier, held)
+      cells, cds = sweep_method(fit, ev, cfg, name, k_v, x0, classifier, held)
     methods[name] = {"cells": cells, "seconds": t.seconds}
     data[name] = [map_data] + cds
   single = {}
   for name in cfg.frontier.single_samplers if seed < cfg.frontier.single_seeds else ():
-    cells, _ = sweep_method(fit, ev, generate, cfg, name, k_v, x0, classifier, held, mode="single")
+    cells, _ = sweep_method(fit, ev, cfg, name, k_v, x0, classifier, held, mode="single")
     single[name] = cells
   return {"seed": seed, "fit": info, "map": map_cell, "methods": methods, "single": single}, data
 
@@ -440,15 +427,7 @@ def run(cfg, workdir: str) -> dict:
   with common.x64(cfg.x64):
     dtype = jnp.float64 if cfg.x64 else jnp.float32
     st = setup(cfg, workdir, dtype)
-    train, held, u, params, classifier, x0 = (
-      st.train,
-      st.held,
-      st.u,
-      st.params,
-      st.classifier,
-      st.x0,
-    )
-    k_post, k_sweep, ckpt, res = st.k_post, st.k_sweep, st.ckpt, st.train_result
+    train, held, classifier = st.train, st.held, st.classifier
     held_feats = quality.features(classifier, held)
     n_ref = cfg.posterior.num_posterior * cfg.eval.num_gen
     sub = held[np.random.default_rng(cfg.seed).permutation(len(held))[: min(n_ref, len(held))]]
@@ -462,7 +441,9 @@ def run(cfg, workdir: str) -> dict:
       for seed in tqdm.trange(
         cfg.frontier.num_seeds, desc="posterior seeds", disable=not cfg.progress
       ):
-        row, d = run_seed(cfg, u, params, train, held, seed, k_post, k_sweep, x0, classifier, dtype)
+        row, d = run_seed(
+          cfg, st.u, st.params, train, held, seed, st.k_post, st.k_sweep, st.x0, classifier, dtype
+        )
         row["alpha"] = row["fit"]["alpha"]
         rows.append(row)
         data[seed] = d
@@ -470,9 +451,9 @@ def run(cfg, workdir: str) -> dict:
     results = {
       "config": cfg.to_dict(),
       "metric_notes": METRIC_NOTES,
-      "checkpoint_dir": ckpt,
+      "checkpoint_dir": st.ckpt,
       "train_seconds": st.train_seconds,
-      "resumed_from_step": res.resumed_from,
+      "resumed_from_step": st.train_result.resumed_from,
       "frontier_seconds": t_front.seconds,
       "reference": reference,
       "seeds": rows,

@@ -52,7 +52,6 @@ def run_subset(cfg, name, u, params, train, held, classifier, x0, keys, k_v, dty
     "cells": [],
   }
   options = pipeline.sampler_options(pc)
-  generate = frontier.make_generate(fit, cfg.eval)
   for sampler in pc.samplers:
     sample = jax.jit(
       lambda eta, s=sampler: laplace.posterior_samples(
@@ -80,7 +79,7 @@ def run_subset(cfg, name, u, params, train, held, classifier, x0, keys, k_v, dty
       ok = np.asarray(smp.success)
       if ok.any():
         numbers, _ = frontier.evaluate_cell(
-          ev, generate, smp.theta, ok, x0, cfg.eval.cs, classifier, held, cfg.quality.k
+          ev, smp.theta, ok, x0, cfg.eval.cs, classifier, held, cfg.quality.k
         )
         cell.update(
           M_1_3=frontier.m_of(numbers, 1 / 3),
@@ -141,21 +140,16 @@ def run(cfg, workdir: str) -> dict:
   with common.x64(cfg.x64):
     dtype = jnp.float64 if cfg.x64 else jnp.float32
     st = frontier.setup(cfg, workdir, dtype)
-    train, held, u, params, classifier, x0 = (
-      st.train,
-      st.held,
-      st.u,
-      st.params,
-      st.classifier,
-      st.x0,
-    )
-    k_post, k_sweep, ckpt = st.k_post, st.k_sweep, st.ckpt
-    keys = pipeline.draw_keys(k_post, 0)
-    k_v = jax.random.fold_in(k_sweep, 0)
+    keys = pipeline.draw_keys(st.k_post, 0)
+    k_v = jax.random.fold_in(st.k_sweep, 0)
     rows = []
     for name in tqdm.tqdm(cfg.subsets.names, desc="subsets", disable=not cfg.progress):
-      rows.append(run_subset(cfg, name, u, params, train, held, classifier, x0, keys, k_v, dtype))
-    results = {"config": cfg.to_dict(), "checkpoint_dir": ckpt, "subsets": rows}
+      rows.append(
+        run_subset(
+          cfg, name, st.u, st.params, st.train, st.held, st.classifier, st.x0, keys, k_v, dtype
+        )
+      )
+    results = {"config": cfg.to_dict(), "checkpoint_dir": st.ckpt, "subsets": rows}
     results["table"] = table(rows)
     with open(os.path.join(workdir, "subsets.md"), "w") as f:
       f.write(results["table"] + "\n")
