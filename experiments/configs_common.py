@@ -88,11 +88,16 @@ def laplace_eval(
   gen_atol: float,
   num_heldout_triples: int,
   cs=CS,
+  headline_c: float = 1 / 3,
   compare=COMPARE,
   **fields,
 ) -> ConfigDict:
   """The ``eval`` section of the Laplace experiments: ``num_gen`` generations per model,
-  held-out triples, the c grid of M_c, the claims' (baseline, candidate), then ``fields``."""
+  held-out triples, the c grid of M_c, the headline c (the papers' 1/3, must be in ``cs``; it
+  drives the claims, the frontier's stop rule and every "M_c" figure), the claims' (baseline,
+  candidate), then ``fields``."""
+  if not any(abs(c - headline_c) < 1e-12 for c in cs):
+    raise ValueError(f"`headline_c` = {headline_c} must be one of `cs` = {tuple(cs)}.")
   section = dict(locals())
   section.update(section.pop("fields"))
   return ConfigDict(section)

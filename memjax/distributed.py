@@ -108,6 +108,9 @@ def shard_rows(x: jax.Array, mesh: Mesh, axis_name: str = AXIS) -> jax.Array:
 def map_rows(fn: Callable, *arrays: jax.Array, mesh: Mesh | None, axis_name: str = AXIS):
   """``fn(*arrays)`` for a row-independent batched ``fn``, with rows split over the mesh's devices.
 
+  Called eagerly, the sharded program is compiled once per ``(fn, mesh, shapes)`` and reused (pass
+  the same ``fn`` object, not a fresh closure, to benefit); inside a trace it is inlined.
+
   Args:
     fn: maps arrays with a common leading axis ``N`` to a pytree of arrays with leading axis
       ``N``; row ``i`` of the output may depend only on row ``i`` of the inputs (true for vmapped
@@ -136,12 +139,21 @@ def map_rows(fn: Callable, *arrays: jax.Array, mesh: Mesh | None, axis_name: str
   if axis_name not in mesh.shape:
     raise ValueError(f"`mesh` must have an axis named {axis_name!r}; got axes {tuple(mesh.shape)}.")
   sharded = [shard_rows(a, mesh, axis_name) for a in arrays]
-  spec = P(axis_name)
-  mapped = jax.shard_map(
-    fn, mesh=mesh, in_specs=(spec,) * len(arrays), out_specs=spec, check_vma=False
-  )
-  out = jax.jit(mapped)(*sharded)
+  if any(isinstance(a, jax.core.Tracer) for a in sharded):  # inside a trace: no jit of its own
+    out = _shard_map(fn, mesh, axis_name, *sharded)
+  else:  # eager: one module-level compiled program per (fn, mesh, shapes)
+    out = _sharded_call(fn, mesh, axis_name, *sharded)
   return jax.tree.map(lambda o: o[:n], out)
+
+
+def _shard_map(fn, mesh, axis_name, *arrays):
+  spec = P(axis_name)
+  return jax.shard_map(
+    fn, mesh=mesh, in_specs=(spec,) * len(arrays), out_specs=spec, check_vma=False
+  )(*arrays)
+
+
+_sharded_call = jax.jit(_shard_map, static_argnums=(0, 1, 2))
 
 
 def device_summary() -> dict:

@@ -21,12 +21,13 @@ References:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from memjax import _checks, neighbours
+from memjax import _checks, neighbours, sampling
 
 #: The default grid of thresholds ``c`` (``c = 1/3`` is the papers' headline value).
 DEFAULT_CS = (0.1, 0.2, 0.25, 1.0 / 3.0, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -212,3 +213,64 @@ def summary(r: jax.Array, cs: Sequence[float] = DEFAULT_CS, bins: int = 20) -> d
     "r_mean": float(np.mean(r)),
     "r_median": float(np.median(r)),
   }
+
+
+class StackMemorisation(NamedTuple):
+  """Generations of a stack of ``S`` models from fixed noise, and their pooled memorisation.
+
+  Attributes:
+    result: the raw :class:`memjax.sampling.SampleResult`, fields ``(S, N, ...)``.
+    generated: ``(S, N)`` bool: the model was kept and its solve succeeded with a finite endpoint
+      (only these samples are scored; the others are reported, never replaced).
+    ratios: ``(S, N)`` ratios :func:`nn_ratio` against the training set, ``nan`` where not
+      generated.
+    pooled: ``(M, D)`` the generated samples, row-major over ``(model, noise)``.
+    summary: :func:`summary` of the pooled ratios (``M_c`` keyed by :func:`c_label`).
+  """
+
+  result: object
+  generated: np.ndarray
+  ratios: np.ndarray
+  pooled: np.ndarray
+  summary: dict
+
+
+def stack_memorisation(
+  apply_fn, params_stack, x0, train, cs: Sequence[float] = DEFAULT_CS, *, keep=None, **settings
+) -> StackMemorisation:
+  """Generate with every model of a stack (e.g. posterior weight samples) and pool ``M_c``.
+
+  ``M_c = mean_{x̂ pooled} 1[r(x̂) ≤ c]`` over the generations of the kept models whose solve
+  succeeded: the one place where "a stack of models → pooled memorisation" is computed.
+
+  Args:
+    apply_fn: the field ``u(params, x, t)``.
+    params_stack: params pytree whose leaves carry a leading axis ``S``.
+    x0: noise ``(N, D)`` (shared by every model) or ``(S, N, D)`` (model ``s`` from ``x0[s]``).
+    train: training set ``(N_train, D)``.
+    cs: thresholds ``c`` of the summary.
+    keep: ``(S,)`` bool, the models to score (default: all); the whole stack is generated so
+      that the compiled program is shared across masks.
+    **settings: the settings of :func:`memjax.sampling.generate_multi` (``solver``, ``rtol``, ...).
+
+  Returns:
+    :class:`StackMemorisation`.
+
+  Raises:
+    ValueError: for a ``keep`` that is not ``(S,)``, no generated sample at all, or bad noise or
+      settings (:func:`memjax.sampling.generate_multi`).
+  """
+  res = sampling.generate_multi(apply_fn, params_stack, x0, **settings)
+  xs, codes = np.asarray(res.x), np.asarray(res.result)
+  s = codes.shape[0]
+  keep = np.ones(s, bool) if keep is None else np.asarray(keep, bool)
+  if keep.shape != (s,):
+    raise ValueError(f"`keep` must have shape (S,) = ({s},); got {keep.shape}.")
+  generated = keep[:, None] & (codes == 0) & np.all(np.isfinite(xs), axis=-1)
+  if not generated.any():
+    raise ValueError("no kept model generated a successful sample; nothing to score.")
+  pooled = xs[generated]
+  r = np.asarray(nn_ratio(jnp.asarray(pooled), jnp.asarray(train, pooled.dtype)))
+  ratios = np.full(codes.shape, np.nan)
+  ratios[generated] = r
+  return StackMemorisation(res, generated, ratios, pooled, summary(r, cs))

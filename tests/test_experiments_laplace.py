@@ -147,7 +147,7 @@ def test_frontier_envelope_gap_and_verdict():
 
 
 def test_frontier_bootstrap_recovers_a_known_gap():
-  from experiments.laplace import frontier
+  from experiments.laplace import frontier, posterior_cells
 
   rng = np.random.default_rng(0)
   held = rng.normal(size=(400, 3))
@@ -155,7 +155,7 @@ def test_frontier_bootstrap_recovers_a_known_gap():
   def cell(shift, frac):
     n = 300
     r = np.where(np.arange(n) < frac * n, 0.01, 0.9)  # M_c(c=0.5) = frac
-    return frontier.CellData(r, rng.normal(size=(n, 3)) + shift)
+    return posterior_cells.CellData(r, rng.normal(size=(n, 3)) + shift)
 
   # Euclidean reaches M = 0.2 only far from the data; Riemannian at a small shift.
   per_seed = {

@@ -115,7 +115,9 @@ def test_geodesic_rhs_matches_dense_hessian():
   loss = curvature.curvature_loss(nets.velocity_fn(mod), params, x1, x0, t, alpha=0.1, num_data=16)
   theta = curvature.param_subset(params).theta
   vel = jax.random.normal(k_v, theta.shape, jnp.float64)
-  d_theta, acc = jax.jit(lambda th, ve: laplace.geodesic_rhs(loss)(0.0, (th, ve), None))(theta, vel)
+  d_theta, acc = jax.jit(
+    lambda th, ve: laplace.geodesic_rhs(laplace.as_loss(loss))(0.0, (th, ve), None)
+  )(theta, vel)
   g = jax.grad(loss)(theta)
   hess = jax.jit(jax.hessian(loss))(theta)
   ref = -g * (vel @ hess @ vel) / (1.0 + g @ g)

@@ -252,8 +252,9 @@ def _fit_for(loss_fn, theta, k=None):
   k = k or theta.shape[0]
   eig = linalg.Eigenpairs(w[::-1][:k] - 1.0, q[:, ::-1][:, :k].T, jnp.zeros(k))
   g = jnp.linalg.norm(jax.grad(loss_fn)(theta))
+  objective = laplace.as_loss(loss_fn)
   return laplace.LaplaceFit(
-    None, None, loss_fn, theta, eig, jnp.asarray(1.0), None, g, g, loss_fn, jnp.min(w)
+    None, None, objective, None, theta, eig, jnp.asarray(1.0), g, g, None, jnp.min(w)
   )
 
 
@@ -276,12 +277,15 @@ def test_flat_valley_geodesics_are_straight_and_the_flat_evidence_is_refused():
     laplace.optimise_prior(jnp.zeros(2), jnp.ones(3))
 
 
-def test_non_finite_region_samples_are_reported_failed():
-  # Quadratic, but value AND gradient are nan beyond θ₀ > 1 (a non-finite region).
-  def loss(th):
-    return 0.5 * jnp.sum(th**2) + th[0] * jnp.where(th[0] > 1.0, jnp.nan, 0.0)
+def _nonfinite_beyond(th, edge):
+  # Quadratic, but value AND gradient are nan beyond θ₀ > edge (edge = inf: the quadratic alone).
+  return 0.5 * jnp.sum(th**2) + th[0] * jnp.where(th[0] > edge, jnp.nan, 0.0)
 
-  lfit = _fit_for(loss, jnp.zeros(2))
+
+def test_non_finite_region_samples_are_reported_failed():
+  lfit = _fit_for(lambda th: _nonfinite_beyond(th, 1.0), jnp.zeros(2))
+  # The same network-free loss as data: objective(θ, edge), the true loss has edge 1.
+  lfit = lfit._replace(objective=_nonfinite_beyond, loss=jnp.asarray(1.0))
   z = jnp.asarray([[0.3, 0.1], [0.5, -2.0], [3.0, 0.2], [2.0, 1.0]])
   crosses = np.asarray([False, False, True, True])
   euc = laplace.euclidean_sampler(lfit, z)
@@ -294,7 +298,7 @@ def test_non_finite_region_samples_are_reported_failed():
   names = laplace.summarise_failures(rie.details)["by_result"]
   assert names.get("nonfinite", 0) == 2, names
   # The linearised sampler's endpoint is checked under the TRUE loss too.
-  lin_fit = lfit._replace(linearised_loss_fn=lambda th: 0.5 * jnp.sum(th**2))
+  lin_fit = lfit._replace(linearised=jnp.asarray(jnp.inf))  # the quadratic part only
   lin = laplace.linearised_sampler(lin_fit, z, rtol=1e-9, atol=1e-11)
   assert bool(jnp.all(lin.details.success))  # the quadratic geodesics themselves succeed ...
   np.testing.assert_array_equal(np.asarray(lin.success), ~crosses)  # ... their endpoints do not

@@ -22,7 +22,6 @@ generated images. Also the "single" mode (top eigenvector only), for the sink ef
 from __future__ import annotations
 
 import os
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -32,8 +31,8 @@ import tqdm
 from absl import logging
 
 from experiments import common, plotting
-from experiments.laplace import images, pipeline, quality
-from memjax import laplace, memorisation, metrics, neighbours
+from experiments.laplace import pipeline, posterior_cells, quality
+from memjax import laplace, memorisation, metrics
 
 CONFIG = os.path.join(os.path.dirname(__file__), "configs", "frontier.py")
 FIGURES = ("frontier.png", "frontier_eta.png")
@@ -64,47 +63,6 @@ def grid(cfg_f, name: str = "euclidean"):
     etas.append(eta)
     eta *= ratio
   return etas
-
-
-class CellData:
-  """Per-image numbers of one cell kept for the bootstrap: ratios ``r`` and features."""
-
-  def __init__(self, r, feats):
-    self.r, self.feats = np.asarray(r), np.asarray(feats)
-
-
-def evaluate_cell(ev, thetas, ok, x0, cs, classifier, held, k):
-  """Numbers of the models ``thetas[ok]`` and their per-image data.
-
-  ``x0`` is ``(S, N, D)``: model ``s`` generates from its OWN noise ``x0[s]``
-  (:func:`memjax.sampling.generate_multi` with per-model noise). Every cell then holds ``S·N``
-  images from distinct noise (the MAP cell too: ``θ*`` with all ``S·N`` noises), so digits-FD and
-  precision/recall compare sets of the same effective size; with one shared ``x0`` a posterior
-  whose models barely differ would produce near-duplicates and look worse on FD only because its
-  effective sample is smaller. Pairing across samplers is kept: model ``s`` of every sampler uses
-  ``x0[s]``.
-  """
-  gen = ev.generate(thetas, x0)
-  ok = np.asarray(ok)
-  gen_ok = np.asarray(gen.success)[ok]
-  xs = np.asarray(gen.x)[ok][gen_ok]
-  r = memorisation.nn_ratio(jnp.asarray(xs), ev.train)
-  q = quality.quality_report(xs, held, classifier, k=k)
-  nn = neighbours.nearest_two(jnp.asarray(xs, held.dtype), jnp.asarray(held))
-  out = {
-    "num_models": int(ok.sum()),
-    "num_images": int(xs.shape[0]),
-    "generation_failed": int(gen_ok.size - gen_ok.sum()),
-    "memorisation": memorisation.summary(r, cs),
-    "heldout_fm_loss": common.stats(np.asarray(ev.heldout_loss(thetas))[ok]),
-    "nn_distance_to_heldout_mean": float(jnp.mean(nn.d1)),
-    **{key: q[key] for key in ("digits_fd", "precision", "recall", "confidence")},
-  }
-  return out, CellData(r, quality.features(classifier, xs))
-
-
-def m_of(cell: dict, c: float) -> float:
-  return float(cell["memorisation"]["M_c"][memorisation.c_label(c)])
 
 
 def envelope(points, qs):
@@ -195,16 +153,23 @@ def sweep_method(fit, ev, cfg, name, k_v, x0, classifier, held, mode="subspace")
   fc, pc = cfg.frontier, cfg.posterior
   options = pipeline.sampler_options(pc)
   index = 0 if mode == "single" else None
-  sample = jax.jit(
-    lambda eta: laplace.posterior_samples(
-      fit, eta, k_v, pc.num_posterior, samplers=(name,), mode=mode, index=index, options=options
-    )
-  )
+  c = cfg.eval.headline_c
   etas = list(fc.single_etas) if mode == "single" else grid(fc, name)
   cells, data = [], []
   for eta in tqdm.tqdm(etas, desc=f"{name} ({mode})", disable=not cfg.progress, leave=False):
     with common.Timer() as t:
-      _, out = jax.block_until_ready(sample(jnp.asarray(eta, fit.theta_map.dtype)))
+      _, out = jax.block_until_ready(
+        laplace.posterior_samples(
+          fit,
+          jnp.asarray(eta, fit.theta_map.dtype),
+          k_v,
+          pc.num_posterior,
+          samplers=(name,),
+          mode=mode,
+          index=index,
+          options=options,
+        )
+      )
     smp = out[name]
     diag = pipeline.sampler_diagnostics(fit, smp)
     ok = np.asarray(smp.success)
@@ -214,17 +179,18 @@ def sweep_method(fit, ev, cfg, name, k_v, x0, classifier, held, mode="subspace")
       cells.append(cell)
       break
     with common.Timer() as t_eval:
-      numbers, cd = evaluate_cell(
-        ev, smp.theta, ok, x0, cfg.eval.cs, classifier, held, cfg.quality.k
+      numbers, cd = posterior_cells.evaluate_cell(
+        ev, smp.theta, ok, x0, classifier, held, cfg.quality.k
       )
     cell.update(numbers, eval_seconds=t_eval.seconds)
     cells.append(cell)
     data.append(cd)
     logging.info(
-      "%s eta=%g: M_1/3 %.3f, FD %.3f, failed %d/%d (%.1fs)",
+      "%s eta=%g: %s %.3f, FD %.3f, failed %d/%d (%.1fs)",
       name,
       eta,
-      m_of(cell, 1 / 3),
+      pipeline.m_label(c),
+      posterior_cells.m_of(cell, c),
       cell["digits_fd"],
       diag["failed"],
       diag["total"],
@@ -232,8 +198,8 @@ def sweep_method(fit, ev, cfg, name, k_v, x0, classifier, held, mode="subspace")
     )
     if mode == "single":
       continue
-    if m_of(cell, 1 / 3) < fc.stop_m:
-      cell["stopped"] = f"M_1/3 < {fc.stop_m}"
+    if posterior_cells.m_of(cell, c) < fc.stop_m:
+      cell["stopped"] = f"{pipeline.m_label(c)} < {fc.stop_m}"
       break
     if diag["failed"] > fc.max_fail * diag["total"]:
       cell["stopped"] = f"more than {fc.max_fail:.0%} of the samples failed"
@@ -251,8 +217,8 @@ def run_seed(cfg, u, params, train, held, seed, k_post, k_sweep, x0, classifier,
   k_v = jax.random.fold_in(k_sweep, seed)
   every = np.ones(cfg.posterior.num_posterior, bool)
   stack = jnp.broadcast_to(fit.theta_map, (cfg.posterior.num_posterior,) + fit.theta_map.shape)
-  map_cell, map_data = evaluate_cell(
-    ev, stack, every, x0, cfg.eval.cs, classifier, held, cfg.quality.k
+  map_cell, map_data = posterior_cells.evaluate_cell(
+    ev, stack, every, x0, classifier, held, cfg.quality.k
   )
   methods, data = {}, {}
   for name in cfg.posterior.samplers:
@@ -268,9 +234,11 @@ def run_seed(cfg, u, params, train, held, seed, k_post, k_sweep, x0, classifier,
 
 
 def points_of(seed_row, name, c):
-  pts = [(seed_row["map"]["digits_fd"], m_of(seed_row["map"], c))]
+  pts = [(seed_row["map"]["digits_fd"], posterior_cells.m_of(seed_row["map"], c))]
   pts += [
-    (cl["digits_fd"], m_of(cl, c)) for cl in seed_row["methods"][name]["cells"] if "digits_fd" in cl
+    (cl["digits_fd"], posterior_cells.m_of(cl, c))
+    for cl in seed_row["methods"][name]["cells"]
+    if "digits_fd" in cl
   ]
   return pts
 
@@ -308,7 +276,7 @@ def compare(rows, data, cfg, held_feats):
   return out
 
 
-def reach(rows, names, c=1 / 3):
+def reach(rows, names, c):
   """Per sampler: the lowest M_c reached (mean over seeds) and the digits-FD / η there."""
   out = {}
   for name in names:
@@ -316,8 +284,8 @@ def reach(rows, names, c=1 / 3):
     for row in rows:
       cells = [cl for cl in row["methods"][name]["cells"] if "digits_fd" in cl]
       if cells:
-        cl = min(cells, key=lambda x: (m_of(x, c), x["digits_fd"]))
-        best.append((m_of(cl, c), cl["digits_fd"], cl["eta"]))
+        cl = min(cells, key=lambda x: (posterior_cells.m_of(x, c), x["digits_fd"]))
+        best.append((posterior_cells.m_of(cl, c), cl["digits_fd"], cl["eta"]))
     if best:
       arr = np.asarray(best)
       out[name] = {
@@ -353,7 +321,7 @@ def plot_frontier(path, rows, names, cs, reference_fd):
   plotting.save(fig, path, dpi=100)
 
 
-def plot_eta(path, rows, names):
+def plot_eta(path, rows, names, c):
   fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
   colours = dict(zip(names, ("C0", "C3", "C2", "C1")))
   for name in names:
@@ -361,15 +329,17 @@ def plot_eta(path, rows, names):
       cells = [cl for cl in row["methods"][name]["cells"] if "digits_fd" in cl]
       eta = [cl["eta"] for cl in cells]
       kw = dict(color=colours[name], label=name if i == 0 else None)
-      axes[0].plot(eta, [m_of(cl, 1 / 3) for cl in cells], "o-", **kw)
+      axes[0].plot(eta, [posterior_cells.m_of(cl, c) for cl in cells], "o-", **kw)
       axes[1].plot(eta, [cl["digits_fd"] for cl in cells], "o-", **kw)
-  for a, t in zip(axes, ("M_1/3", "digits-FD")):
+  for a, t in zip(axes, (pipeline.m_label(c), "digits-FD")):
     a.set(xscale="log", xlabel="η (posterior standard deviations)", title=t)
   axes[0].legend(fontsize=8)
   plotting.save(fig, path, dpi=100)
 
 
 def summarise(results: dict, workdir: str) -> str:
+  c = pipeline.headline_c(results)
+  label = pipeline.m_label(c)
   lines = [
     f"outputs: {workdir}",
     f"train {results['train_seconds']:.0f}s, frontier {results['frontier_seconds']:.0f}s; "
@@ -378,47 +348,14 @@ def summarise(results: dict, workdir: str) -> str:
   for row in results["seeds"]:
     f = row["fit"]
     lines.append(
-      f"seed {row['seed']}: alpha {f['alpha_rule']} -> {row['alpha']:.4g}; MAP M_1/3 "
-      f"{m_of(row['map'], 1 / 3):.3f}, FD {row['map']['digits_fd']:.3f}; cells "
+      f"seed {row['seed']}: alpha {f['alpha_rule']} -> {row['alpha']:.4g}; MAP {label} "
+      f"{posterior_cells.m_of(row['map'], c):.3f}, FD {row['map']['digits_fd']:.3f}; cells "
       + ", ".join(f"{n} {len(m['cells'])}" for n, m in row["methods"].items())
     )
   for name, r in results["reach"].items():
-    lines.append(f"{name}: lowest M_1/3 {r['min_M']:.3f} at FD {r['fd']:.3f} (η {r['eta']})")
+    lines.append(f"{name}: lowest {label} {r['min_M']:.3f} at FD {r['fd']:.3f} (η {r['eta']})")
   lines += [v["verdict"] for v in results["comparison"].values()]
   return "\n".join(lines)
-
-
-class Setup(NamedTuple):
-  """What the frontier and subsets experiments share: data, the cached MAP, classifier, noise."""
-
-  train: np.ndarray
-  held: np.ndarray
-  ckpt: str
-  u: object
-  params: object
-  train_result: object
-  train_seconds: float
-  classifier: quality.DigitsClassifier
-  x0: jax.Array  # (S, N, D): model s generates from x0[s]
-  k_post: jax.Array
-  k_sweep: jax.Array
-
-
-def setup(cfg, workdir: str, dtype) -> Setup:
-  """Digits, the MAP (trained or restored from its checkpoint), the classifier, the noise x0."""
-  k_data, k_map, k_post, k_sweep = jax.random.split(jax.random.PRNGKey(cfg.seed), 4)
-  train, held, shape = images.load_images(cfg.data, k_data)
-  ckpt = os.path.abspath(
-    cfg.train.restore or cfg.train.checkpoint_dir or os.path.join(workdir, "checkpoints")
-  )
-  with common.Timer() as t_train:
-    u, params, res = images.train_map(cfg, train, shape, k_map, ckpt)
-  classifier = quality.load_classifier(
-    quality.get_config(cfg.quality.classifier), cache_dir=cfg.quality.cache_dir or None
-  )
-  shape_x0 = (cfg.posterior.num_posterior, cfg.eval.num_gen, train.shape[1])
-  x0 = jax.random.normal(jax.random.fold_in(k_sweep, 99), shape_x0, dtype)
-  return Setup(train, held, ckpt, u, params, res, t_train.seconds, classifier, x0, k_post, k_sweep)
 
 
 def run(cfg, workdir: str) -> dict:
@@ -426,7 +363,7 @@ def run(cfg, workdir: str) -> dict:
   os.makedirs(workdir, exist_ok=True)
   with common.x64(cfg.x64):
     dtype = jnp.float64 if cfg.x64 else jnp.float32
-    st = setup(cfg, workdir, dtype)
+    st = posterior_cells.setup(cfg, workdir, dtype)
     train, held, classifier = st.train, st.held, st.classifier
     held_feats = quality.features(classifier, held)
     n_ref = cfg.posterior.num_posterior * cfg.eval.num_gen
@@ -457,7 +394,7 @@ def run(cfg, workdir: str) -> dict:
       "frontier_seconds": t_front.seconds,
       "reference": reference,
       "seeds": rows,
-      "reach": reach(rows, names),
+      "reach": reach(rows, names, cfg.eval.headline_c),
       "comparison": compare(rows, data, cfg, held_feats),
     }
     plot_frontier(
@@ -467,7 +404,7 @@ def run(cfg, workdir: str) -> dict:
       cfg.frontier.cs,
       reference["heldout_subset_fd"],
     )
-    plot_eta(os.path.join(workdir, FIGURES[1]), rows, names)
+    plot_eta(os.path.join(workdir, FIGURES[1]), rows, names, cfg.eval.headline_c)
     common.write_json(os.path.join(workdir, common.RESULTS), results)
   return results
 

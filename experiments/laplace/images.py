@@ -25,7 +25,7 @@ import numpy as np
 
 from experiments import common, plotting
 from experiments.laplace import pipeline
-from memjax import data, memorisation, neighbours, nets, training, unet
+from memjax import data, neighbours, nets, training, unet
 
 # The default ``--config`` (see :func:`experiments.common.main`).
 CONFIG = os.path.join(os.path.dirname(__file__), "configs", "images.py")
@@ -150,11 +150,12 @@ def plot_grid(path, keep, gen_map, train, shape, k):
   plotting.save(fig, path, tight=dict(rect=(0.08, 0.0, 1.0, 1.0)))
 
 
-def plot_curves(path, rows, map_metrics, names):
-  """M_1/3, NN distance and held-out loss against η; memorisation against quality."""
+def plot_curves(path, rows, map_metrics, names, c):
+  """M_c (headline c), NN distance and held-out loss against η; memorisation against quality."""
   nn_dist = lambda m: m["nn_distance_to_heldout_mean"]
+  m_c = lambda m: pipeline.m_c(m, c)
   panels = (
-    ("M_1/3", pipeline.m_c),
+    (pipeline.m_label(c), m_c),
     ("mean NN distance to held-out", nn_dist),
     ("held-out-image FM loss", lambda m: m["heldout_fm_loss"]["mean"]),
   )
@@ -166,13 +167,11 @@ def plot_curves(path, rows, map_metrics, names):
   a = axes[3]
   for name in names:
     kept = [r[name] for r in rows if name in r]
-    a.plot(
-      [nn_dist(m) for m in kept], [pipeline.m_c(m) for m in kept], markers[name] + "-", label=name
-    )
-  a.plot([nn_dist(map_metrics)], [pipeline.m_c(map_metrics)], "k*", ms=10, label="MAP")
+    a.plot([nn_dist(m) for m in kept], [m_c(m) for m in kept], markers[name] + "-", label=name)
+  a.plot([nn_dist(map_metrics)], [m_c(map_metrics)], "k*", ms=10, label="MAP")
   a.set(
     xlabel="NN distance to held-out (quality cost →)",
-    ylabel="M_1/3",
+    ylabel=pipeline.m_label(c),
     title="memorisation vs quality",
   )
   a.legend(fontsize=8)
@@ -186,15 +185,15 @@ def summarise(results: dict, workdir: str) -> str:
       f"outputs: {workdir}\ntrained in {results['train_seconds']:.1f}s; checkpoint "
       f"{results['checkpoint_dir']}"
     )
-  m = results["map"]
+  m, c = results["map"], pipeline.headline_c(results)
+  label = pipeline.m_label(c)
   lines = [
     f"outputs: {workdir}",
     f"train {m['train_seconds']:.1f}s, sweep {results['sweep_seconds']:.1f}s; "
-    f"MAP M_1/3 = {pipeline.m_c(m):.3f}, "
+    f"MAP {label} = {pipeline.m_c(m, c):.3f}, "
     f"NN-dist to held-out = {m['nn_distance_to_heldout_mean']:.3f} "
     f"(train images: {results['reference_train_images_nn_distance_to_heldout']:.3f}); "
-    f"held-out real images M_1/3 = "
-    f"{m['baseline_true_samples']['memorisation']['M_c'][memorisation.c_label(1 / 3)]:.3f}",
+    f"held-out real images {label} = {pipeline.m_c(m['baseline_true_samples'], c):.3f}",
   ]
   for d in results["draws"]:
     f = d["fit"]
@@ -209,7 +208,7 @@ def summarise(results: dict, workdir: str) -> str:
     kept = [n for n in names if n in row]
     if not kept:
       continue
-    m_c = " / ".join(f"{n[0].upper()} {pipeline.m_c(row[n]):.3f}" for n in kept)
+    m_c = " / ".join(f"{n[0].upper()} {pipeline.m_c(row[n], c):.3f}" for n in kept)
     nn = " / ".join(f"{n[0].upper()} {row[n]['nn_distance_to_heldout_mean']:.3f}" for n in kept)
     failed = ", ".join(
       f"{n} {s['failed']}/{s['total']}"
@@ -217,7 +216,7 @@ def summarise(results: dict, workdir: str) -> str:
       if s["failed"] or "by_result" in s
     )
     lines.append(
-      f"η={row['eta']:g}: M_1/3 {m_c}; NN-dist {nn}; failed {failed} "
+      f"η={row['eta']:g}: {label} {m_c}; NN-dist {nn}; failed {failed} "
       f"({row['paired']['seconds']:.1f}s)"
     )
   return "\n".join(lines)
@@ -263,15 +262,16 @@ def run(cfg, workdir: str) -> dict:
     sweep = draws[0].sweep
     ref = extra(None, None, jnp.asarray(train, dtype))
     rows = sweep.rows
+    c = cfg.eval.headline_c
     paths = {
-      "M_1/3": ("memorisation", "M_c", memorisation.c_label(1 / 3)),
+      pipeline.m_label(c): pipeline.m_path(c),
       "nn_distance_to_heldout": ("nn_distance_to_heldout_mean",),
       "heldout_fm_loss": ("heldout_fm_loss", "mean"),
     }
     claims_fn = lambda r: pipeline.claims(r, paths, cfg.eval.compare)
     names = tuple(cfg.posterior.samplers)
     nn_path = ("nn_distance_to_heldout_mean",)
-    m13 = ("memorisation", "M_c", memorisation.c_label(1 / 3))
+    m13 = pipeline.m_path(c)
     results = {
       "config": cfg.to_dict(),
       "metric_notes": METRIC_NOTES,
@@ -296,7 +296,11 @@ def run(cfg, workdir: str) -> dict:
       os.path.join(workdir, FIGURES[0]), sweep.keep, sweep.gen_map, train, shape, cfg.eval.num_show
     )
     plot_curves(
-      os.path.join(workdir, FIGURES[1]), rows, sweep.map_metrics, tuple(cfg.posterior.samplers)
+      os.path.join(workdir, FIGURES[1]),
+      rows,
+      sweep.map_metrics,
+      tuple(cfg.posterior.samplers),
+      cfg.eval.headline_c,
     )
     common.write_json(os.path.join(workdir, common.RESULTS), results)
   return results

@@ -11,6 +11,7 @@ wires them and collects numbers.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -38,8 +39,9 @@ class Evaluator(NamedTuple):
     train: training set ``(N, D)`` in the posterior dtype (reference of the nn ratio).
     heldout_loss: ``thetas -> (S,)`` flow-matching loss on held-out triples.
     batch_loss: ``thetas -> (S,)`` curvature loss ``L`` on the frozen triples of the fit.
-    generate: ``(thetas, x0 (N, D)) -> sampling.SampleResult`` with fields ``(S, N, ...)``,
-      the same noise for every model.
+    memorise: ``(thetas, x0, keep (S,)) -> memorisation.StackMemorisation``: every model of
+      the stack generates from ``x0`` (``(N, D)`` shared or ``(S, N, D)`` per model) and the kept
+      models' successful samples are pooled (:func:`memjax.memorisation.stack_memorisation`).
     baseline_m_c: ``{c_label: M_c}`` of samples of the TRUE distribution (held-out data) under
       the same criterion against ``train``, reported beside every model's ``M_c``.
   """
@@ -47,8 +49,73 @@ class Evaluator(NamedTuple):
   train: jax.Array
   heldout_loss: Callable[[jax.Array], jax.Array]
   batch_loss: Callable[[jax.Array], jax.Array]
-  generate: Callable[[jax.Array, jax.Array], sampling.SampleResult]
+  memorise: Callable[..., memorisation.StackMemorisation]
   baseline_m_c: dict | None = None
+
+
+# Module-level compiled evaluators of a stack of flat subset parameters: the network ``apply_fn``
+# (and the generation settings) are static, the subset's frozen leaves, the triples and the stack
+# are traced, so a new fit, seed or subset at the same shapes reuses every program.
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _heldout_loss(apply_fn, subset, held, thetas):
+  return jax.vmap(lambda th: training.fm_loss(apply_fn, subset.merge(th), *held))(thetas)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _batch_loss(objective, data, thetas):
+  return jax.vmap(lambda th: objective(th, data))(thetas)
+
+
+def memorise_stack(apply_fn, subset, train, eval_cfg, thetas, x0, keep):
+  """Pooled memorisation of the kept models of a stack of flat subset parameters ``thetas``.
+
+  Args:
+    apply_fn: ``u(params, x, t)``.
+    subset: the :class:`memjax.curvature.ParamSubset` that ``thetas`` belong to.
+    train: the training set (reference of the ratio).
+    eval_cfg: ``cfg.eval`` (``gen_solver``, ``gen_rtol``, ``gen_atol``, ``cs``).
+    thetas: ``(S, P)``.
+    x0: noise ``(N, D)`` (shared) or ``(S, N, D)`` (model ``s`` from ``x0[s]``).
+    keep: ``(S,)`` bool.
+
+  Returns:
+    :class:`memjax.memorisation.StackMemorisation`.
+  """
+  return memorisation.stack_memorisation(
+    apply_fn,
+    curvature.merge_stack(subset, thetas),
+    x0,
+    train,
+    eval_cfg.cs,
+    keep=keep,
+    solver=eval_cfg.gen_solver,
+    rtol=eval_cfg.gen_rtol,
+    atol=eval_cfg.gen_atol,
+  )
+
+
+def make_evaluator(fit, train, held, eval_cfg, baseline_m_c=None) -> Evaluator:
+  """The :class:`Evaluator` of a fit: partial applications of module-level compiled functions.
+
+  Args:
+    fit: the :class:`memjax.laplace.LaplaceFit`.
+    train: training set ``(N, D)`` in the posterior dtype.
+    held: held-out triples ``(x1, x0, t)`` of the held-out FM loss.
+    eval_cfg: ``cfg.eval``.
+    baseline_m_c: ``{c_label: M_c}`` of true samples.
+
+  Returns:
+    :class:`Evaluator`.
+  """
+  return Evaluator(
+    train,
+    functools.partial(_heldout_loss, fit.apply_fn, fit.subset, held),
+    functools.partial(_batch_loss, fit.objective, fit.loss),
+    functools.partial(memorise_stack, fit.apply_fn, fit.subset, train, eval_cfg),
+    baseline_m_c,
+  )
 
 
 class Sweep(NamedTuple):
@@ -132,27 +199,9 @@ def fit_posterior(apply_fn, params, train, heldout, keys, posterior_cfg, eval_cf
     fit = tilt(fit)
   heldout = jnp.asarray(heldout, dtype)
   held = curvature.make_triples(k_held, heldout, eval_cfg.num_heldout_triples)
-  merge = fit.subset.merge
-
-  @jax.jit
-  def heldout_loss(thetas):
-    return jax.vmap(lambda th: training.fm_loss(fit.apply_fn, merge(th), *held))(thetas)
-
-  @jax.jit
-  def generate(thetas, x0):
-    return sampling.generate_multi(
-      fit.apply_fn,
-      jax.vmap(merge)(thetas),
-      x0,
-      solver=eval_cfg.gen_solver,
-      rtol=eval_cfg.gen_rtol,
-      atol=eval_cfg.gen_atol,
-    )
-
   base = memorisation.summary(memorisation.nn_ratio(heldout, train), eval_cfg.cs)
-  evaluator = Evaluator(
-    train, heldout_loss, jax.jit(jax.vmap(fit.loss_fn)), generate, dict(base["M_c"])
-  )
+  evaluator = make_evaluator(fit, train, held, eval_cfg, dict(base["M_c"]))
+  heldout_loss = evaluator.heldout_loss
   theta_params = fit.subset.theta
   values = np.asarray(fit.eig.values)
   alpha = float(fit.alpha)
@@ -174,7 +223,7 @@ def fit_posterior(apply_fn, params, train, heldout, keys, posterior_cfg, eval_cf
     "refine_tol": refine_tol,
     "prior_grad_norm": float(alpha * jnp.linalg.norm(fit.theta_map)),
     "refine_displacement": float(jnp.linalg.norm(fit.theta_map - theta_params)),
-    "loss_at_map": float(fit.loss_fn(fit.theta_map)),
+    "loss_at_map": float(evaluator.batch_loss(fit.theta_map[None])[0]),
     "heldout_fm_loss_map": float(heldout_loss(fit.theta_map[None])[0]),
     "baseline_true_samples": {"num": int(heldout.shape[0]), "memorisation": base},
     "alpha_rule": alpha_rule,
@@ -235,28 +284,26 @@ def draw_keys(key, d: int):
   return (jax.random.fold_in(keys[0], d), jax.random.fold_in(keys[1], d), keys[2])
 
 
-def evaluate_models(ev: Evaluator, thetas, ok, x0, cs, extra_metrics: ExtraMetrics):
+def evaluate_models(ev: Evaluator, thetas, ok, x0, extra_metrics: ExtraMetrics):
   """Metrics of the models ``thetas[ok]`` from a fixed-size stack ``thetas (S, P)``.
 
   Generation and losses run on the whole stack (static shapes: one compilation for every η
   and sampler); only the rows with ``ok`` enter the numbers. Returns ``(numbers, generated
   samples of the kept models (S_ok, N, D))``.
   """
-  gen = ev.generate(thetas, x0)
   ok = np.asarray(ok)
-  gen_ok = np.asarray(gen.success)[ok]
-  xs_models = np.asarray(gen.x)[ok]
-  xs = xs_models[gen_ok]  # pooled successful samples (M, D)
-  r = memorisation.nn_ratio(jnp.asarray(xs), ev.train)
+  stack = ev.memorise(thetas, x0, ok)
   out = {
     "num_models": int(ok.sum()),
-    "generation_solver": sampling.summarise(jax.tree.map(lambda a: np.asarray(a)[ok], gen)),
+    "generation_solver": sampling.summarise(
+      jax.tree.map(lambda a: np.asarray(a)[ok], stack.result)
+    ),
     "heldout_fm_loss": common.stats(np.asarray(ev.heldout_loss(thetas))[ok]),
     "curvature_loss": common.stats(np.asarray(ev.batch_loss(thetas))[ok]),
-    "memorisation": with_baseline(memorisation.summary(r, cs), ev.baseline_m_c),
+    "memorisation": with_baseline(stack.summary, ev.baseline_m_c),
   }
-  out.update(extra_metrics(thetas, ok, xs))
-  return out, xs_models
+  out.update(extra_metrics(thetas, ok, stack.pooled))
+  return out, np.asarray(stack.result.x)[ok]
 
 
 def with_baseline(summary: dict, baseline: dict | None) -> dict:
@@ -311,16 +358,21 @@ def run_eta_sweep(
   dtype = fit.theta_map.dtype
   x0 = jax.random.normal(k_x0, (cfg.eval.num_gen, ev.train.shape[1]), dtype)
   options = sampler_options(pc)
-  sample = jax.jit(
-    lambda eta: laplace.posterior_samples(
-      fit, eta, k_v, pc.num_posterior, samplers=names, mode=pc.mode, options=options
-    )
-  )
   rows, keep, velocities, corrections = [], {}, {}, {}
   geo = [n for n in names if n in GEODESIC_SAMPLERS]
   for eta in tqdm.tqdm(pc.etas, desc="eta sweep", disable=not cfg.progress):
     with common.Timer() as t_samp:
-      v, samples = jax.block_until_ready(sample(jnp.asarray(eta, dtype)))
+      v, samples = jax.block_until_ready(
+        laplace.posterior_samples(
+          fit,
+          jnp.asarray(eta, dtype),
+          k_v,
+          pc.num_posterior,
+          samplers=names,
+          mode=pc.mode,
+          options=options,
+        )
+      )
     diag = {name: sampler_diagnostics(fit, samples[name]) for name in names}
     ok = np.logical_and.reduce([np.asarray(samples[name].success) for name in names])
     excluded = int(ok.size - ok.sum())
@@ -358,9 +410,7 @@ def run_eta_sweep(
     if ok.any():
       keep[float(eta)] = {}
       for name in names:
-        row[name], gen = evaluate_models(
-          ev, samples[name].theta, ok, x0, cfg.eval.cs, extra_metrics
-        )
+        row[name], gen = evaluate_models(ev, samples[name].theta, ok, x0, extra_metrics)
         keep[float(eta)][name] = {"theta": np.asarray(samples[name].theta)[ok], "gen": gen}
     logging.info(
       "eta=%g: sampling %.1fs (%d excluded); held-out FM loss %s",
@@ -372,9 +422,9 @@ def run_eta_sweep(
     rows.append(row)
   theta_map_stack = jnp.broadcast_to(fit.theta_map, (pc.num_posterior,) + fit.theta_map.shape)
   one = np.arange(pc.num_posterior) == 0
-  map_metrics, gen_map = evaluate_models(ev, theta_map_stack, one, x0, cfg.eval.cs, extra_metrics)
+  map_metrics, gen_map = evaluate_models(ev, theta_map_stack, one, x0, extra_metrics)
   trained = jnp.broadcast_to(fit.subset.theta, theta_map_stack.shape)
-  trained_metrics, _ = evaluate_models(ev, trained, one, x0, cfg.eval.cs, extra_metrics)
+  trained_metrics, _ = evaluate_models(ev, trained, one, x0, extra_metrics)
   return Sweep(rows, map_metrics, keep, gen_map, trained_metrics, velocities, corrections)
 
 
@@ -438,7 +488,7 @@ def correction_agreement(draws, posterior_cfg) -> dict:
     v0 = jnp.asarray(draws[0].sweep.velocities[eta])
     row = {"eta": eta, "per_draw": []}
     for d, dr in enumerate(draws[1:], start=1):
-      res = laplace.riemannian(dr.fit.loss_fn, dr.fit.theta_map, v0, **options)
+      res = laplace.riemannian(dr.fit.objective, dr.fit.theta_map, v0, args=dr.fit.loss, **options)
       cd = np.asarray(res.theta) - np.asarray(dr.fit.theta_map)[None] - np.asarray(v0)
       ok = np.asarray(ok0) & np.asarray(res.success)
       cos = _cos(c0, cd)[ok]
@@ -515,7 +565,7 @@ def comparison(rows, key_path, baseline: str = "euclidean", candidate: str = "ri
   Args:
     rows: ``Sweep.rows``.
     key_path: path of the metric inside a sampler's row, e.g. ``("heldout_fm_loss", "mean")``
-      or ``("memorisation", "M_c", memorisation.c_label(1 / 3))``.
+      or ``("memorisation", "M_c", memorisation.c_label(c))``.
     baseline, candidate: sampler names.
 
   Returns:
@@ -562,17 +612,37 @@ def label(name: str) -> str:
   return f"{name.capitalize()} LA"
 
 
-def m_c(metrics: dict, c: float = 1 / 3) -> float:
+def headline_c(source) -> float:
+  """The headline ``c`` (``eval.headline_c``) of a config, or of the config stored in results."""
+  cfg = source["config"] if "config" in source else source
+  return float(cfg["eval"]["headline_c"])
+
+
+def m_label(c: float) -> str:
+  """Name of ``M_c`` in figures and claims: ``"M_1/3"`` for the papers' c = 1/3."""
+  return "M_1/3" if abs(c - 1 / 3) < 1e-12 else f"M_{memorisation.c_label(c)}"
+
+
+def m_path(c: float) -> tuple:
+  """Path of ``M_c`` inside a metrics dict."""
+  return ("memorisation", "M_c", memorisation.c_label(c))
+
+
+def m_c(metrics: dict, c: float) -> float:
   """``M_c`` of a metrics dict (``metrics["memorisation"]["M_c"]`` keyed by ``c_label(c)``)."""
   return metrics["memorisation"]["M_c"][memorisation.c_label(c)]
 
 
 def field_grid(apply_fn, subset, thetas, xs, ts):
   """``u_θs(x, t)`` on a grid for a stack of flat ``thetas``: returns ``(S, T, X)`` (1D fields)."""
+  return np.asarray(_field_grid(apply_fn, subset, thetas, xs, ts))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _field_grid(apply_fn, subset, thetas, xs, ts):
   tt, xx = jnp.meshgrid(ts, xs, indexing="ij")
   x, t = xx.reshape(-1, 1), tt.reshape(-1)
-  f = jax.vmap(lambda th: apply_fn(subset.merge(th), x, t)[:, 0].reshape(tt.shape))
-  return np.asarray(f(thetas))
+  return jax.vmap(lambda th: apply_fn(subset.merge(th), x, t)[:, 0].reshape(tt.shape))(thetas)
 
 
 def target_log_prob_fn(gmm):
@@ -619,7 +689,7 @@ def results_block(cfg, notes: dict, map_info: dict, draws, agreement, claims_fn)
   """The results every toy writes: config, metric notes, MAP, sweep, claims, trade-off, draws."""
   sweep = draws[0].sweep
   names = tuple(cfg.posterior.samplers)
-  hl, m13 = ("heldout_fm_loss", "mean"), ("memorisation", "M_c", memorisation.c_label(1 / 3))
+  hl, m13 = ("heldout_fm_loss", "mean"), m_path(cfg.eval.headline_c)
   return {
     "config": cfg.to_dict(),
     "metric_notes": notes,

@@ -18,7 +18,7 @@ import numpy as np
 
 from experiments import common, plotting
 from experiments.laplace import pipeline
-from memjax import data, memorisation, neighbours
+from memjax import data, neighbours
 
 # The default ``--config`` (see :func:`experiments.common.main`).
 CONFIG = os.path.join(os.path.dirname(__file__), "configs", "toy_2d.py")
@@ -41,12 +41,12 @@ def make_extra_metrics(gmm, test):
   return extra
 
 
-def plot(path, sweep, names, cs, train, truth):
+def plot(path, sweep, names, cs, train, truth, c):
   """Metrics against η, M_c over the c grid, and the generated samples at the largest η."""
   rows, map_metrics, keep = sweep.rows, sweep.map_metrics, sweep.keep
   fig = plt.figure(figsize=(16, 8))
   panels = (
-    ("M_1/3", pipeline.m_c),
+    (pipeline.m_label(c), lambda m: pipeline.m_c(m, c)),
     ("held-out FM loss", lambda m: m["heldout_fm_loss"]["mean"]),
     ("mean true log-likelihood", lambda m: m["true_log_likelihood_mean"]),
   )
@@ -102,10 +102,10 @@ METRIC_NOTES = {
 }
 
 
-def claim_paths() -> dict:
-  """The claims' metric paths (M at the papers' c = 1/3, squared criterion)."""
+def claim_paths(c: float) -> dict:
+  """The claims' metric paths (M at the headline c, squared criterion)."""
   return {
-    "M_1/3": ("memorisation", "M_c", memorisation.c_label(1 / 3)),
+    pipeline.m_label(c): pipeline.m_path(c),
     "heldout_fm_loss": ("heldout_fm_loss", "mean"),
   }
 
@@ -114,7 +114,7 @@ def make_claims(rows, cfg) -> dict:
   """The claims of :func:`claim_paths` plus the negated true log-likelihood (lower = better)."""
   names = tuple(cfg.posterior.samplers)
   compare = cfg.eval.compare
-  out = pipeline.claims(rows, claim_paths(), compare)
+  out = pipeline.claims(rows, claim_paths(cfg.eval.headline_c), compare)
   out["neg_true_log_likelihood"] = pipeline.comparison(
     [_negate_ll(r, names) for r in rows], ("neg_ll",), *compare
   )
@@ -124,9 +124,9 @@ def make_claims(rows, cfg) -> dict:
 def summarise(results: dict, workdir: str) -> str:
   """The MAP's M_1/3 beside the true-sample baseline, ||∇L||, and one line per claim."""
   del workdir
-  m = results["map"]
-  base = m["baseline_true_samples"]["memorisation"]["M_c"][memorisation.c_label(1 / 3)]
-  lines = [f"MAP M_1/3 = {pipeline.m_c(m):.3f} (true samples: {base:.3f})"]
+  m, c = results["map"], pipeline.headline_c(results)
+  base = pipeline.m_c(m["baseline_true_samples"], c)
+  lines = [f"MAP {pipeline.m_label(c)} = {pipeline.m_c(m, c):.3f} (true samples: {base:.3f})"]
   lines += pipeline.draw_and_claim_lines(results)
   return "\n".join(lines)
 
@@ -158,6 +158,7 @@ def run(cfg, workdir: str) -> dict:
       list(cfg.eval.cs),
       np.asarray(train),
       np.asarray(test),
+      cfg.eval.headline_c,
     )
     common.write_json(os.path.join(workdir, common.RESULTS), results)
   return results

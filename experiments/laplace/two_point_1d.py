@@ -9,6 +9,7 @@ velocity-field variance over posterior samples::
 
 from __future__ import annotations
 
+import functools
 import os
 
 import jax
@@ -18,7 +19,7 @@ import numpy as np
 
 from experiments import common, plotting
 from experiments.laplace import pipeline
-from memjax import data, memorisation, metrics
+from memjax import data, metrics
 
 # The default ``--config`` (see :func:`experiments.common.main`).
 CONFIG = os.path.join(os.path.dirname(__file__), "configs", "two_point_1d.py")
@@ -41,6 +42,12 @@ def kl_label(std: float) -> str:
   return f"std={float(std):g}"
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _symmetry(apply_fn, subset, xs, ts, thetas):
+  """Symmetry score of every model of a stack (compiled once per network and shapes)."""
+  return jax.vmap(lambda th: metrics.symmetry_score(apply_fn, subset.merge(th), xs, ts))(thetas)
+
+
 def make_extra_metrics(cfg, fit):
   """KL(target ‖ KDE) at several target widths, symmetry score and field variance of a stack of
   models."""
@@ -51,16 +58,9 @@ def make_extra_metrics(cfg, fit):
     for s in cfg.eval.kl_target_stds
   }
   grid = jnp.linspace(-cfg.data.m - 1.0, cfg.data.m + 1.0, 801, dtype=dtype)
-  sym_fn = jax.jit(
-    jax.vmap(
-      lambda th: metrics.symmetry_score(
-        fit.apply_fn, fit.subset.merge(th), g["xs_sym"], g["ts_sym"]
-      )
-    )
-  )
 
   def extra(thetas, ok, xs):
-    sym = np.asarray(sym_fn(thetas))[ok]
+    sym = np.asarray(_symmetry(fit.apply_fn, fit.subset, g["xs_sym"], g["ts_sym"], thetas))[ok]
     u = pipeline.field_grid(fit.apply_fn, fit.subset, thetas, g["xs"], g["ts"])[ok]
     x = jnp.asarray(xs[:, 0])
     kl = {
@@ -130,13 +130,13 @@ def plot_fields(path, fit, keep_eta, eta):
   plotting.save(fig, path, dpi=100)
 
 
-def plot_sweep(path, rows, map_metrics, names, kl_key):
+def plot_sweep(path, rows, map_metrics, names, kl_key, c):
   """Each metric against η for every sampler, with the MAP value dotted."""
   panels = (
     ("held-out (target) FM loss", lambda m: m["heldout_fm_loss"]["mean"]),
     (f"KL(target ‖ KDE), {kl_key}", lambda m: m["kl_target_vs_kde"][kl_key]),
     ("symmetry score E(θ)", lambda m: m["symmetry_score"]["mean"]),
-    ("M_1/3 (squared criterion)", pipeline.m_c),
+    (f"{pipeline.m_label(c)} (squared criterion)", lambda m: pipeline.m_c(m, c)),
     ("field variance (mean over grid)", lambda m: m["field_variance_mean"]),
   )
   fig, ax = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
@@ -170,7 +170,7 @@ def claim_paths(cfg) -> dict:
   }
   for s in cfg.eval.kl_target_stds:
     paths[f"kl_target_vs_kde[{kl_label(s)}]"] = ("kl_target_vs_kde", kl_label(s))
-  paths["M_1/3"] = ("memorisation", "M_c", memorisation.c_label(1 / 3))
+  paths[pipeline.m_label(cfg.eval.headline_c)] = pipeline.m_path(cfg.eval.headline_c)
   return paths
 
 
@@ -214,7 +214,7 @@ def run(cfg, workdir: str) -> dict:
     results = pipeline.results_block(cfg, METRIC_NOTES, map_info, draws, agreement, claims_fn)
     figs = [os.path.join(workdir, f) for f in FIGURES]
     kl_key = kl_label(cfg.data.target_std)
-    plot_sweep(figs[0], rows, sweep.map_metrics, names, kl_key)
+    plot_sweep(figs[0], rows, sweep.map_metrics, names, kl_key, cfg.eval.headline_c)
     if sweep.keep:
       eta_f = min(sweep.keep, key=lambda e: abs(e - cfg.eval.field_eta))
       plot_fields(figs[1], fit, sweep.keep[eta_f], eta_f)

@@ -44,6 +44,7 @@ import tqdm
 
 from memjax import (
   _checks,
+  curvature,
   denoisers,
   distributed,
   laplace,
@@ -617,31 +618,30 @@ def weight_space_lens(model: Model, gen: Generation, train, key, wcfg, mcfg, scf
   cs = memorisation.check_cs(tuple(mcfg.cs) + (mcfg.c,))
   m_c, per_sample, num_ok = {}, {}, {}
   for name, ps in post.items():
-    good = np.flatnonzero(np.asarray(ps.success))
-    num_ok[name] = int(len(good))
-    if not len(good):
+    good = np.asarray(ps.success)
+    num_ok[name] = int(good.sum())
+    if not num_ok[name]:
       m_c[name] = {memorisation.c_label(c): float("nan") for c in cs}
       per_sample[name] = np.full(len(gen.ok), np.nan)
       continue
-    stack = jax.vmap(lfit.subset.merge)(jnp.asarray(ps.theta)[good])
-    res = sampling.generate_multi(
+    # The whole stack generates (one compiled program for every sampler and call; failed posterior
+    # samples are stood in for by θ*); only the successful posterior samples are scored.
+    thetas = jnp.where(jnp.asarray(good)[:, None], ps.theta, lfit.theta_map[None, :])
+    stack = memorisation.stack_memorisation(
       model.apply_fn,
-      stack,
+      curvature.merge_stack(lfit.subset, thetas),
       noise,
+      flat,
+      cs,
+      keep=good,
       solver=scfg.solver,
       rtol=scfg.rtol,
       atol=scfg.atol,
       max_steps=scfg.max_steps,
     )
-    xs, codes = np.asarray(res.x), np.asarray(res.result)
-    good_x = (codes == 0) & np.all(np.isfinite(xs), axis=-1)
-    rs = np.full(codes.shape, np.nan)
-    for s in range(xs.shape[0]):
-      if good_x[s].any():
-        rs[s, good_x[s]] = np.asarray(memorisation.nn_ratio(jnp.asarray(xs[s][good_x[s]]), flat))
-    pooled = rs[good_x]
-    m_c[name] = {memorisation.c_label(c): float(np.mean(pooled <= c)) for c in cs}
-    frac = np.nanmean(np.where(good_x, rs <= mcfg.c, np.nan), axis=0)
+    m_c[name] = dict(stack.summary["M_c"])
+    rs = np.where(stack.generated, stack.ratios, np.nan)
+    frac = np.nanmean(np.where(stack.generated, rs <= mcfg.c, np.nan)[good], axis=0)
     per_sample[name] = _scatter(frac, gen.ok)
   return WeightSpace(
     float(wcfg.eta), m_c, per_sample, num_ok, int(wcfg.num_posterior), float(lfit.grad_norm)
