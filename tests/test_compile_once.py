@@ -182,6 +182,27 @@ def test_weight_space_workflow_second_seed_traces_nothing():
   assert traces.count == 0, f"a second seed re-traced {traces.count} time(s)"
 
 
+def _quartic(theta, args):
+  scale, centre = args
+  return scale * jnp.sum((theta - centre) ** 4) + 0.5 * jnp.sum(theta**2)
+
+
+def test_user_loss_with_args_compiles_once_across_data():
+  """``riemannian`` / ``fit_eigenpairs`` / ``refine_map`` with ``loss(θ, args)``: new args reuse."""
+  theta = jnp.zeros(3)
+  v = 0.1 * jnp.ones((2, 3))
+
+  def calls(args):
+    laplace.riemannian(_quartic, theta, v, args=args, rtol=1e-5, atol=1e-7)
+    laplace.fit_eigenpairs(_quartic, theta, 2, KEY, args=args)
+    return laplace.refine_map(_quartic, theta + 0.3, tol=1e-6, max_steps=5, args=args).theta
+
+  jax.block_until_ready(calls((jnp.asarray(1.0), jnp.ones(3))))
+  with _count_traces() as traces:
+    jax.block_until_ready(calls((jnp.asarray(2.0), -jnp.ones(3))))
+  assert traces.count == 0, f"new args re-traced {traces.count} time(s)"
+
+
 def test_map_rows_with_a_mesh_does_not_retrace():
   from memjax import distributed
 

@@ -199,6 +199,23 @@ def test_tilt_makes_both_losses_stationary():
   assert float(jnp.linalg.norm(jax.grad(t.linearised_loss_fn)(t.theta_map))) < 1e-10
 
 
+def test_tilt_is_idempotent_and_with_prior_keeps_a_tilted_fit_stationary():
+  _, _, lfit = _mlp_fit()
+  t = laplace.tilt(lfit)
+  tt = laplace.tilt(t)
+  np.testing.assert_allclose(tt.loss.tilt_grad, t.loss.tilt_grad, rtol=1e-12)
+  # A new prior after the tilt re-tilts (the gradient of the new prior term at θ* is α'θ*).
+  p = laplace.with_prior(t, 3.0 * float(lfit.alpha))
+  assert float(p.grad_norm) < 1e-10
+  assert float(jnp.linalg.norm(jax.grad(p.loss_fn)(p.theta_map))) < 1e-10
+  # The tilted loss is L(θ) − g₀ᵀ(θ − θ*) with g₀ the untilted gradient at θ* (dense check).
+  th = p.theta_map + 0.01
+  untilted = laplace.with_prior(lfit, 3.0 * float(lfit.alpha))
+  g0 = jax.grad(untilted.loss_fn)(p.theta_map)
+  expect = untilted.loss_fn(th) - jnp.dot(g0, th - p.theta_map)
+  np.testing.assert_allclose(p.loss_fn(th), expect, rtol=1e-12)
+
+
 # --- Pathological curvature: each failure detected and reported, never returned as a sample.
 
 
