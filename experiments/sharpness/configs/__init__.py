@@ -23,6 +23,7 @@ def sail_section(**fields) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(
     dict(
       objective="official",
+      direction="eps",
       **fields,
       alpha=0.05,
       threshold_rel=0.75,
