@@ -347,3 +347,15 @@ def test_rejection_control_matches_brute_force_and_sail_loss_terms():
     sharpness.rejection_control(g, x0, step_cost=0)
   with pytest.raises(ValueError, match="`threshold`"):
     sharpness.rejection_control(g, x0, threshold=float("nan"))
+
+
+def test_match_noise_level_vp_t0_in_linear_fm_as_documented():
+  """paths.match_noise_level's docstring numbers: VP t0 = 0.05 → σ/ψ = 0.17414, FM t = 0.85169."""
+  from experiments import common
+
+  with common.x64(True):
+    vp, fm = paths.get_schedule("vp_linear"), paths.linear_fm()
+    r = float(paths.noise_to_signal(vp, jnp.float64(0.05)))
+    t = float(paths.match_noise_level(jnp.float64(0.05), vp, fm))
+  assert abs(r - 0.17414) < 5e-6 and abs(t - 0.85169) < 5e-6
+  np.testing.assert_allclose(t, 1 / (1 + r), rtol=1e-12)
