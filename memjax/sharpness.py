@@ -24,11 +24,16 @@ both evaluated at the first sampling step and averaged over ``n`` generations.
 SAIL (sharpness-aware initialisation) minimises over the initial noise ``x_T``, by default in
 the form of the authors' released code (unit step, unsquared norms),
 
-    L(x_T) = ||g(y + g(y)/||g(y)||)|| + α ||x_T||,     y = state_fn(x_T),
+    L(x_T) = ||g(y + δ g(y)/||g(y)||)|| + α ||x_T||,     y = state_fn(x_T),
 
-with ``g = s^Δ(·, t_s, c)`` evaluated at the state ``y`` the sampler reaches at ``t_s`` from
-``x_T`` (on-distribution), in rounds of 10 Adam steps (lr 0.05) with re-seeding of latents not
-below the threshold and a threshold that rises every 3 rounds. The finite-difference objective
+with ``g`` the ε-difference ``ε̂(y, c) − ε̂(y, ∅) = −σ_t s^Δ`` (:func:`sail_field`; the released
+code's direction — with ``g = +s^Δ`` the loss has false minima) evaluated at the state ``y``, in
+rounds of 10 Adam steps (lr 0.05) with re-seeding of latents not below the threshold and a
+threshold that rises every 3 rounds (:data:`SD_V1`: 8.2 + 0.1, α = 0.05, δ = 1 on SD's
+16,384-dim latent; rescale them for another dimension). ``project=True`` keeps the iterates on
+the typical shell ``||x|| = √D`` (:func:`project_to_shell`). Re-seeding makes SAIL partly
+rejection sampling; :func:`rejection_control` is its control without gradients (plain noise
+re-drawn under the same loss and threshold, at equal compute). The finite-difference objective
 ``||g(x + δg(x)) − g(x)||² + α||x||²`` (``≈ δ²||H^Δ s^Δ||² − 2α log N(x; 0, I)``) is kept as
 ``objective="finite_difference"``.
 
