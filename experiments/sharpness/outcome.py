@@ -244,7 +244,7 @@ def run(cfg, workdir: str) -> dict:
       base = conf.get_config(cfg.variant)
       base.seed = int(s)
       base.progress = False
-      for key, value in cfg.overrides.items():
+      for key, value in cfg.overrides:
         node = base
         *parts, leaf = key.split(".")
         for p in parts:

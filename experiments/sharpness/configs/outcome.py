@@ -24,8 +24,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.bootstrap = 500
   c.reuse = True  # reuse a seed's results.json + sail_arms.npz already in the workdir
   # M_c uses the experiment's own detect.mem_c (1/3 by default).
-  # Overrides of the experiment's config (dotted keys); none by default.
-  c.overrides = ml_collections.ConfigDict()
+  # Overrides of the experiment's config, (dotted key, value) pairs; none by default.
+  c.overrides = ()
+  if arg == "toy":
+    # Sized for a 2-core CPU (fixed before running): the toy's SAIL state is the Euler state at
+    # t_s = 0.5, so every loss evaluation runs num_steps/2 Euler steps — 500 latents, a 40-step
+    # sampler and 6 rounds (60 Adam steps; the control's budget is 180 draws).
+    c.overrides = (("sample.num_samples", 500), ("sample.num_steps", 40), ("sail.max_iters", 60))
   if c.variant == "smoke":
     c.seeds = (0, 1)
     c.bootstrap = 20
