@@ -183,8 +183,11 @@ def sail_settings(sail_cfg, g, x0, state_fn=None, cond=None) -> dict:
   sharpness allowance ``τ_SD = 1.8``, rise 0.1 every 3 rounds):
   ``δ = δ_SD √(D / D_SD)`` (the same fraction of ``||x|| ≈ √D``);
   ``τ = threshold_rel × median_n S(x0_n)`` (``S`` the sharpness term of the plain noise, with that
-  ``δ``); ``α = (α_SD √D_SD / τ_SD) τ / √D`` (the prior term at the typical radius is the same
-  multiple, 6.4/1.8 = 3.56, of the allowance as in SD); ``thr_0 = α √D + τ``, rising by
+  ``δ``); ``alpha_rule="value"``: ``α = (α_SD √D_SD / τ_SD) τ / √D`` (the prior term at the
+  typical radius is the same multiple, 6.4/1.8 = 3.56, of the allowance as in SD);
+  ``alpha_rule="fluctuation"``: ``α = α_SD τ / τ_SD`` (the spread of ``α||x||`` over draws,
+  ``≈ α/√2`` in any ``D``, is the same fraction of the allowance as in SD, where it is
+  0.035/1.8); ``thr_0 = α √D + τ``, rising by
   ``0.1 τ/τ_SD`` every 3 rounds. At ``D = D_SD`` and ``τ = 1.8`` these are SD's numbers.
   ``"relative"``: memjax's earlier adaptation (``alpha``, ``delta`` as given; threshold
   ``threshold_rel`` × the median plain-noise loss, rising ``threshold_rise`` relatively).
@@ -210,7 +213,13 @@ def sail_settings(sail_cfg, g, x0, state_fn=None, cond=None) -> dict:
   )
   tau = float(sail_cfg.threshold_rel * np.median(np.asarray(s0)))
   rho = sd["alpha"] * np.sqrt(sd["dim"]) / TAU_SD
-  alpha = float(rho * tau / np.sqrt(dim))
+  alpha_rule = sail_cfg.get("alpha_rule", "value")
+  if alpha_rule == "value":  # the prior's VALUE at the typical radius: α√D = 3.56 τ
+    alpha = float(rho * tau / np.sqrt(dim))
+  elif alpha_rule == "fluctuation":  # its spread over draws, α·std||x|| ≈ α/√2, relative to τ
+    alpha = float(sd["alpha"] * tau / TAU_SD)
+  else:
+    raise ValueError(f"`sail.alpha_rule` must be 'value' or 'fluctuation'; got {alpha_rule!r}.")
   kw = dict(base, alpha=alpha, delta=delta, threshold=alpha * np.sqrt(dim) + tau)
   kw.update(
     threshold_step=sd["threshold_step"] * tau / TAU_SD, rounds_per_rise=sd["rounds_per_rise"]
@@ -222,7 +231,8 @@ def sail_settings(sail_cfg, g, x0, state_fn=None, cond=None) -> dict:
     "delta": delta,
     "tau": tau,
     "alpha": alpha,
-    "prior_to_allowance": float(rho),
+    "alpha_rule": alpha_rule,
+    "prior_to_allowance": float(alpha * np.sqrt(dim) / tau),
     "threshold_0": float(kw["threshold"]),
     "threshold_step": float(kw["threshold_step"]),
     "median_sharpness_term_plain": float(np.median(np.asarray(s0))),

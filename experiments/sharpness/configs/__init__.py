@@ -28,9 +28,12 @@ def sail_section(**fields) -> ml_collections.ConfigDict:
     median sharpness term ``S = ||g(y + δĝ)||`` of the plain noise being optimised (SD: 1.8 = 8.2 −
     0.05·128); ``α = 3.56 τ/√D`` so that the prior term at the typical radius is 3.56× the
     allowance, as in SD (6.4 vs 1.8); threshold ``α√D + τ`` rising ``0.1 τ/1.8`` every 3 rounds
-    (SD: 8.2 + 0.1 every 3 failed rounds). ``"relative"``: memjax's earlier rule (α = 0.05, δ = 1,
-    threshold 0.75 × the median plain-noise loss rising 1.25 % per 3 rounds); ``"absolute"``: SD's
-    raw 8.2 / +0.1 / α = 0.05 / δ = 1.
+    (SD: 8.2 + 0.1 every 3 failed rounds). ``alpha_rule="fluctuation"`` (added after the first
+    outcome runs showed the value rule makes acceptance mostly a test of ``||x||`` at small D):
+    ``α = 0.05 τ/1.8``, so that the spread of ``α||x||`` over draws (``≈ α/√2`` in any D) is the
+    same fraction of the allowance as in SD (0.035 vs 1.8). ``"relative"``: memjax's earlier rule
+    (α = 0.05, δ = 1, threshold 0.75 × the median plain-noise loss rising 1.25 % per 3 rounds);
+    ``"absolute"``: SD's raw 8.2 / +0.1 / α = 0.05 / δ = 1.
   * Rounds: Adam lr 0.05, 10 steps per round, non-accepted latents re-seeded, 200 steps in all.
   * Arms on the same plain noise: ``sail`` (ε-difference), ``sail_score`` (``g = s^Δ``),
     ``sail_shell`` (ε-difference, iterates projected onto ``||x|| = √D``), ``rejection`` (no
@@ -45,6 +48,7 @@ def sail_section(**fields) -> ml_collections.ConfigDict:
       direction="eps",
       **fields,
       settings="sd_scaled",
+      alpha_rule="value",
       state="initial",
       alpha=0.05,
       delta=1.0,
