@@ -117,3 +117,15 @@ def test_outcome_bootstrap_and_verdict_on_synthetic_arms():
   v = outcome.verdict(agg)
   assert v["sail_shell"].startswith("lower M_c than the rejection control but worse quality")
   assert v["sail"].startswith("does not beat")
+
+
+def test_outcome_fast_fd_equals_the_library_fd():
+  from experiments.sharpness import outcome
+  from memjax import metrics
+
+  rng = np.random.default_rng(1)
+  a = rng.standard_normal((120, 8))
+  b = rng.standard_normal((90, 8)) @ rng.standard_normal((8, 8)) + 0.3
+  np.testing.assert_allclose(
+    outcome.fd_fast(a, *outcome.held_stats(b)), metrics.frechet_distance(a, b), rtol=1e-9
+  )
