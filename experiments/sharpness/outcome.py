@@ -179,7 +179,20 @@ def aggregate(raws: list, results: list, cfg) -> dict:
           for x, y in zip(table[a]["digits_fd_per_seed"], table["rejection"]["digits_fd_per_seed"])
         ]
       paired[f"{a}_minus_rejection"] = d
-  return {"arms": table, "paired_vs_rejection": paired}
+  vs_plain = {}
+  for a in arms:
+    if a == "plain":
+      continue
+    d = {}
+    d["M_c"], d["M_c_ci"] = _boot_paired(per[a]["ratio"], per["plain"]["ratio"], nb, rng, mem)
+    if digits:
+      d["digits_fd_per_seed"] = [
+        x - y for x, y in zip(table[a]["digits_fd_per_seed"], table["plain"]["digits_fd_per_seed"])
+      ]
+    else:
+      d["nn_dist"], d["nn_dist_ci"] = _boot_paired(per[a]["nn"], per["plain"]["nn"], nb, rng)
+    vs_plain[f"{a}_minus_plain"] = d
+  return {"arms": table, "paired_vs_rejection": paired, "paired_vs_plain": vs_plain}
 
 
 def verdict(agg: dict) -> dict:
