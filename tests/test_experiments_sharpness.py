@@ -1,6 +1,7 @@
 """Sharpness experiments' :smoke configs run end to end in-process (training, sharpness, SAIL)."""
 
 import numpy as np
+import pytest
 from smoke import run_smoke
 
 
@@ -129,3 +130,12 @@ def test_outcome_fast_fd_equals_the_library_fd():
   np.testing.assert_allclose(
     outcome.fd_fast(a, *outcome.held_stats(b)), metrics.frechet_distance(a, b), rtol=1e-9
   )
+
+
+@pytest.mark.slow
+def test_outcome_toy_smoke(tmp_path):
+  res = run_smoke("sharpness.outcome", tmp_path, "toy_smoke")
+  assert set(res["arms"]) == {"plain", "sail", "sail_score", "sail_shell", "rejection"}
+  assert set(res["verdict"]) == {"plain", "sail", "sail_score", "sail_shell"}
+  for a in res["arms"].values():
+    assert a["M_c_ci"][0] <= a["M_c"] <= a["M_c_ci"][1]

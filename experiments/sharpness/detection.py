@@ -5,14 +5,17 @@ Prompts are conditioning labels of a :class:`memjax.nets.CondMLPField`. Half the
 small share of all data); the other half have ``per_normal`` distinct images of a digit class
 (the ``j``-th prompt of each kind uses class ``j % 10``, so classes hold both kinds). Each prompt
 generates ``n`` images with classifier-free guidance from fresh noise. Each detector (Wen et al.
-``||ε̂(x,c) − ε̂(x,∅)||``, its velocity analogue, and the authors' ``||H^Δ s^Δ||``, unsquared as in
-their code) is evaluated at the sampler's state at the fixed, SNR-matched detection time
-(:func:`experiments.sharpness.pipeline.detection_time`), averaged over the ``n`` generations
-(:func:`memjax.sharpness.averaged_over_generations`: the mean of the norms) and prompts are ranked
+``||ε̂(x,c) − ε̂(x,∅)||``, its velocity analogue, and the authors' ``||H^Δ s^Δ||`` — averaged
+unsquared as in their code, ``hs_norm``, and squared as in the paper, ``hs_sq``) is evaluated at
+the fixed, SNR-matched detection time (:func:`experiments.sharpness.pipeline.detection_time`) on
+the initial latent at that noise level, ``(1 − t) x0`` (``detect.state="euler"``: the sampler's
+state after the guided steps), averaged over the ``n`` generations
+(:func:`memjax.sharpness.averaged_over_generations`) and prompts are ranked
 (:func:`memjax.metrics.per_prompt_detection`). Also reported: the within-class AUROC (memorised vs
 normal prompts of the same digit class, averaged over classes), the per-sample ranking (``n = 1``)
 for contrast, and the measured memorised fraction of each group's generations. Toy numbers: not
-comparable with Stable Diffusion's (64-dim pixels, an MLP, 40 prompts)::
+comparable with Stable Diffusion's (64-dim pixels, an MLP, 40 prompts). SAIL's arms and the
+rejection control run on the memorised prompts' noise (:func:`run_sail`)::
 
   python -m experiments.sharpness.detection --config=experiments/sharpness/configs/detection.py
 """

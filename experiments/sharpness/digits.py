@@ -9,11 +9,16 @@ against the distinct training images are memorised (the papers' squared criterio
 (:func:`experiments.sharpness.pipeline.detection_time`, FM ``t ≈ 0.071``; the sampler's state
 there): Wen et al. ``||ε̂(x,c) − ε̂(x,∅)||``, its velocity analogue and ``||H^Δ s^Δ||²``, ranked
 PER SAMPLE (n = 1, both labels pooled) and within label 1 — the per-prompt protocol is
-``experiments/sharpness/detection.py``. SAIL (label-1 noise, :func:`memjax.sharpness.sail`,
-official objective ``||s^Δ(y + ŝ^Δ)|| + α||x||`` at the on-distribution state ``y`` the guided
-sampler reaches at ``t_s`` from ``x``, rounds with re-seeding, threshold relative to the
-plain-noise loss); non-converged latents are discarded and counted; M_c and a quality proxy (mean
-distance to the nearest HELD-OUT image of the class) are compared with plain noise::
+``experiments/sharpness/detection.py``; detectors score the initial latent at the noise level of
+that time, ``(1 − t) x0`` (``detect.state="euler"``: the guided Euler state). SAIL on label-1 noise
+(:func:`experiments.sharpness.pipeline.sail_arms`, settings of ``configs/__init__.py``): the
+released loss with the ε-difference ``g`` (``sail``), ``g = s^Δ`` (``sail_score``), iterates
+projected onto ``||x|| = √D`` (``sail_shell``) and the rejection control (``rejection``: plain noise
+re-drawn under the same loss and threshold, no gradients, equal compute), all from the same plain
+noise; per arm on ACCEPTED latents: M_c, ``||x_T||²/D``, compute and quality (distance to the
+nearest held-out image of the class; digits-FD / precision / recall of
+:mod:`experiments.laplace.quality`'s classifier features on equal-size subsets). Per-sample arrays
+go to ``sail_arms.npz`` for :mod:`experiments.sharpness.outcome`::
 
   python -m experiments.sharpness.digits --config=experiments/sharpness/configs/digits.py
   python -m experiments.sharpness.digits --config=experiments/sharpness/configs/digits.py:smoke \

@@ -4,10 +4,11 @@ Training set: ``num_train`` draws of ``0.05 N(μ_s, 0.01²I) + 0.95 N(0, I)`` wh
 sharp-mode draw is ONE duplicated point. An unconditional FM model is trained; generated samples
 are labelled memorised when ``d1/d2 ≤ 1/3`` against the distinct training points. Along each
 Euler trajectory we measure the spectrum of ``½(H + Hᵀ)``, ``tr H`` and ``||s||²`` and score
-detection (AUROC, TPR@1%FPR). SAIL (:func:`memjax.sharpness.sail`, official objective by
-default) optimises the noise on ``L(x0) = ||g(y + ĝ(y))|| + α||x0||`` with ``g = s(·, t_s)`` at
-``y = Φ_{0→t_s}(x0)``, the state the Euler flow reaches at ``t_s`` (on-distribution), in rounds
-with re-seeding; latents that never reach the threshold are discarded (and counted)::
+detection (AUROC, TPR@1%FPR). SAIL arms (:func:`experiments.sharpness.pipeline.sail_arms`):
+``g`` the ε-prediction ``−σ s(·, t_s)`` (``sail``), ``g = s`` (``sail_score``), iterates projected
+onto ``||x|| = √D`` (``sail_shell``) and the rejection control (``rejection``), evaluated at
+``y = Φ_{0→t_s}(x0)``, the Euler state at ``t_s``; per arm on accepted latents: M_c,
+``||x_T||²/D``, compute and the mean distance to fresh draws of the true mixture::
 
   python -m experiments.sharpness.toy --config=experiments/sharpness/configs/toy.py
   python -m experiments.sharpness.toy --config=experiments/sharpness/configs/toy.py:smoke \
