@@ -577,8 +577,9 @@ def time_at_noise_to_signal(schedule: Schedule, ratio, num_iters: int = 100) -> 
 def match_noise_level(t, src: Schedule, dst: Schedule) -> jax.Array:
   """The time of ``dst`` with the noise level ``σ/ψ`` of time ``t`` of ``src``.
 
-  The way to carry a setting such as FLIPD's ``t0`` across schedules: VP ``t0 = 0.05`` has
-  ``σ/ψ ≈ 0.178``, which is linear-FM ``t ≈ 0.849`` (``t = 1/(1 + σ/ψ)``), not ``1 − 0.05``.
+  The way to carry a setting such as FLIPD's ``t0`` across schedules: VP ``t0 = 0.05``
+  (:func:`vp_linear` with its default β ∈ [0.1, 20]) has ``σ/ψ = 0.17414``, which is linear-FM
+  ``t = 0.85169`` (``t = 1/(1 + σ/ψ)``), not ``1 − 0.05``.
 
   Args:
     t: time(s) of ``src``.

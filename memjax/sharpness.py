@@ -24,11 +24,16 @@ both evaluated at the first sampling step and averaged over ``n`` generations.
 SAIL (sharpness-aware initialisation) minimises over the initial noise ``x_T``, by default in
 the form of the authors' released code (unit step, unsquared norms),
 
-    L(x_T) = ||g(y + g(y)/||g(y)||)|| + α ||x_T||,     y = state_fn(x_T),
+    L(x_T) = ||g(y + δ g(y)/||g(y)||)|| + α ||x_T||,     y = state_fn(x_T),
 
-with ``g = s^Δ(·, t_s, c)`` evaluated at the state ``y`` the sampler reaches at ``t_s`` from
-``x_T`` (on-distribution), in rounds of 10 Adam steps (lr 0.05) with re-seeding of latents not
-below the threshold and a threshold that rises every 3 rounds. The finite-difference objective
+with ``g`` the ε-difference ``ε̂(y, c) − ε̂(y, ∅) = −σ_t s^Δ`` (:func:`sail_field`; the released
+code's direction — with ``g = +s^Δ`` the loss has false minima) evaluated at the state ``y``, in
+rounds of 10 Adam steps (lr 0.05) with re-seeding of latents not below the threshold and a
+threshold that rises every 3 rounds (:data:`SD_V1`: 8.2 + 0.1, α = 0.05, δ = 1 on SD's
+16,384-dim latent; rescale them for another dimension). ``project=True`` keeps the iterates on
+the typical shell ``||x|| = √D`` (:func:`project_to_shell`). Re-seeding makes SAIL partly
+rejection sampling; :func:`rejection_control` is its control without gradients (plain noise
+re-drawn under the same loss and threshold, at equal compute). The finite-difference objective
 ``||g(x + δg(x)) − g(x)||² + α||x||²`` (``≈ δ²||H^Δ s^Δ||² − 2α log N(x; 0, I)``) is kept as
 ``objective="finite_difference"``.
 
@@ -50,6 +55,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from memjax import _checks, linalg, paths
@@ -345,12 +351,70 @@ def averaged_over_generations(metric: Callable[[Array], Array], xs: Array) -> Ar
 #: The SAIL objectives of :func:`sail`.
 OBJECTIVES = ("official", "finite_difference")
 
+#: The directions of the guidance field ``g`` for SAIL (:func:`sail_field`).
+DIRECTIONS = ("eps", "score")
+
+#: The settings of the authors' released Stable Diffusion v1 code (``mitigate_mem.py`` and
+#: ``local_model/pipe.py`` of the official repository): latent dimension ``4·64·64``, prior weight
+#: ``α``, unit step ``δ``, Adam ``lr``, steps per round, the absolute threshold ``8.2`` and its rise
+#: ``+0.1`` every 3 failed rounds (the initial latents are re-drawn from a new seed only at those
+#: rises; in between a failed round restarts from the same seeded latents). Stable Diffusion v2
+#: uses ``α = 0.01``.
+SD_V1 = dict(
+  dim=16384,
+  alpha=0.05,
+  delta=1.0,
+  lr=0.05,
+  steps_per_round=10,
+  threshold=8.2,
+  threshold_step=0.1,
+  rounds_per_rise=3,
+)
+
 
 def _safe_norm(v: Array) -> Array:
   """``||v||`` with a finite gradient at ``v = 0`` (where it is 0)."""
   sq = jnp.sum(v**2)
   pos = sq > 0
   return jnp.where(pos, jnp.sqrt(jnp.where(pos, sq, 1.0)), 0.0)
+
+
+def sail_field(
+  score_delta_fn: Callable[[Array], Array], sigma, direction: str = "eps"
+) -> Callable[[Array], Array]:
+  """The guidance field ``g`` SAIL steps along: the ε-difference (default) or ``s^Δ`` itself.
+
+  ``direction="eps"``: ``g(y) = ε̂(y, c) − ε̂(y, ∅) = −σ_t s^Δ(y)`` (``ε̂ = −σ_t s``), the field the
+  authors' released Stable Diffusion v1 code uses (their ``c_pred − uc_pred`` of the ε-network),
+  so :func:`sail_objective_official`'s unit step goes along ``−ŝ^Δ``. ``direction="score"``:
+  ``g = s^Δ``, a step along ``+ŝ^Δ``. The two differ by the sign of the step (and the factor
+  ``σ_t``): with ``s^Δ(y) = −y`` in 1-D the official loss is ``σ_t(|y| + 1)`` (``y ≠ 0``) for
+  ``"eps"``, minimised only at 0, and ``||y| − 1|`` for ``"score"``, with false minima on
+  ``|y| = 1``.
+
+  Args:
+    score_delta_fn: ``y (D,) -> s^Δ(y) (D,)`` at the SAIL time ``t_s`` (or the score ``s(y, t_s)``
+      of an unconditional model, whose ε-prediction is ``−σ_t s``).
+    sigma: ``σ(t_s) > 0`` of the schedule (only used with ``"eps"``).
+    direction: ``"eps"`` or ``"score"``.
+
+  Returns:
+    ``g: y (D,) -> (D,)``.
+
+  Raises:
+    ValueError: if ``direction`` is unknown or ``sigma`` is not positive.
+
+  References:
+    Jeon et al., "Understanding and Mitigating Memorization in Generative Models via Sharpness of
+    Probability Landscapes", arXiv:2412.04140.
+  """
+  if direction not in DIRECTIONS:
+    raise ValueError(f"`direction` must be one of {DIRECTIONS}; got {direction!r}.")
+  if direction == "score":
+    return score_delta_fn
+  if _checks.is_concrete(sigma):
+    _checks.check_positive("sigma", float(sigma))
+  return lambda y: -sigma * score_delta_fn(y)
 
 
 def sail_objective(g: Callable[[Array], Array], x: Array, alpha: float, delta: float) -> Array:
@@ -379,10 +443,12 @@ def sail_objective_official(
   """The released SAIL loss ``||g(x + δ g(x)/||g(x)||)|| + α ||x||`` (unsquared norms, ``δ = 1``).
 
   With ``g = s^Δ`` this is ``||s^Δ + δ H^Δ ŝ^Δ + O(δ²)||``: the guidance signal one unit step
-  along itself. Note: the released SD v1 code uses the ε-difference ``ε̂_c − ε̂_∅ = −σ_t s^Δ`` for
-  ``g`` (so its step goes along ``−ŝ^Δ`` and its norm is ``σ_t ||s^Δ||``); pass that field to
-  reproduce it. The code also computes the step direction once per round at the round's first
-  latent; here (as in the paper's Algorithm 2) it is recomputed at every iterate.
+  along itself. The released SD v1 code uses the ε-difference ``ε̂_c − ε̂_∅ = −σ_t s^Δ`` for
+  ``g`` (so its step goes along ``−ŝ^Δ`` and its norm is ``σ_t ||s^Δ||``): build it with
+  :func:`sail_field` (``direction="eps"``, the default there). With ``g = +s^Δ`` the loss has
+  false minima (``s^Δ = −y`` in 1-D: zeros on ``|y| = 1``). The code also computes the step
+  direction once per round at the round's first latent; here (as in the paper's Algorithm 2) it
+  is recomputed at every iterate.
 
   Args:
     g: the guidance field ``x (D,) -> (D,)``.
@@ -402,14 +468,117 @@ def sail_objective_official(
   return _safe_norm(g(x + delta * step)) + alpha * _safe_norm(x)
 
 
+def _sharpness_term(objective, g, state_fn, x, delta):
+  """The sharpness part of the SAIL loss of latent ``x`` (``g`` at the state ``state_fn(x)``)."""
+  y = x if state_fn is None else state_fn(x)
+  if objective == "official":
+    return sail_objective_official(g, y, 0.0, delta)
+  return sail_objective(g, y, 0.0, delta)
+
+
 def _sail_loss(objective, g, state_fn, x, alpha, delta):
   """The SAIL loss of latent ``x``: ``g`` is evaluated at the state ``state_fn(x)``; the prior term
   stays on ``x``."""
-  y = x if state_fn is None else state_fn(x)
-  prior_sq = jnp.sum(x**2)
-  if objective == "official":
-    return sail_objective_official(g, y, 0.0, delta) + alpha * _safe_norm(x)
-  return sail_objective(g, y, 0.0, delta) + alpha * prior_sq
+  prior = _safe_norm(x) if objective == "official" else jnp.sum(x**2)
+  return _sharpness_term(objective, g, state_fn, x, delta) + alpha * prior
+
+
+def _check_sail_args(x0, objective, counts, positives, alpha, threshold, threshold_step, cond):
+  _checks.check_ndim("x0", x0, 2, "(N, D)")
+  _checks.check_finite("x0", x0)
+  if objective not in OBJECTIVES:
+    raise ValueError(f"`objective` must be one of {OBJECTIVES}; got {objective!r}.")
+  for name, v in counts:
+    if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+      raise ValueError(f"`{name}` must be an int >= 1; got {v!r}.")
+  for name, v in positives:
+    _checks.check_positive(name, v)
+  if not (float(alpha) >= 0 and np.isfinite(float(alpha))):
+    raise ValueError(f"`alpha` must be finite and >= 0; got {alpha}.")
+  for name, v in (("threshold", threshold), ("threshold_step", threshold_step)):
+    if v is not None and not np.isfinite(float(v)):
+      raise ValueError(f"`{name}` must be finite; got {v}.")
+  if cond is not None and jax.tree.leaves(cond)[0].shape[0] != x0.shape[0]:
+    raise ValueError(f"`cond` must have a leading axis of N = {x0.shape[0]}.")
+
+
+def _threshold_fn(l0, thr, thr_rel, rise, step, rpr):
+  """``(thr_0, r ↦ thr_r)``: absolute (``thr``) or relative (``thr_rel`` × median ``l0``) start;
+  rise ``step`` (absolute, when finite) or ``rise |thr_0|`` every ``rpr`` rounds."""
+  thr0 = jnp.where(jnp.isnan(thr), thr_rel * jnp.median(l0), thr)
+  inc = jnp.where(jnp.isnan(step), rise * jnp.abs(thr0), step)
+  return thr0, lambda r: thr0 + inc * (r // rpr)
+
+
+def sail_loss_terms(
+  g: Callable[[Array], Array],
+  x: Array,
+  *,
+  objective: str = "official",
+  state_fn: Callable[[Array], Array] | None = None,
+  delta: float | None = None,
+  cond: Array | None = None,
+) -> tuple[Array, Array]:
+  """The two terms of the SAIL loss of every latent: sharpness term and ``||x||``.
+
+  ``L(x) = S(x) + α P(x)`` with ``S = ||g(y + δ ĝ(y))||`` (official) or
+  ``||g(y + δ g(y)) − g(y)||²`` (finite difference), ``y = state_fn(x)``, and ``P = ||x||``
+  (official) or ``||x||²``. Used to set ``α`` and the threshold from the plain-noise ``S``
+  (dimension-aware settings of the sharpness experiments).
+
+  Args:
+    g: the guidance field ``y (D,) -> (D,)`` (``g(y, cond)`` with ``cond``).
+    x: latents ``(N, D)``.
+    objective: ``"official"`` or ``"finite_difference"``.
+    state_fn: ``x -> y`` (``None``: identity; ``state_fn(x, cond)`` with ``cond``).
+    delta: step ``δ`` (default 1 official, 0.1 finite difference).
+    cond: optional per-latent condition with leading axis ``N``.
+
+  Returns:
+    ``(S (N,), P (N,))``.
+
+  Raises:
+    ValueError: if ``x`` is not ``(N, D)`` or holds NaN/inf, ``objective`` is unknown, ``delta``
+      is not positive or ``cond`` has the wrong leading axis.
+  """
+  if delta is None:
+    delta = 1.0 if objective == "official" else 0.1
+  _check_sail_args(x, objective, (), (("delta", delta),), 0.0, None, None, cond)
+  c = jnp.zeros(x.shape[:1]) if cond is None else cond
+  return _terms_jit(g, state_fn, objective, cond is not None, x, jnp.asarray(delta, x.dtype), c)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _terms_jit(g, state_fn, objective, has_cond, x, delta, cond):
+  def one(xi, c):
+    gg, sf = _bind(g, state_fn, has_cond, c)
+    prior = _safe_norm(xi) if objective == "official" else jnp.sum(xi**2)
+    return _sharpness_term(objective, gg, sf, xi, delta), prior
+
+  return jax.vmap(one)(x, cond)
+
+
+def _bind(g, state_fn, has_cond, c):
+  """``g`` and ``state_fn`` with the condition ``c`` bound (when there is one)."""
+  if not has_cond:
+    return g, state_fn
+  sf = None if state_fn is None else (lambda z: state_fn(z, c))
+  return (lambda y: g(y, c)), sf
+
+
+def project_to_shell(x: Array) -> Array:
+  """``√D x / ||x||``: the point of the sphere of radius ``√D`` (the Gaussian's typical shell) along
+  ``x`` (``x (..., D)``; rows of norm 0 are returned unchanged).
+
+  Args:
+    x: latents ``(..., D)``.
+
+  Returns:
+    ``(..., D)``, each row of norm exactly ``√D`` (to rounding).
+  """
+  d = x.shape[-1]
+  n = jnp.linalg.norm(x, axis=-1, keepdims=True)
+  return jnp.where(n > 0, x * (jnp.sqrt(jnp.asarray(d, x.dtype)) / jnp.where(n > 0, n, 1.0)), x)
 
 
 class SailResult(NamedTuple):
@@ -446,50 +615,58 @@ def sail(
   threshold: float | None = None,
   threshold_rel: float = 0.5,
   threshold_rise: float = 0.0125,
+  threshold_step: float | None = None,
   rounds_per_rise: int = 3,
   steps_per_round: int = 10,
   lr: float = 0.05,
   max_iters: int = 100,
+  project: bool = False,
   key: Array | None = None,
   cond: Array | None = None,
 ) -> SailResult:
   """SAIL: Adam on each initial noise ``x0[n]`` until ``L(x) = ||g(y + ĝ(y))|| + α||x||`` is low.
 
   ``objective="official"`` (default): ``L(x) = ||g(y + δ ĝ(y))|| + α ||x||``, ``ĝ = g/||g||``,
-  ``δ = 1`` (:func:`sail_objective_official`, the authors' released code);
+  ``δ = 1`` (:func:`sail_objective_official`, the authors' released code, whose ``g`` is the
+  ε-difference: build it with :func:`sail_field`);
   ``"finite_difference"``: ``||g(y + δ g(y)) − g(y)||² + α ||x||²`` (:func:`sail_objective`,
-  default ``δ = 0.1``). ``y = state_fn(x)`` is the state at which ``g`` is evaluated: pass the
-  sampler's map from the initial noise to its state at ``t_s`` so that ``g`` (e.g.
-  ``s^Δ(·, t_s, c)``) is evaluated ON-distribution; ``None`` = identity (``g`` at the noise itself,
-  right only where ``x`` is a sample of ``p_{t_s}``, e.g. SD's first step). The prior term is on
-  ``x``.
+  default ``δ = 0.1``). ``y = state_fn(x)`` is the state at which ``g`` is evaluated: the
+  identity (``None``) scores the latent itself, as the released code does at SD's first step; a
+  sampler's map from the noise to its state at ``t_s`` evaluates ``g`` after guided steps. The
+  prior term is on ``x``.
 
   Rounds (the released code's protocol): ``steps_per_round`` Adam steps per round; a latent is
   accepted (frozen) at the first iterate with ``L ≤ thr_r``; at the end of a round every latent not
   yet accepted is RE-SEEDED with fresh ``N(0, I)`` noise (Adam state reset; keys from ``key``,
   default ``PRNGKey(0)``); every ``rounds_per_rise`` rounds the threshold rises:
-  ``thr_r = thr_0 + threshold_rise |thr_0| ⌊r / rounds_per_rise⌋`` (the code adds 0.1 to 8.2 every
-  3 rounds: ``threshold_rise ≈ 0.0125``). ``thr_0 = threshold`` if given, else
-  ``threshold_rel × median_n L(x0[n])`` (relative to the plain-noise loss). Latents still not
-  accepted after ``max_iters`` steps are returned with ``converged = False`` (callers should
-  discard or report them). ``steps_per_round ≥ max_iters`` gives a single round without
-  re-seeding.
+  ``thr_r = thr_0 + Δ ⌊r / rounds_per_rise⌋`` with ``Δ = threshold_step`` (absolute) when given,
+  else ``Δ = threshold_rise |thr_0|``. ``thr_0 = threshold`` if given, else
+  ``threshold_rel × median_n L(x0[n])`` (relative to the plain-noise loss, memjax's adaptation).
+  The released SD v1 schedule is absolute: ``threshold=8.2, threshold_step=0.1,
+  rounds_per_rise=3`` (:data:`SD_V1`; the code raises the threshold, and draws new latents, after
+  every third failed round). Latents still not accepted after ``max_iters`` steps are returned
+  with ``converged = False`` (callers should discard or report them). ``steps_per_round ≥
+  max_iters`` gives a single round without re-seeding. ``project=True`` maps every Adam iterate
+  back onto the sphere ``||x|| = √D`` (:func:`project_to_shell`), keeping the latent on the
+  Gaussian's typical shell (the prior term is then constant for projected iterates).
 
   Args:
     g: the guidance field ``y (D,) -> (D,)`` (or ``g(y, cond)`` with ``cond``).
     x0: initial noises ``(N, D)``.
     objective: ``"official"`` or ``"finite_difference"``.
-    state_fn: ``x -> y``, the sampler's map from the noise to the state at ``t_s`` (``None``:
+    state_fn: ``x -> y``, the map from the noise to the state where ``g`` is evaluated (``None``:
       identity); ``state_fn(x, cond)`` with ``cond``.
     alpha: prior weight ``α ≥ 0``.
     delta: step ``δ`` (default 1 for the official objective, 0.1 for the finite-difference one).
     threshold: absolute round-0 threshold (default: relative, below).
     threshold_rel: round-0 threshold as a fraction of the median plain-noise loss.
     threshold_rise: relative rise of the threshold every ``rounds_per_rise`` rounds.
+    threshold_step: absolute rise (overrides ``threshold_rise``).
     rounds_per_rise: rounds between rises.
     steps_per_round: Adam steps per round.
     lr: Adam learning rate.
     max_iters: total step budget per latent.
+    project: project every Adam iterate onto ``||x|| = √D``.
     key: PRNG key of the re-seeding noise (default ``PRNGKey(0)``).
     cond: optional per-latent condition with leading axis ``N`` (e.g. each latent's prompt).
 
@@ -498,60 +675,55 @@ def sail(
 
   Raises:
     ValueError: if ``x0`` is not ``(N, D)`` or holds NaN/inf, ``objective`` is unknown, a count is
-      below 1, ``lr`` or ``delta`` is not positive, ``alpha < 0``, or ``cond`` has the
-      wrong leading axis.
+      below 1, ``lr`` or ``delta`` is not positive, ``alpha < 0``, a threshold is not finite, or
+      ``cond`` has the wrong leading axis.
 
   References:
     Jeon et al., "Understanding and Mitigating Memorization in Generative Models via Sharpness of
     Probability Landscapes", arXiv:2412.04140.
   """
-  _checks.check_ndim("x0", x0, 2, "(N, D)")
-  _checks.check_finite("x0", x0)
-  if objective not in OBJECTIVES:
-    raise ValueError(f"`objective` must be one of {OBJECTIVES}; got {objective!r}.")
-  for name, v in (
-    ("max_iters", max_iters),
-    ("steps_per_round", steps_per_round),
-    ("rounds_per_rise", rounds_per_rise),
-  ):
-    if not (isinstance(v, int) and v >= 1):
-      raise ValueError(f"`{name}` must be an int >= 1; got {v!r}.")
   if delta is None:
     delta = 1.0 if objective == "official" else 0.1
-  for name, v in (("lr", lr), ("delta", delta)):
-    _checks.check_positive(name, v)
-  if alpha < 0:
-    raise ValueError(f"`alpha` must be >= 0; got {alpha}.")
+  _check_sail_args(
+    x0,
+    objective,
+    (
+      ("max_iters", max_iters),
+      ("steps_per_round", steps_per_round),
+      ("rounds_per_rise", rounds_per_rise),
+    ),
+    (("lr", lr), ("delta", delta)),
+    alpha,
+    threshold,
+    threshold_step,
+    cond,
+  )
   dt = x0.dtype
-  as_arr = lambda v: jnp.asarray(v, dt)
+  as_arr = lambda v: jnp.asarray(jnp.nan if v is None else v, dt)  # NaN: "not given"
   key = jax.random.PRNGKey(0) if key is None else key
-  thr = (
-    jnp.asarray(jnp.nan, dt) if threshold is None else as_arr(threshold)
-  )  # NaN: relative threshold, set inside
-  has_cond = cond is not None
-  if has_cond and jax.tree.leaves(cond)[0].shape[0] != x0.shape[0]:
-    raise ValueError(f"`cond` must have a leading axis of N = {x0.shape[0]}.")
   return _sail(
     g,
     state_fn,
     objective,
-    has_cond,
+    cond is not None,
     int(max_iters),
     int(min(steps_per_round, max_iters)),
     int(rounds_per_rise),
+    bool(project),
     x0,
     as_arr(alpha),
     as_arr(delta),
-    thr,
+    as_arr(threshold),
     as_arr(threshold_rel),
     as_arr(threshold_rise),
+    as_arr(threshold_step),
     as_arr(lr),
     key,
     jnp.zeros(x0.shape[:1]) if cond is None else cond,
   )
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5, 6))
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5, 6, 7))
 def _sail(
   g,
   state_fn,
@@ -560,12 +732,14 @@ def _sail(
   max_iters,
   spr,
   rpr,
+  project,
   x0,
   alpha,
   delta,
   thr,
   thr_rel,
   rise,
+  step_abs,
   lr,
   key,
   cond,
@@ -573,15 +747,12 @@ def _sail(
   opt = optax.adam(lr)
 
   def loss_fn(x, c):
-    if not has_cond:
-      return _sail_loss(objective, g, state_fn, x, alpha, delta)
-    sf = None if state_fn is None else (lambda z: state_fn(z, c))
-    return _sail_loss(objective, lambda y: g(y, c), sf, x, alpha, delta)
+    gg, sf = _bind(g, state_fn, has_cond, c)
+    return _sail_loss(objective, gg, sf, x, alpha, delta)
 
   loss_grad = jax.value_and_grad(loss_fn)
   l0 = jax.vmap(loss_fn)(x0, cond)
-  thr0 = jnp.where(jnp.isnan(thr), thr_rel * jnp.median(l0), thr)
-  thr_of = lambda r: thr0 + rise * jnp.abs(thr0) * (r // rpr)
+  thr0, thr_of = _threshold_fn(l0, thr, thr_rel, rise, step_abs, rpr)
 
   def one(x, k, c):
     def step(carry, j):
@@ -594,7 +765,9 @@ def _sail(
       loss, grad = loss_grad(x, c)
       done = done | (loss <= thr_of(r))
       upd, new_state = opt.update(grad, state, x)
-      x = jnp.where(done, x, optax.apply_updates(x, upd))
+      x_new = optax.apply_updates(x, upd)
+      x_new = project_to_shell(x_new) if project else x_new
+      x = jnp.where(done, x, x_new)
       state = jax.tree.map(lambda a, b: jnp.where(done, a, b), state, new_state)
       return (x, state, done, iters + (~done).astype(jnp.int32)), (loss, done)
 
@@ -611,6 +784,175 @@ def _sail(
 
   keys = jax.random.split(key, x0.shape[0])
   return SailResult(*jax.vmap(one)(x0, keys, cond), thr0)
+
+
+class RejectionResult(NamedTuple):
+  """The outcome of :func:`rejection_control` per latent.
+
+  Attributes:
+    x: ``(N, D)`` the accepted draw (or the last draw when none passed).
+    score: ``(N,)`` its SAIL loss ``L``.
+    draws: ``(N,)`` losses evaluated (1 = ``x0`` itself accepted; the budget when none passed).
+    converged: ``(N,)`` bool: a draw had ``L ≤`` the threshold in force.
+    threshold: ``(N,)`` threshold in force at acceptance (or at the end).
+    initial_threshold: ``()`` threshold of round 0 (as in :func:`sail`).
+  """
+
+  x: Array  # (N, D) accepted draw (or the last draw)
+  score: Array  # (N,) its loss L
+  draws: Array  # (N,) losses evaluated, acceptance included
+  converged: Array  # (N,) bool
+  threshold: Array  # (N,) threshold in force at acceptance (or at the end)
+  initial_threshold: Array  # ()
+
+
+def rejection_control(
+  g: Callable[[Array], Array],
+  x0: Array,
+  *,
+  objective: str = "official",
+  state_fn: Callable[[Array], Array] | None = None,
+  alpha: float = 0.05,
+  delta: float | None = None,
+  threshold: float | None = None,
+  threshold_rel: float = 0.5,
+  threshold_rise: float = 0.0125,
+  threshold_step: float | None = None,
+  rounds_per_rise: int = 3,
+  steps_per_round: int = 10,
+  max_iters: int = 100,
+  step_cost: int = 3,
+  key: Array | None = None,
+  cond: Array | None = None,
+) -> RejectionResult:
+  """SAIL's control without gradients: re-draw plain noise until its SAIL loss passes the threshold.
+
+  The same score ``L`` (:func:`sail`'s loss with the same ``objective``, ``g``, ``state_fn``,
+  ``α``, ``δ``), the same round-0 threshold (absolute, or ``threshold_rel`` × the median ``L`` of
+  the same ``x0``) and the same rise schedule, at EQUAL COMPUTE: an Adam step of :func:`sail`
+  costs one value-and-gradient of ``L``, counted as ``step_cost`` evaluations of ``L`` (reverse
+  mode ≈ 2 forward passes on top of the forward one: ``step_cost = 3``), so the budget per latent
+  is ``max_iters × step_cost`` draws and one round of :func:`sail` (``steps_per_round`` steps)
+  corresponds to ``steps_per_round × step_cost`` draws, over which the threshold is the one of
+  that round. Draw 0 is ``x0[n]`` itself; draw ``j > 0`` is fresh ``N(0, I)`` noise (keys from
+  ``key``, default ``PRNGKey(0)``); the first draw with ``L ≤ thr`` is accepted.
+
+  Args:
+    g: the guidance field ``y (D,) -> (D,)`` (or ``g(y, cond)`` with ``cond``).
+    x0: initial noises ``(N, D)``.
+    objective: ``"official"`` or ``"finite_difference"``.
+    state_fn: as in :func:`sail`.
+    alpha: prior weight ``α ≥ 0``.
+    delta: step ``δ`` (default 1 official, 0.1 finite difference).
+    threshold: absolute round-0 threshold (default: relative).
+    threshold_rel: round-0 threshold as a fraction of the median plain-noise loss.
+    threshold_rise: relative rise every ``rounds_per_rise`` rounds.
+    threshold_step: absolute rise (overrides ``threshold_rise``).
+    rounds_per_rise: rounds between rises.
+    steps_per_round: :func:`sail`'s steps per round (a round here is ``steps_per_round ×
+      step_cost`` draws).
+    max_iters: :func:`sail`'s step budget (the draw budget is ``max_iters × step_cost``).
+    step_cost: evaluations of ``L`` one Adam step costs.
+    key: PRNG key of the draws.
+    cond: optional per-latent condition with leading axis ``N``.
+
+  Returns:
+    :class:`RejectionResult`.
+
+  Raises:
+    ValueError: as :func:`sail`, and if ``step_cost`` is not an int ``≥ 1``.
+
+  References:
+    Jeon et al., "Understanding and Mitigating Memorization in Generative Models via Sharpness of
+    Probability Landscapes", arXiv:2412.04140 (the mitigation it controls for).
+  """
+  if delta is None:
+    delta = 1.0 if objective == "official" else 0.1
+  _check_sail_args(
+    x0,
+    objective,
+    (
+      ("max_iters", max_iters),
+      ("steps_per_round", steps_per_round),
+      ("rounds_per_rise", rounds_per_rise),
+      ("step_cost", step_cost),
+    ),
+    (("delta", delta),),
+    alpha,
+    threshold,
+    threshold_step,
+    cond,
+  )
+  dt = x0.dtype
+  as_arr = lambda v: jnp.asarray(jnp.nan if v is None else v, dt)
+  key = jax.random.PRNGKey(0) if key is None else key
+  return _rejection(
+    g,
+    state_fn,
+    objective,
+    cond is not None,
+    int(max_iters * step_cost),
+    int(min(steps_per_round, max_iters) * step_cost),
+    int(rounds_per_rise),
+    x0,
+    as_arr(alpha),
+    as_arr(delta),
+    as_arr(threshold),
+    as_arr(threshold_rel),
+    as_arr(threshold_rise),
+    as_arr(threshold_step),
+    key,
+    jnp.zeros(x0.shape[:1]) if cond is None else cond,
+  )
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5, 6))
+def _rejection(
+  g,
+  state_fn,
+  objective,
+  has_cond,
+  budget,
+  dpr,
+  rpr,
+  x0,
+  alpha,
+  delta,
+  thr,
+  thr_rel,
+  rise,
+  step_abs,
+  key,
+  cond,
+):
+  def loss_fn(x, c):
+    gg, sf = _bind(g, state_fn, has_cond, c)
+    return _sail_loss(objective, gg, sf, x, alpha, delta)
+
+  l0 = jax.vmap(loss_fn)(x0, cond)
+  thr0, thr_of = _threshold_fn(l0, thr, thr_rel, rise, step_abs, rpr)
+
+  def one(x_start, l_start, k, c):
+    def draw(carry, j):
+      x, sc, done, n, thr_acc = carry
+      cand = jax.random.normal(jax.random.fold_in(k, j), x.shape, x.dtype)
+      lc = loss_fn(cand, c)
+      t_j = thr_of(j // dpr)
+      acc = ~done & (lc <= t_j)
+      live = ~done
+      x = jnp.where(live, cand, x)
+      sc = jnp.where(live, lc, sc)
+      n = n + live.astype(jnp.int32)
+      thr_acc = jnp.where(live, t_j, thr_acc)
+      return (x, sc, done | acc, n, thr_acc), None
+
+    done0 = l_start <= thr_of(0)
+    init = (x_start, l_start, done0, jnp.asarray(1, jnp.int32), thr_of(0))
+    (x, sc, done, n, thr_acc), _ = jax.lax.scan(draw, init, jnp.arange(1, budget))
+    return x, sc, n, done, thr_acc
+
+  keys = jax.random.split(key, x0.shape[0])
+  return RejectionResult(*jax.vmap(one)(x0, l0, keys, cond), thr0)
 
 
 class LemmaCheck(NamedTuple):

@@ -249,3 +249,113 @@ def test_lemma_check_closed_form_and_mixture():
     0.5,
   )
   assert abs(float(bad.gap)) > 10 * float(bad.gap_sem)
+
+
+# ---------------------------------------------------------------------------
+# Issue 27: SAIL's direction, typicality and its rejection control.
+
+
+def test_sail_default_direction_has_no_false_minima_in_1d():
+  """s^Δ(y) = −y, σ = 0.93: g = ε-difference gives L = σ(|y| + 1) (minimum only at 0); g = s^Δ
+  gives L = ||y| − 1| (false minima on |y| = 1). The experiments' default is the former."""
+  from experiments.sharpness.configs import sail_section
+
+  assert sail_section().direction == "eps"
+  sigma = 0.93
+  s_delta = lambda y: -y
+  ys = jnp.linspace(-3.0, 3.0, 601, dtype=jnp.float64)
+  ys = ys[jnp.abs(ys) > 1e-9]
+  loss = lambda g: jax.vmap(lambda y: sharpness.sail_objective_official(g, y[None], 0.0))(ys)
+  l_eps = loss(sharpness.sail_field(s_delta, sigma))  # default direction
+  l_s = loss(sharpness.sail_field(s_delta, sigma, "score"))
+  a = np.abs(np.asarray(ys))
+  np.testing.assert_allclose(l_eps, sigma * (a + 1), rtol=1e-12)
+  np.testing.assert_allclose(l_s, np.abs(a - 1), atol=1e-12)
+  # Default: strictly increasing in |y| on each side, so no minimum away from 0.
+  neg, pos = np.asarray(l_eps)[np.asarray(ys) < 0], np.asarray(l_eps)[np.asarray(ys) > 0]
+  assert np.all(np.diff(neg) < 0) and np.all(np.diff(pos) > 0)
+  # s^Δ form: zeros at |y| = 1, i.e. local minima away from 0.
+  assert float(jnp.min(l_s)) < 1e-12 and np.allclose(a[np.asarray(l_s) < 1e-12], 1.0)
+  # Adam from y = 0.8 (one round, α = 0): the default goes to 0, the s^Δ form to the ring |y| = 1.
+  x0 = jnp.asarray([[0.8], [-0.7]], jnp.float64)
+  kw = dict(alpha=0.0, threshold=-1.0, lr=0.01, max_iters=200, steps_per_round=200)
+  r_eps = sharpness.sail(sharpness.sail_field(s_delta, sigma), x0, **kw)
+  r_s = sharpness.sail(sharpness.sail_field(s_delta, sigma, "score"), x0, **kw)
+  assert np.all(np.abs(np.asarray(r_eps.x)) < 0.05)
+  assert np.all(np.abs(np.abs(np.asarray(r_s.x)) - 1) < 0.05)
+  with pytest.raises(ValueError, match="`direction`"):
+    sharpness.sail_field(s_delta, sigma, "velocity")
+
+
+def test_projection_onto_the_typical_shell_is_exact_and_keeps_sail_typical():
+  x = jax.random.normal(jax.random.PRNGKey(0), (5, 7), jnp.float64) * jnp.arange(1.0, 6.0)[:, None]
+  p = sharpness.project_to_shell(x)
+  np.testing.assert_allclose(jnp.linalg.norm(p, axis=1), np.sqrt(7.0), rtol=1e-14)
+  np.testing.assert_allclose(
+    p / jnp.linalg.norm(p, axis=1, keepdims=True),
+    x / jnp.linalg.norm(x, axis=1, keepdims=True),
+    rtol=1e-13,
+  )
+  np.testing.assert_array_equal(sharpness.project_to_shell(jnp.zeros((1, 3))), jnp.zeros((1, 3)))
+  # g ≡ 0: L = α||x||, so plain SAIL only shrinks the latent; projected SAIL keeps ||x|| = √D.
+  g = lambda y: jnp.zeros_like(y)
+  x0 = jax.random.normal(jax.random.PRNGKey(1), (4, 16), jnp.float64)
+  kw = dict(alpha=0.05, threshold=-1.0, max_iters=30, steps_per_round=30)
+  free = sharpness.sail(g, x0, **kw)
+  proj = sharpness.sail(g, x0, project=True, **kw)
+  assert np.all(np.sum(np.asarray(free.x) ** 2, 1) / 16 < 0.5 * np.sum(np.asarray(x0) ** 2, 1) / 16)
+  np.testing.assert_allclose(jnp.sum(proj.x**2, 1) / 16, 1.0, rtol=1e-13)
+
+
+def test_rejection_control_matches_brute_force_and_sail_loss_terms():
+  a = jnp.diag(jnp.asarray([2.0, 1.0, 0.5], jnp.float64))
+  g = lambda y: a @ y
+  x0 = jax.random.normal(jax.random.PRNGKey(2), (6, 3), jnp.float64)
+  key, alpha = jax.random.PRNGKey(5), 0.05
+  s, p = sharpness.sail_loss_terms(g, x0)
+  hand = lambda x: float(
+    np.linalg.norm(np.asarray(a) @ (x + np.asarray(a) @ x / np.linalg.norm(np.asarray(a) @ x)))
+  )
+  np.testing.assert_allclose(s, [hand(np.asarray(x)) for x in x0], rtol=1e-12)
+  np.testing.assert_allclose(p, np.linalg.norm(np.asarray(x0), axis=1), rtol=1e-12)
+  l0 = np.asarray(s + alpha * p)
+  thr0, step = 0.6 * float(np.median(l0)), 0.2
+  kw = dict(alpha=alpha, threshold=thr0, threshold_step=step, rounds_per_rise=1)
+  res = sharpness.rejection_control(
+    g, x0, steps_per_round=2, max_iters=4, step_cost=3, key=key, **kw
+  )
+  keys = jax.random.split(key, 6)
+  for n in range(6):  # draw 0 = x0[n]; draw j = N(0, I) from fold_in(keys[n], j); 6 per round
+    want = None
+    for j in range(12):
+      x = x0[n] if j == 0 else jax.random.normal(jax.random.fold_in(keys[n], j), (3,), jnp.float64)
+      lj = hand(np.asarray(x)) + alpha * float(np.linalg.norm(np.asarray(x)))
+      if lj <= thr0 + step * (j // 6):
+        want = (x, j + 1, thr0 + step * (j // 6))
+        break
+    if want is None:
+      assert not bool(res.converged[n]) and int(res.draws[n]) == 12
+    else:
+      assert bool(res.converged[n]) and int(res.draws[n]) == want[1]
+      np.testing.assert_allclose(res.x[n], want[0], rtol=1e-14)
+      np.testing.assert_allclose(res.threshold[n], want[2], rtol=1e-14)
+  assert np.any(np.asarray(res.draws) > 1) and np.any(np.asarray(res.converged))
+  # sail's absolute threshold_step gives thr_0 + step ⌊r / rounds_per_rise⌋.
+  sres = sharpness.sail(g, x0, steps_per_round=2, max_iters=4, lr=1e-4, **kw)
+  np.testing.assert_allclose(sres.threshold, thr0 + step * (np.asarray(sres.rounds) - 1), 1e-14)
+  with pytest.raises(ValueError, match="`step_cost`"):
+    sharpness.rejection_control(g, x0, step_cost=0)
+  with pytest.raises(ValueError, match="`threshold`"):
+    sharpness.rejection_control(g, x0, threshold=float("nan"))
+
+
+def test_match_noise_level_vp_t0_in_linear_fm_as_documented():
+  """paths.match_noise_level's docstring numbers: VP t0 = 0.05 → σ/ψ = 0.17414, FM t = 0.85169."""
+  from experiments import common
+
+  with common.x64(True):
+    vp, fm = paths.get_schedule("vp_linear"), paths.linear_fm()
+    r = float(paths.noise_to_signal(vp, jnp.float64(0.05)))
+    t = float(paths.match_noise_level(jnp.float64(0.05), vp, fm))
+  assert abs(r - 0.17414) < 5e-6 and abs(t - 0.85169) < 5e-6
+  np.testing.assert_allclose(t, 1 / (1 + r), rtol=1e-12)

@@ -5,14 +5,17 @@ Prompts are conditioning labels of a :class:`memjax.nets.CondMLPField`. Half the
 small share of all data); the other half have ``per_normal`` distinct images of a digit class
 (the ``j``-th prompt of each kind uses class ``j % 10``, so classes hold both kinds). Each prompt
 generates ``n`` images with classifier-free guidance from fresh noise. Each detector (Wen et al.
-``||ε̂(x,c) − ε̂(x,∅)||``, its velocity analogue, and the authors' ``||H^Δ s^Δ||``, unsquared as in
-their code) is evaluated at the sampler's state at the fixed, SNR-matched detection time
-(:func:`experiments.sharpness.pipeline.detection_time`), averaged over the ``n`` generations
-(:func:`memjax.sharpness.averaged_over_generations`: the mean of the norms) and prompts are ranked
+``||ε̂(x,c) − ε̂(x,∅)||``, its velocity analogue, and the authors' ``||H^Δ s^Δ||`` — averaged
+unsquared as in their code, ``hs_norm``, and squared as in the paper, ``hs_sq``) is evaluated at
+the fixed, SNR-matched detection time (:func:`experiments.sharpness.pipeline.detection_time`) on
+the initial latent at that noise level, ``(1 − t) x0`` (``detect.state="euler"``: the sampler's
+state after the guided steps), averaged over the ``n`` generations
+(:func:`memjax.sharpness.averaged_over_generations`) and prompts are ranked
 (:func:`memjax.metrics.per_prompt_detection`). Also reported: the within-class AUROC (memorised vs
 normal prompts of the same digit class, averaged over classes), the per-sample ranking (``n = 1``)
 for contrast, and the measured memorised fraction of each group's generations. Toy numbers: not
-comparable with Stable Diffusion's (64-dim pixels, an MLP, 40 prompts)::
+comparable with Stable Diffusion's (64-dim pixels, an MLP, 40 prompts). SAIL's arms and the
+rejection control run on the memorised prompts' noise (:func:`run_sail`)::
 
   python -m experiments.sharpness.detection --config=experiments/sharpness/configs/detection.py
 """
@@ -44,7 +47,7 @@ CONFIG = os.path.join(os.path.dirname(__file__), "configs", "detection.py")
 
 FIGURE = "sharpness_detection.png"
 DIM = 64
-DETECTORS = ("hs_norm", "wen_eps", "wen_velocity")
+DETECTORS = ("hs_norm", "hs_sq", "wen_eps", "wen_velocity")
 
 WHAT_METRICS_REWARD = {
   "per_prompt_auroc": "ranking of prompts by the mean detector over n generations; rewards a "
@@ -103,31 +106,40 @@ def within_class(per_prompt, is_mem, cls) -> dict:
   }
 
 
-def run_sail(cfg, pd, params, guided, cs, null, t_det, x_mem, y_mem, key):
-  """SAIL (official objective, on-distribution state, rounds) on the memorised prompts' noise.
-
-  ``x_mem (M, 64)`` plain noise with prompts ``y_mem (M,)``; ``g(y, c) = s^Δ(y, t_s, c)`` at the
-  guided Euler state at ``t_s`` (= ``t_det``) from ``x``. Returns a summary dict: M_c and a
-  quality proxy (mean NN distance to held-out images of the prompt's class) for plain and for
-  ACCEPTED SAIL latents (the others are discarded and counted).
-  """
+def run_sail(cfg, pd, field, sched, null, t_det, x_mem, y_mem, guided, params, key):
+  """Every SAIL arm and the rejection control on the memorised prompts' noise ``x_mem (M, 64)``
+  with prompts ``y_mem (M,)`` (:func:`experiments.sharpness.pipeline.sail_arms`, ``g`` the
+  ε-difference of each latent's prompt at ``cfg.sail.state``). M_c and a quality proxy (mean NN
+  distance to held-out images of the prompt's class) on ACCEPTED latents, per arm."""
   S, num_steps = cfg.sail, cfg.sample.num_steps
-  n_s = pipeline.split_index(t_det, num_steps)
   tt = jnp.asarray(t_det, x_mem.dtype)
+  cs = paths.point_cond_fn(field, sched, "velocity", "score")
+  sigma = float(sched.sigma(tt))
+  g_of = functools.lru_cache(None)(
+    lambda d: (
+      lambda y, c: sharpness.sail_field(
+        lambda z: sharpness.score_delta(cs, z, tt, c, null), sigma, d
+      )(y)
+    )
+  )
+  if S.get("state", "initial") == "initial":
+    state_fn, n_state = (lambda x, c: (1.0 - t_det) * x), 0
+  else:
+    n_state = pipeline.split_index(t_det, num_steps)
 
-  def state_fn(x, c):
-    f = lambda z, t: guided(params, z, t, jnp.full(z.shape[:1], c, jnp.int32))
-    return sampling.euler_trajectory(f, x[None], n_s, 0.0, t_det)[-1, 0]
+    def state_fn(x, c):
+      f = lambda z, t: guided(params, z, t, jnp.full(z.shape[:1], c, jnp.int32))
+      return sampling.euler_trajectory(f, x[None], n_state, 0.0, t_det)[-1, 0]
 
-  g = lambda y, c: sharpness.score_delta(cs, y, tt, c, null)
-  res, secs = pipeline.sail(g, x_mem, S, state_fn=state_fn, key=key, cond=y_mem)
+  nfe = 4 + 2 * n_state
+  arms = pipeline.sail_arms(
+    S, g_of, x_mem, state_fn=state_fn, key=key, cond=y_mem, nfe_per_loss=nfe
+  )
   gen = jax.jit(
     lambda x: pipeline.split_path(lambda z, t: guided(params, z, t, y_mem), x, t_det, num_steps)[-1]
   )
-  outs = {"plain": gen(x_mem), "sail": gen(res.x)}
-  conv = np.asarray(res.converged)
+  xs = {"plain": x_mem, **{k: a["x"] for k, a in arms.items()}}
   unique = jnp.asarray(pd.unique)
-  r = {k: np.asarray(memorisation.nn_ratio(v, unique)) for k, v in outs.items()}
   cls = pd.cls[np.asarray(y_mem)]
 
   def quality(samples, sel):
@@ -137,20 +149,22 @@ def run_sail(cfg, pd, params, guided, cs, null, t_det, x_mem, y_mem, key):
       d.append(np.asarray(neighbours.nearest_two(samples[sel & (cls == c)], held).d1))
     return float(np.mean(np.concatenate(d)))
 
-  every = np.ones_like(conv)
-  c_ = cfg.detect.mem_c
+  plain_arm = dict(x=x_mem, converged=np.ones(len(cls), bool), units=np.ones(len(cls)))
+  plain_arm.update(seconds=0.0, settings={}, stats={}, nfe_per_loss=nfe)
+  out = {}
+  for k, x in xs.items():
+    arm = plain_arm if k == "plain" else arms[k]
+    samples = np.asarray(gen(x))
+    conv = np.asarray(arm["converged"])
+    r = np.asarray(memorisation.nn_ratio(jnp.asarray(samples), unique))
+    sel = conv if conv.any() else np.ones_like(conv)
+    q = {"mean_nn_dist_to_heldout_of_class": quality(samples, sel)}
+    out[k] = pipeline.arm_summary(arm, r, cfg.detect.mem_c, q)
   return {
     "t_s": float(t_det),
-    "seconds": secs,
-    "num_latents": int(len(conv)),
-    "M_c_plain": float(np.mean(r["plain"] <= c_)),
-    "M_c_sail": float(np.mean(r["sail"][conv] <= c_)) if conv.any() else float("nan"),
-    "M_c_sail_all": float(np.mean(r["sail"] <= c_)),
-    "quality_mean_nn_dist_to_heldout_of_class": {
-      "plain": quality(np.asarray(outs["plain"]), every),
-      "sail": quality(np.asarray(outs["sail"]), conv) if conv.any() else float("nan"),
-    },
-    **pipeline.sail_stats(res, x_mem),
+    "num_latents": int(len(cls)),
+    "network_evals_per_loss": nfe,
+    "arms": out,
   }
 
 
@@ -203,8 +217,11 @@ def run(cfg, workdir: str) -> dict:
       lambda x: pipeline.split_path(lambda z, t: guided(params, z, t, y), x, t_det, Smp.num_steps)
     )(x0)
     path.block_until_ready()
-  i_det = pipeline.split_index(t_det, Smp.num_steps)
-  x_det, samples = path[i_det], path[-1]
+  samples = path[-1]
+  # Detection state: "initial" (default, as SD) (1 − t_det) x0; "euler": the guided Euler state.
+  x_det = pipeline.detection_state(
+    P, x0, lambda z, t: guided(params, z, t, y), t_det, Smp.num_steps
+  )
   field = functools.partial(u, params)
   sched = paths.linear_fm()
   cs = paths.point_cond_fn(field, sched, "velocity", "score")
@@ -213,6 +230,7 @@ def run(cfg, workdir: str) -> dict:
   tt = jnp.asarray(t_det, jnp.float32)
   metric = {
     "hs_norm": lambda x, c: jnp.sqrt(sharpness.hs_detector(cs, x, tt, c, null)),
+    "hs_sq": lambda x, c: sharpness.hs_detector(cs, x, tt, c, null),
     "wen_eps": lambda x, c: sharpness.wen_metric(epsf, x, tt, c, null),
     "wen_velocity": lambda x, c: sharpness.wen_metric(uf, x, tt, c, null),
   }
@@ -241,8 +259,10 @@ def run(cfg, workdir: str) -> dict:
   mem_gen = r <= P.mem_c
   results = {
     "config": cfg.to_dict(),
-    "protocol": "per-prompt: mean of per-generation detector norms over n generations, prompts "
-    "ranked; labels = prompts built from ONE duplicated image (not the per-sample M_c label)",
+    "protocol": "per-prompt: mean of per-generation detector values over n generations, prompts "
+    "ranked; labels = prompts built from ONE duplicated image (not the per-sample M_c label); "
+    "hs_norm averages ||H^Δ s^Δ|| (the released code), hs_sq ||H^Δ s^Δ||² (the paper's equation)",
+    "detection_state": P.get("state", "initial"),
     "stopping_rule": f"fixed {cfg.train.steps} Adam steps, chosen before any detection number",
     "what_each_metric_rewards": WHAT_METRICS_REWARD,
     "note": "toy numbers (64-dim digits, MLP, 40 prompts); not comparable with Stable "
@@ -276,7 +296,17 @@ def run(cfg, workdir: str) -> dict:
   if cfg.get("sail", None) is not None:
     sel = np.repeat(is_mem, n)
     results["sail_memorised_prompts"] = run_sail(
-      cfg, pd, params, guided, cs, null, t_det, x0[sel], y[sel], jax.random.fold_in(k_noise, 1)
+      cfg,
+      pd,
+      field,
+      sched,
+      null,
+      t_det,
+      x0[sel],
+      y[sel],
+      guided,
+      params,
+      jax.random.fold_in(k_noise, 1),
     )
   plot(os.path.join(workdir, FIGURE), per_prompt, is_mem, t_det)
   return common.save_results(workdir, results)

@@ -9,11 +9,16 @@ against the distinct training images are memorised (the papers' squared criterio
 (:func:`experiments.sharpness.pipeline.detection_time`, FM ``t ≈ 0.071``; the sampler's state
 there): Wen et al. ``||ε̂(x,c) − ε̂(x,∅)||``, its velocity analogue and ``||H^Δ s^Δ||²``, ranked
 PER SAMPLE (n = 1, both labels pooled) and within label 1 — the per-prompt protocol is
-``experiments/sharpness/detection.py``. SAIL (label-1 noise, :func:`memjax.sharpness.sail`,
-official objective ``||s^Δ(y + ŝ^Δ)|| + α||x||`` at the on-distribution state ``y`` the guided
-sampler reaches at ``t_s`` from ``x``, rounds with re-seeding, threshold relative to the
-plain-noise loss); non-converged latents are discarded and counted; M_c and a quality proxy (mean
-distance to the nearest HELD-OUT image of the class) are compared with plain noise::
+``experiments/sharpness/detection.py``; detectors score the initial latent at the noise level of
+that time, ``(1 − t) x0`` (``detect.state="euler"``: the guided Euler state). SAIL on label-1 noise
+(:func:`experiments.sharpness.pipeline.sail_arms`, settings of ``configs/__init__.py``): the
+released loss with the ε-difference ``g`` (``sail``), ``g = s^Δ`` (``sail_score``), iterates
+projected onto ``||x|| = √D`` (``sail_shell``) and the rejection control (``rejection``: plain noise
+re-drawn under the same loss and threshold, no gradients, equal compute), all from the same plain
+noise; per arm on ACCEPTED latents: M_c, ``||x_T||²/D``, compute and quality (distance to the
+nearest held-out image of the class; digits-FD / precision / recall of
+:mod:`experiments.laplace.quality`'s classifier features on equal-size subsets). Per-sample arrays
+go to ``sail_arms.npz`` for :mod:`experiments.sharpness.outcome`::
 
   python -m experiments.sharpness.digits --config=experiments/sharpness/configs/digits.py
   python -m experiments.sharpness.digits --config=experiments/sharpness/configs/digits.py:smoke \
@@ -31,12 +36,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from experiments import common, plotting
+from experiments.laplace import quality
 from experiments.sharpness import pipeline
 from memjax import data, memorisation, metrics, neighbours, paths, sharpness, training
 
 CONFIG = os.path.join(os.path.dirname(__file__), "configs", "digits.py")
 
 FIGURE = "sharpness_digits.png"
+RAW = "sail_arms.npz"  # per-sample arrays of the SAIL arms, read by outcome.py
 DIM = 64  # flattened 8×8 digits
 NUM_CLASSES = 2  # label 0 (generalised) and 1 (duplicated image)
 
@@ -74,44 +81,97 @@ def plot(path, ts, prof, mem, det_scores, sail_losses, plain, sailed):
   plotting.save(fig, path, tight=False)
 
 
-def run_sail(cfg, cs, null, gen, x0, unique, dd, guided_point, t_det, key):
-  """SAIL on label-1 noise ``x0 (n, 64)``; returns ``((samples, SailResult), summary dict)``.
+def equal_size_subsets(arms_x: dict, conv: dict, seed: int) -> tuple[dict, int]:
+  """Accepted samples of every arm cut to one common size (a fixed random subset), so that FD and
+  precision / recall compare sets of equal size."""
+  m = min(int(np.sum(c)) for c in conv.values())
+  rng = np.random.default_rng(seed)
+  out = {}
+  for k, x in arms_x.items():
+    idx = np.flatnonzero(conv[k])
+    out[k] = np.asarray(x)[np.sort(rng.permutation(idx)[:m])]
+  return out, m
 
-  ``g = s^Δ(·, t_s, 1)`` at ``state_fn(x)``, the guided Euler state at ``t_s`` (``t_s = None``:
-  the detection time ``t_det``). Non-converged latents are discarded for ``M_c_sail``
-  (``M_c_sail_all`` keeps them)."""
+
+def run_sail(cfg, field, sched, null, gen, x0, unique, dd, guided_point, t_det, key, classifier):
+  """Plain noise, every SAIL arm and the rejection control on label-1 noise ``x0 (n, 64)``.
+
+  ``g`` = :func:`memjax.sharpness.sail_field` of ``s^Δ(·, t_s, 1)`` (``t_s = None``: the detection
+  time) at ``cfg.sail.state`` (:func:`experiments.sharpness.pipeline.state_fn_of`); arms and their
+  settings: :func:`experiments.sharpness.pipeline.sail_arms`. M_c, ``||x||²/D`` and quality on
+  ACCEPTED latents (the others are discarded, and counted); digits-FD / precision / recall of the
+  classifier features (:func:`experiments.laplace.quality.quality_report`) on equal-size subsets
+  against the held-out images of the class. Returns ``(summary, raw)`` with ``raw`` the per-sample
+  arrays (ratios, ``||x||²/D``, features) for the seed-level bootstrap of ``outcome.py``.
+  """
   S, mem_c = cfg.sail, cfg.detect.mem_c
   t_s = float(t_det if S.get("t_s", None) is None else S.t_s)
   tt = jnp.asarray(t_s, x0.dtype)
-  g = lambda x: sharpness.score_delta(cs, x, tt, 1, null)
-  state_fn = pipeline.state_map(guided_point, t_s, cfg.sample.num_steps)
-  res, sail_seconds = pipeline.sail(g, x0, S, state_fn=state_fn, key=key)
+  cs = paths.point_cond_fn(field, sched, "velocity", "score")
+  sd = lambda y: sharpness.score_delta(cs, y, tt, 1, null)
+  sigma = float(sched.sigma(tt))
+  g_of = functools.lru_cache(None)(lambda d: sharpness.sail_field(sd, sigma, d))
+  state_fn, n_state = pipeline.state_fn_of(S, t_s, guided_point, cfg.sample.num_steps)
+  nfe = 4 + 2 * n_state  # two g evaluations (cond + uncond each), guided Euler steps
+  arms = pipeline.sail_arms(S, g_of, x0, state_fn=state_fn, key=key, nfe_per_loss=nfe)
   y1 = jnp.ones((x0.shape[0],), jnp.int32)
-  conv = np.asarray(res.converged)
-  sail_all = gen(res.x, y1)[-1]
-  # Quality and M_c_sail on ACCEPTED latents only (the others are discarded, and counted).
-  outs = {"plain": gen(x0, y1)[-1], "sail": sail_all[conv] if conv.any() else sail_all}
-  held = jnp.asarray(dd.held_out[1])
-  r = {k: np.asarray(memorisation.nn_ratio(s, unique)) for k, s in outs.items()}
+  xs = {"plain": x0, **{k: a["x"] for k, a in arms.items()}}
+  conv = {"plain": np.ones(x0.shape[0], bool), **{k: a["converged"] for k, a in arms.items()}}
+  samples = {k: np.asarray(gen(x, y1)[-1]) for k, x in xs.items()}
+  held = np.asarray(dd.held_out[1])
+  ratios = {
+    k: np.asarray(memorisation.nn_ratio(jnp.asarray(v), unique)) for k, v in samples.items()
+  }
+  sub, m = equal_size_subsets(samples, conv, cfg.seed)
   dup = jnp.asarray(dd.dup_image)[None]
+  qual = {}
+  for k, v in samples.items():
+    acc = v[conv[k]] if conv[k].any() else v
+    q = {
+      "mean_dist_to_nearest_heldout": float(
+        jnp.mean(neighbours.nearest_two(jnp.asarray(acc), jnp.asarray(held)).d1)
+      ),
+      "mean_dist_to_duplicated_image": float(
+        jnp.mean(jnp.linalg.norm(jnp.asarray(acc) - dup, axis=1))
+      ),
+    }
+    if classifier is not None and m > cfg.quality.k:
+      rep = quality.quality_report(sub[k], held, classifier, k=cfg.quality.k)
+      q.update({n: rep[n] for n in ("digits_fd", "precision", "recall", "confidence")})
+      q["num_equal_size"] = m
+    qual[k] = q
+  plain_arm = {
+    "x": x0,
+    "converged": conv["plain"],
+    "units": np.ones(x0.shape[0]),
+    "seconds": 0.0,
+    "settings": {},
+    "stats": {},
+    "nfe_per_loss": nfe,
+  }
   summary = {
     "t_s": t_s,
     "t_s_rule": "detection time (sigma/psi of SD's first DDIM step)"
     if S.get("t_s", None) is None
     else "fixed",
-    "seconds": sail_seconds,
-    "M_c_plain": float(np.mean(r["plain"] <= mem_c)),
-    "M_c_sail": float(np.mean(r["sail"] <= mem_c)) if conv.any() else float("nan"),
-    "M_c_sail_all": float(np.mean(np.asarray(memorisation.nn_ratio(sail_all, unique)) <= mem_c)),
-    "quality_mean_dist_to_nearest_heldout": {
-      k: float(jnp.mean(neighbours.nearest_two(s, held).d1)) for k, s in outs.items()
+    "state": S.get("state", "initial"),
+    "network_evals_per_loss": nfe,
+    "arms": {
+      k: pipeline.arm_summary(plain_arm if k == "plain" else arms[k], ratios[k], mem_c, qual[k])
+      for k in xs
     },
-    "mean_dist_to_duplicated_image": {
-      k: float(jnp.mean(jnp.linalg.norm(s - dup, axis=1))) for k, s in outs.items()
-    },
-    **pipeline.sail_stats(res, x0),
   }
-  return (sail_all, res), summary
+  raw = {
+    "ratio": ratios,
+    "converged": conv,
+    "sq_norm_over_D": {k: np.sum(np.asarray(x) ** 2, 1) / x0.shape[1] for k, x in xs.items()},
+    "features": (
+      {k: quality.features(classifier, v) for k, v in sub.items()} if classifier is not None else {}
+    ),
+    "heldout_features": quality.features(classifier, held) if classifier is not None else None,
+    "units": {"plain": np.ones(x0.shape[0]), **{k: a["units"] for k, a in arms.items()}},
+  }
+  return (samples, arms), summary, raw
 
 
 def _profile(cs, path_t, ts, key, n, k, num_iters):
@@ -163,12 +223,11 @@ def run(cfg, workdir: str) -> dict:
   uf = lambda x, t, c: field(x[None], t[None], jnp.asarray(c)[None])[0]
   det_time = pipeline.detection_time(P)
   t1 = jnp.asarray(det_time["t"], x0.dtype)
-  # The sampler's state at t_detect from the same noise (Euler, ~1/num_steps steps up to it).
-  x1 = jax.jit(
-    lambda x: pipeline.split_path(
-      lambda z, t: guided(params, z, t, y), x, det_time["t"], Smp.num_steps
-    )[pipeline.split_index(det_time["t"], Smp.num_steps)]
-  )(x0)
+  # Detection state: "initial" (default, as SD) the initial noise at the noise level of t_detect,
+  # (1 − t) x0; "euler": the sampler's state at t_detect after the guided Euler steps.
+  x1 = pipeline.detection_state(
+    P, x0, lambda z, t: guided(params, z, t, y), det_time["t"], Smp.num_steps
+  )
   per_point = lambda metric: np.asarray(jax.vmap(lambda x, c: metric(x, t1, c, null))(x1, y))
   det_scores = {
     "hs_detector": per_point(functools.partial(sharpness.hs_detector, cs)),
@@ -196,9 +255,15 @@ def run(cfg, workdir: str) -> dict:
   )
   y1 = jnp.ones((1,), jnp.int32)
   guided_point = lambda z, t: guided(params, z, t, y1[: z.shape[0]])
-  (sailed, sail_res), sail_out = run_sail(
+  classifier = None
+  if cfg.get("quality", None) is not None and cfg.quality.enabled:
+    classifier = quality.load_classifier(
+      quality.get_config(cfg.quality.classifier), cache_dir=cfg.quality.cache_dir or None
+    )
+  (sail_samples, sail_arms), sail_out, raw = run_sail(
     cfg,
-    cs,
+    field,
+    sched,
     null,
     gen,
     x0[n:],
@@ -207,6 +272,14 @@ def run(cfg, workdir: str) -> dict:
     guided_point,
     det_time["t"],
     jax.random.fold_in(k_noise, 1),
+    classifier,
+  )
+  np.savez(
+    os.path.join(workdir, RAW),
+    **{f"{part}/{k}": v for part, d in raw.items() if isinstance(d, dict) for k, v in d.items()},
+    **(
+      {"heldout_features": raw["heldout_features"]} if raw["heldout_features"] is not None else {}
+    ),
   )
   results = {
     "config": cfg.to_dict(),
@@ -228,6 +301,7 @@ def run(cfg, workdir: str) -> dict:
       },
     },
     "protocol": "per sample (n = 1), both labels pooled; see sharpness.detection for per-prompt",
+    "detection_state": P.get("state", "initial"),
     "detection_time": det_time,
     "detection_first_step": {k: det[k] for k in det_scores},
     "detection_within_label_1": within_label1,
@@ -241,9 +315,9 @@ def run(cfg, workdir: str) -> dict:
     prof,
     mem,
     det_scores,
-    sail_res.losses,
+    sail_arms["sail"]["losses"] if "sail" in sail_arms else np.zeros((1, 1)),
     path[-1][n:],
-    sailed,
+    sail_samples["sail"],
   )
   return common.save_results(workdir, results)
 

@@ -126,11 +126,198 @@ SAIL_OPTIONS = (
   "threshold",
   "threshold_rel",
   "threshold_rise",
+  "threshold_step",
   "rounds_per_rise",
   "steps_per_round",
   "lr",
   "max_iters",
+  "project",
 )
+
+#: SAIL arms of the experiments: name -> (direction, project); "rejection" is the control.
+ARMS = {
+  "sail": (None, False),  # None: sail_cfg.direction (default "eps")
+  "sail_score": ("score", False),
+  "sail_shell": (None, True),
+}
+
+#: The released SD v1 sharpness allowance ``τ_SD = thr − α √D = 8.2 − 0.05·128 = 1.8``.
+TAU_SD = sharpness.SD_V1["threshold"] - sharpness.SD_V1["alpha"] * np.sqrt(sharpness.SD_V1["dim"])
+
+
+def detection_state(detect_cfg, x0, field, t_det: float, num_steps: int):
+  """The state the detectors score: ``detect_cfg.state = "initial"`` (default, as the released SD
+  code scores the initial latent at its first timestep) ``(1 − t_det) x0``, the initial noise at
+  the noise level of ``t_det`` (linear FM ``σ = 1 − t``); ``"euler"``: the guided Euler state at
+  ``t_det`` (:func:`split_path` of ``field``)."""
+  state = detect_cfg.get("state", "initial")
+  if state == "initial":
+    return (1.0 - float(t_det)) * x0
+  if state == "euler":
+    path = jax.jit(lambda x: split_path(field, x, t_det, num_steps))(x0)
+    return path[split_index(t_det, num_steps)]
+  raise ValueError(f"`detect.state` must be 'initial' or 'euler'; got {state!r}.")
+
+
+def state_fn_of(sail_cfg, t_s: float, field=None, num_steps: int | None = None):
+  """SAIL's ``state_fn``: ``"initial"`` (default) ``x ↦ (1 − t_s) x``, the initial latent placed at
+  the noise level of ``t_s`` (linear FM: ``σ(t_s) = 1 − t_s``; as the released code scores the
+  initial latent at SD's first timestep); ``"euler"``: the guided Euler state at ``t_s``
+  (:func:`state_map` of ``field``). Returns ``(state_fn, network evaluations per state)``."""
+  state = sail_cfg.get("state", "initial")
+  if state == "initial":
+    scale = 1.0 - float(t_s)
+    return (lambda x: scale * x), 0
+  if state == "euler":
+    n_s = max(1, int(round(t_s * num_steps)))
+    return state_map(field, t_s, num_steps), n_s
+  raise ValueError(f"`sail.state` must be 'initial' or 'euler'; got {state!r}.")
+
+
+def sail_settings(sail_cfg, g, x0, state_fn=None, cond=None) -> dict:
+  """The keyword settings of :func:`memjax.sharpness.sail` for ``sail_cfg.settings``.
+
+  ``"sd_scaled"`` (default; dimension-aware, the rule of ``configs/__init__.py``): with ``D`` the
+  latent dimension and SD v1's released numbers (:data:`memjax.sharpness.SD_V1`,
+  ``D_SD = 16384``, ``α_SD = 0.05``, ``δ_SD = 1``, threshold 8.2 = ``α_SD √D_SD`` (6.4) + the
+  sharpness allowance ``τ_SD = 1.8``, rise 0.1 every 3 rounds):
+  ``δ = δ_SD √(D / D_SD)`` (the same fraction of ``||x|| ≈ √D``);
+  ``τ = threshold_rel × median_n S(x0_n)`` (``S`` the sharpness term of the plain noise, with that
+  ``δ``); ``alpha_rule="value"``: ``α = (α_SD √D_SD / τ_SD) τ / √D`` (the prior term at the
+  typical radius is the same multiple, 6.4/1.8 = 3.56, of the allowance as in SD);
+  ``alpha_rule="fluctuation"``: ``α = α_SD τ / τ_SD`` (the spread of ``α||x||`` over draws,
+  ``≈ α/√2`` in any ``D``, is the same fraction of the allowance as in SD, where it is
+  0.035/1.8); ``thr_0 = α √D + τ``, rising by
+  ``0.1 τ/τ_SD`` every 3 rounds. At ``D = D_SD`` and ``τ = 1.8`` these are SD's numbers.
+  ``"relative"``: memjax's earlier adaptation (``alpha``, ``delta`` as given; threshold
+  ``threshold_rel`` × the median plain-noise loss, rising ``threshold_rise`` relatively).
+  ``"absolute"``: the released numbers as they are (8.2, +0.1 per 3 rounds, α = 0.05, δ = 1).
+  Returns ``{"kwargs": ..., "record": ...}``.
+  """
+  rule = sail_cfg.get("settings", "sd_scaled")
+  base = {k: sail_cfg[k] for k in SAIL_OPTIONS if k in sail_cfg}
+  base.pop("project", None)
+  sd = sharpness.SD_V1
+  dim = int(x0.shape[1])
+  if rule == "relative":
+    return {"kwargs": base, "record": {"rule": rule}}
+  if rule == "absolute":
+    kw = dict(base, alpha=sd["alpha"], delta=sd["delta"], threshold=sd["threshold"])
+    kw.update(threshold_step=sd["threshold_step"], rounds_per_rise=sd["rounds_per_rise"])
+    return {"kwargs": kw, "record": {"rule": rule}}
+  if rule != "sd_scaled":
+    raise ValueError(f"`sail.settings` must be sd_scaled, relative or absolute; got {rule!r}.")
+  delta = sd["delta"] * float(np.sqrt(dim / sd["dim"]))
+  s0, _ = sharpness.sail_loss_terms(
+    g, x0, objective=base.get("objective", "official"), state_fn=state_fn, delta=delta, cond=cond
+  )
+  tau = float(sail_cfg.threshold_rel * np.median(np.asarray(s0)))
+  rho = sd["alpha"] * np.sqrt(sd["dim"]) / TAU_SD
+  alpha_rule = sail_cfg.get("alpha_rule", "value")
+  if alpha_rule == "value":  # the prior's VALUE at the typical radius: α√D = 3.56 τ
+    alpha = float(rho * tau / np.sqrt(dim))
+  elif alpha_rule == "fluctuation":  # its spread over draws, α·std||x|| ≈ α/√2, relative to τ
+    alpha = float(sd["alpha"] * tau / TAU_SD)
+  else:
+    raise ValueError(f"`sail.alpha_rule` must be 'value' or 'fluctuation'; got {alpha_rule!r}.")
+  kw = dict(base, alpha=alpha, delta=delta, threshold=alpha * np.sqrt(dim) + tau)
+  kw.update(
+    threshold_step=sd["threshold_step"] * tau / TAU_SD, rounds_per_rise=sd["rounds_per_rise"]
+  )
+  kw.pop("threshold_rel", None)
+  kw.pop("threshold_rise", None)
+  record = {
+    "rule": rule,
+    "delta": delta,
+    "tau": tau,
+    "alpha": alpha,
+    "alpha_rule": alpha_rule,
+    "prior_to_allowance": float(alpha * np.sqrt(dim) / tau),
+    "threshold_0": float(kw["threshold"]),
+    "threshold_step": float(kw["threshold_step"]),
+    "median_sharpness_term_plain": float(np.median(np.asarray(s0))),
+  }
+  return {"kwargs": kw, "record": record}
+
+
+def sail_arms(sail_cfg, g_of, x0, state_fn=None, key=None, cond=None, nfe_per_loss=1) -> dict:
+  """Every arm of ``sail_cfg.arms`` on the same plain noise ``x0 (N, D)``.
+
+  ``g_of(direction)`` builds SAIL's field (:func:`memjax.sharpness.sail_field`). SAIL arms
+  (:data:`ARMS`): ``sail`` (ε-difference, the released code's direction), ``sail_score`` (``g =
+  s^Δ``), ``sail_shell`` (ε-difference, iterates projected onto ``||x|| = √D``); ``rejection``
+  (:func:`memjax.sharpness.rejection_control`: plain noise re-drawn under the ``sail`` arm's loss
+  and threshold, budget ``max_iters × step_cost`` loss evaluations). Settings per direction by
+  :func:`sail_settings`. Compute per latent, in loss evaluations: SAIL ``step_cost × Adam steps +
+  1`` for the accepting evaluation; rejection, its draws; ``nfe_per_loss`` converts to network
+  evaluations. Returns ``{arm: {"x", "converged", "units", "seconds", "settings", ...}}``.
+  """
+  step_cost = int(sail_cfg.get("step_cost", 3))
+  settings = {}
+  out = {}
+  for arm in sail_cfg.get("arms", ("sail",)):
+    if arm != "rejection" and arm not in ARMS:
+      raise ValueError(f"unknown SAIL arm {arm!r}; known: {sorted(ARMS) + ['rejection']}.")
+    direction, project = ARMS.get(arm, (None, False))
+    direction = direction or sail_cfg.get("direction", "eps")
+    if direction not in settings:
+      settings[direction] = sail_settings(sail_cfg, g_of(direction), x0, state_fn, cond)
+    st = settings[direction]
+    kw = st["kwargs"]
+    with common.Timer() as t:
+      if arm == "rejection":
+        kw_r = {k: v for k, v in kw.items() if k != "lr"}
+        res = sharpness.rejection_control(
+          g_of(direction), x0, state_fn=state_fn, key=key, cond=cond, step_cost=step_cost, **kw_r
+        )
+        res.x.block_until_ready()
+      else:
+        res = sharpness.sail(
+          g_of(direction), x0, state_fn=state_fn, key=key, cond=cond, project=project, **kw
+        )
+        res.x.block_until_ready()
+    conv = np.asarray(res.converged)
+    if arm == "rejection":
+      units = np.asarray(res.draws, np.float64)
+      extra = {"mean_draws": float(units.mean())}
+    else:
+      units = step_cost * np.asarray(res.iterations, np.float64) + conv
+      extra = sail_stats(res, x0)
+    out[arm] = {
+      "x": res.x,
+      "converged": conv,
+      "units": units,
+      "seconds": t.seconds,
+      "settings": st["record"],
+      "kwargs": {
+        k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in kw.items()
+      },
+      "stats": extra,
+      "nfe_per_loss": nfe_per_loss,
+      "losses": None if arm == "rejection" else np.asarray(res.losses),
+    }
+  return out
+
+
+def arm_summary(arm: dict, ratios, mem_c: float, quality: dict | None = None) -> dict:
+  """M_c (accepted latents), ||x||²/D (accepted), compute and convergence of one arm."""
+  conv = np.asarray(arm["converged"])
+  x = np.asarray(arm["x"])
+  sq = np.sum(x**2, 1) / x.shape[1]
+  r = np.asarray(ratios)
+  sel = conv if conv.any() else np.ones_like(conv)
+  return {
+    "M_c": float(np.mean(r[sel] <= mem_c)),
+    "M_c_all": float(np.mean(r <= mem_c)),
+    "sq_norm_over_D": float(np.mean(sq[sel])),
+    "accepted_fraction": float(conv.mean()),
+    "mean_compute_loss_evals": float(np.mean(arm["units"])),
+    "mean_compute_network_evals": float(np.mean(arm["units"]) * arm["nfe_per_loss"]),
+    "seconds": float(arm["seconds"]),
+    "settings": arm["settings"],
+    **({"quality": quality} if quality is not None else {}),
+    **arm["stats"],
+  }
 
 
 def sail(g, x0, sail_cfg, state_fn=None, key=None, cond=None) -> tuple[sharpness.SailResult, float]:

@@ -4,10 +4,11 @@ Training set: ``num_train`` draws of ``0.05 N(μ_s, 0.01²I) + 0.95 N(0, I)`` wh
 sharp-mode draw is ONE duplicated point. An unconditional FM model is trained; generated samples
 are labelled memorised when ``d1/d2 ≤ 1/3`` against the distinct training points. Along each
 Euler trajectory we measure the spectrum of ``½(H + Hᵀ)``, ``tr H`` and ``||s||²`` and score
-detection (AUROC, TPR@1%FPR). SAIL (:func:`memjax.sharpness.sail`, official objective by
-default) optimises the noise on ``L(x0) = ||g(y + ĝ(y))|| + α||x0||`` with ``g = s(·, t_s)`` at
-``y = Φ_{0→t_s}(x0)``, the state the Euler flow reaches at ``t_s`` (on-distribution), in rounds
-with re-seeding; latents that never reach the threshold are discarded (and counted)::
+detection (AUROC, TPR@1%FPR). SAIL arms (:func:`experiments.sharpness.pipeline.sail_arms`):
+``g`` the ε-prediction ``−σ s(·, t_s)`` (``sail``), ``g = s`` (``sail_score``), iterates projected
+onto ``||x|| = √D`` (``sail_shell``) and the rejection control (``rejection``), evaluated at
+``y = Φ_{0→t_s}(x0)``, the Euler state at ``t_s``; per arm on accepted latents: M_c,
+``||x_T||²/D``, compute and the mean distance to fresh draws of the true mixture::
 
   python -m experiments.sharpness.toy --config=experiments/sharpness/configs/toy.py
   python -m experiments.sharpness.toy --config=experiments/sharpness/configs/toy.py:smoke \
@@ -31,6 +32,7 @@ from memjax import data, memorisation, metrics, neighbours, paths, sharpness
 CONFIG = os.path.join(os.path.dirname(__file__), "configs", "toy.py")
 
 FIGURE = "sharpness_toy.png"
+RAW = "sail_arms.npz"  # per-sample arrays of the SAIL arms, read by outcome.py
 LEMMA_TIMES = (0.3, 0.5, 0.7, 0.9)
 
 
@@ -113,25 +115,59 @@ def run(cfg, workdir: str) -> dict:
     for name, s in scores.items()
   }
   i_det = int(np.argmin(np.abs(np.asarray(ts) - P.t_detect)))
-  # SAIL: g = s(·, t_s) at the state y = Φ_{0→t_s}(x0) (n_s Euler steps of the sampler's grid).
+  # SAIL arms (pipeline.sail_arms): g = sail_field of s(·, t_s) (ε-prediction −σ s by default) at
+  # the state of cfg.sail.state, on the same plain noise; the rejection control at equal compute.
   n_s = max(1, int(round(S.t_s * num_steps)))
   t_s = n_s / num_steps
-  g = lambda y: score(y, jnp.asarray(t_s, y.dtype))
-  state_fn = pipeline.state_map(field, t_s, num_steps)
-  res, sail_seconds = pipeline.sail(g, x0, S, state_fn=state_fn, key=jax.random.fold_in(k_noise, 1))
-  conv = np.asarray(res.converged)
-  sail_samples = flow_all(res.x)[-1]
-  r_plain, r_sail = (np.asarray(memorisation.nn_ratio(s, unique)) for s in (samples, sail_samples))
+  tt = jnp.asarray(t_s, train.dtype)
+  sigma = float(sched.sigma(tt))
+  g_of = functools.lru_cache(None)(lambda d: sharpness.sail_field(lambda y: score(y, tt), sigma, d))
+  state_fn, n_state = pipeline.state_fn_of(S, t_s, field, num_steps)
+  arms = pipeline.sail_arms(
+    S, g_of, x0, state_fn=state_fn, key=jax.random.fold_in(k_noise, 1), nfe_per_loss=2 + n_state
+  )
   ref, _ = data.sample_mixture(k_ref, gmm, 2000)
+  xs = {"plain": x0, **{k: a["x"] for k, a in arms.items()}}
+  conv = {"plain": np.ones(x0.shape[0], bool), **{k: a["converged"] for k, a in arms.items()}}
+  outs = {k: flow_all(x)[-1] for k, x in xs.items()}
+  ratios = {k: np.asarray(memorisation.nn_ratio(v, unique)) for k, v in outs.items()}
+  nn_ref = {k: np.asarray(neighbours.nearest_two(v, ref).d1) for k, v in outs.items()}
+  sail_samples = outs.get("sail", samples)
+  plain_arm = dict(
+    x=x0, converged=conv["plain"], units=np.ones(x0.shape[0]), seconds=0.0, settings={}, stats={}
+  )
+  plain_arm["nfe_per_loss"] = 2 + n_state
+  sail_summary = {
+    "t_s": t_s,
+    "state": S.get("state", "initial"),
+    "network_evals_per_loss": 2 + n_state,
+    "arms": {
+      k: pipeline.arm_summary(
+        plain_arm if k == "plain" else arms[k],
+        ratios[k],
+        P.mem_c,
+        {
+          "mean_nn_dist_to_fresh_data": float(np.mean(nn_ref[k][conv[k] if conv[k].any() else ...]))
+        },
+      )
+      for k in xs
+    },
+  }
+  np.savez(
+    os.path.join(workdir, RAW),
+    **{f"ratio/{k}": v for k, v in ratios.items()},
+    **{f"converged/{k}": v for k, v in conv.items()},
+    **{f"quality_nn/{k}": v for k, v in nn_ref.items()},
+    **{f"sq_norm_over_D/{k}": np.sum(np.asarray(x) ** 2, 1) / 2 for k, x in xs.items()},
+    **{f"units/{k}": (np.ones(x0.shape[0]) if k == "plain" else arms[k]["units"]) for k in xs},
+  )
   lemma = lemma_gaps(score, sched, train, cfg.sample.num_samples, k_ref)
-  quality = lambda s: float(jnp.mean(neighbours.nearest_two(s, ref).d1))
   median_lmin = lambda sel: np.median(np.asarray(prof.bottom[:, sel, 0]), 1).tolist()
   t_det = f"{float(ts[i_det]):g}"
   results = {
     "config": cfg.to_dict(),
     "train_seconds": t_fit.seconds,
     "profile_seconds": t_prof.seconds,
-    "sail_seconds": sail_seconds,
     "final_train_loss": float(np.mean(losses[-200:])),
     "num_train": int(train.shape[0]),
     "num_distinct_train": int(unique.shape[0]),
@@ -150,17 +186,7 @@ def run(cfg, workdir: str) -> dict:
       "memorised": median_lmin(mem) if mem.any() else None,
       "not_memorised": median_lmin(~mem),
     },
-    "sail": {
-      "t_s": t_s,
-      "M_c_plain": float(np.mean(r_plain <= P.mem_c)),
-      "M_c_sail": float(np.mean(r_sail[conv] <= P.mem_c)) if conv.any() else float("nan"),
-      "M_c_sail_all": float(np.mean(r_sail <= P.mem_c)),
-      **pipeline.sail_stats(res, x0),
-      "quality_mean_nn_dist_to_fresh_data": {
-        "plain": quality(samples),
-        "sail": quality(sail_samples[conv]) if conv.any() else float("nan"),
-      },
-    },
+    "sail": sail_summary,
   }
   plot(
     os.path.join(workdir, FIGURE),
@@ -170,7 +196,7 @@ def run(cfg, workdir: str) -> dict:
     {n: s[i_det] for n, s in scores.items()},
     samples,
     sail_samples,
-    res.losses,
+    arms["sail"]["losses"] if "sail" in arms else np.zeros((1, 1)),
     unique,
   )
   return common.save_results(workdir, results)

@@ -30,12 +30,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       t_detect=None,
       sd=SD_FIRST_STEP,
       mem_c=1 / 3,
+      # "initial": score (1 − t) x0 (as SD scores its initial latent); "euler": after guided steps.
+      state="initial",
     )
   )
 
-  # SAIL on the memorised prompts' noise, the settings of configs/digits.py (official objective at
-  # the guided state at t_s = t_detect; α = 0.05, rounds of 10 Adam steps, re-seeding, threshold
-  # 0.75 × median plain-noise loss rising 1.25 % per 3 rounds, 20 rounds: sail_section).
+  # SAIL arms on the memorised prompts' noise (configs/__init__.py sail_section, fixed before the
+  # issue-27 runs): ε-difference at (1 − t_s) x, t_s = t_detect, SD-scaled δ / α / threshold.
   c.sail = sail_section()
 
   if arg == "smoke":

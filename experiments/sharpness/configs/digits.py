@@ -31,13 +31,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       lanczos_iters=16,
       t_detect=None,
       sd=SD_FIRST_STEP,
+      # "initial": score (1 − t) x0, the initial noise at the noise level of t_detect (as SD
+      # scores its initial latent); "euler": the state after the guided Euler steps.
+      state="initial",
     )
   )
-  # SAIL, official form: L(x) = ||s^Δ(y + ŝ^Δ(y))|| + α||x||, y = guided Euler state at t_s from x
-  # (t_s None → the detection time, where the released code runs SAIL: SD's first step); α = 0.05
-  # (SD v1 code), Adam lr 0.05, rounds of 10 steps, re-seeding, threshold 0.75 × median plain-noise
-  # L rising by 1.25 % every 3 rounds, 20 rounds (sail_section). Chosen once, before the run.
+  # SAIL (configs/__init__.py sail_section, protocol fixed before the issue-27 runs): ε-difference
+  # g at (1 − t_s) x with t_s the detection time, SD-scaled δ, α and threshold, arms sail /
+  # sail_score / sail_shell / rejection (equal compute) on the label-1 noise.
   c.sail = sail_section(t_s=None)
+  # Quality of the SAIL arms: digits-FD / precision / recall of experiments.laplace.quality's
+  # classifier features (variant "" | "smoke"; cache "" = its default), k of precision / recall.
+  c.quality = ml_collections.ConfigDict(dict(enabled=True, classifier="", cache_dir="", k=3))
 
   if arg == "smoke":
     c.data.update(n_general=40, n_dup_class_distinct=5, copies=20)
@@ -46,4 +51,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # mem_c: both classes present so the smoke detector numbers are finite.
     c.detect.update(mem_c=0.97, t_grid=(0.1, 0.5), k=1, lanczos_iters=4)
     shrink_sail(c.sail)
+    c.quality.classifier = "smoke"
   return c

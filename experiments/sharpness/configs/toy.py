@@ -23,10 +23,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.detect = ml_collections.ConfigDict(
     dict(mem_c=1 / 3, t_grid=(0.02, 0.1, 0.3, 0.5, 0.7, 0.9, 0.95), t_detect=0.5)
   )
-  # SAIL, official form L = ||g(y + ĝ(y))|| + α||x0||, g = s(·, t_s) at y = Φ_{0→t_s}(x0);
-  # rounds of 10 Adam steps, re-seeding, threshold 0.75 × median plain-noise L rising 1.25 % per
-  # 3 rounds, 20 rounds; α = 0.05 (SD v1 code): sail_section. Chosen once, before the run.
+  # SAIL (configs/__init__.py sail_section, protocol fixed before the issue-27 runs): ε-prediction
+  # g = −σ s of the unconditional score (no guidance difference here), SD-scaled δ, α and
+  # threshold, arms sail / sail_score / sail_shell / rejection. Unlike the conditional experiments
+  # the state is the Euler state at t_s = 0.5 ("euler"): at the SNR-matched t ≈ 0.07 the
+  # unconditional score of this mixture is nearly Gaussian and carries no sign of the sharp mode.
   c.sail = sail_section(t_s=0.5)
+  c.sail.state = "euler"
 
   if arg == "smoke":
     cc.shrink_mlp(c, (32, 32), steps=300, batch_size=64)
