@@ -677,7 +677,9 @@ def from_factory(
   elif isinstance(net, nnx.Module):
     graphdef, state = nnx.split(net)
     if params_path:
-      pure = fit_params(load_params(params_path), state.to_pure_dict(), f"`params` {params_path!r}")
+      pure = fit_params(
+        load_params(params_path), nnx.to_pure_dict(state), f"`params` {params_path!r}"
+      )
       nnx.replace_by_pure_dict(state, pure)
     params = state
     apply = functools.partial(_shaped, shape, functools.partial(_nnx_call, graphdef))
