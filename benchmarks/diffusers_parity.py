@@ -105,7 +105,7 @@ def check(folder: str) -> float:
 
   m = diffusers_unet.load(folder)
   io = np.load(os.path.join(folder, "io.npz"))
-  got = np.asarray(m.module.apply(m.params, io["x"], io["t"]))
+  got = np.asarray(diffusers_unet.apply(m.module, m.params, io["x"], io["t"]))
   return float(np.max(np.abs(got - io["out"])) / np.max(np.abs(io["out"])))
 
 

@@ -696,3 +696,39 @@ def from_factory(
   model = Model(apply, params, schedule or paths.linear_fm(), parameterisation, shape, None, info)
   model.info["adapter"] = adapter
   return model
+
+
+def _diffusers_field(module, data_shape, num_train_timesteps, params, x, t):
+  from memjax.models import diffusers_unet
+
+  return diffusers_unet.field(module, data_shape, num_train_timesteps, params, x, t)
+
+
+def from_diffusers(folder: str, *, data_shape: Sequence[int] | None = None, info=None) -> Model:
+  """A :class:`Model` of a diffusers ``UNet2DModel`` folder (e.g. ``google/ddpm-cifar10-32``).
+
+  The network, its weights, its schedule and its output come from the folder
+  (:func:`memjax.models.diffusers_unet.load`): ε-prediction (or ``x0``) on DDPM's path of its
+  linear ``β`` (exact at the timesteps); the audit's time ``t ∈ [0, 1]`` is the network's
+  timestep ``T t − 1``.
+
+  Args:
+    folder: the model folder (``config.json`` + ``diffusion_pytorch_model.safetensors``).
+    data_shape: the training images' shape ``(H, W, C)``, checked against the config's
+      ``sample_size`` and ``in_channels`` (default: the config's).
+    info: description copied into the report.
+
+  Raises:
+    ValueError: for an unreadable folder or unsupported config, or images of another shape.
+  """
+  from memjax.models import diffusers_unet
+
+  ld = diffusers_unet.load(folder)
+  if data_shape is not None and tuple(int(s) for s in data_shape) != ld.data_shape:
+    raise ValueError(
+      f"the training images have shape {tuple(data_shape)}, the diffusers UNet in {folder!r} "
+      f"takes {ld.data_shape} (sample_size, sample_size, in_channels)."
+    )
+  fn = functools.partial(_diffusers_field, ld.module, ld.data_shape, ld.num_train_timesteps)
+  info = dict(info or {}, **ld.info, adapter="diffusers")
+  return Model(fn, ld.params, ld.schedule, ld.parameterisation, ld.data_shape, None, info)

@@ -9,11 +9,9 @@ ResNet), up blocks that concatenate the skip activations, then GroupNorm → SiL
 Images are ``(B, H, W, C)`` here (diffusers: ``(B, C, H, W)``).
 
 :func:`load` reads ``config.json`` and ``diffusion_pytorch_model.safetensors`` (numpy only: no
-torch) into the Flax parameter tree, and the scheduler config into a :class:`memjax.paths.Schedule`
-(:func:`schedule_from_config`): DDPM's linear ``β_n``, ``n = 0 … T−1``, is the Euler
-discretisation of the VP SDE with ``β(t) = T β_{tT}``, so the schedule is
-:func:`memjax.paths.vp_linear` with ``β_min = T β_start``, ``β_max = T β_end``, and the network's
-timestep is ``n = (T − 1) t`` (the convention of Song et al.'s conversion of DDPM checkpoints).
+torch) into the Flax parameter tree, and the scheduler config into a
+:class:`memjax.paths.Schedule` (:func:`schedule_from_config`): DDPM's linear ``β`` exactly at its
+timesteps, timestep ``n`` at time ``t = (n + 1)/T`` (data at ``t = 0``, noise at ``t = 1``).
 :func:`field` is the audit's pure ``f(params, x (B, D), t (B,))``: ε-prediction
 (``prediction_type="epsilon"``) or ``x0`` (``"sample"``).
 
@@ -22,8 +20,6 @@ Parity with diffusers' own PyTorch forward is tested on committed fixtures (tiny
 
 References:
   Ho, Jain and Abbeel, "Denoising Diffusion Probabilistic Models", arXiv:2006.11239.
-  Song et al., "Score-Based Generative Modeling through Stochastic Differential Equations",
-  arXiv:2011.13456.
 """
 
 from __future__ import annotations
@@ -353,22 +349,23 @@ def _find(folder: str, name: str, subfolder: str) -> str | None:
   return None
 
 
-@functools.cache
+@functools.cache  # one Schedule object per setting, so compiled programs are reused
 def schedule_from_config(
   num_train_timesteps: int = 1000,
   beta_start: float = 1e-4,
   beta_end: float = 2e-2,
   beta_schedule: str = "linear",
 ) -> paths.Schedule:
-  """The :class:`memjax.paths.Schedule` of a DDPM scheduler config with linear ``β``.
+  """DDPM's discrete schedule as a :class:`memjax.paths.Schedule`, exact at its timesteps.
 
-  ``β_n = β_start + (β_end − β_start) n/(T − 1)`` is the Euler discretisation (step ``1/T``) of
-  the VP SDE with ``β(t) = β_min + t (β_max − β_min)``, ``β_min = T β_start``,
-  ``β_max = T β_end``: :func:`memjax.paths.vp_linear` of those (data at ``t = 0``); the network's
-  timestep at time ``t`` is ``n = (T − 1) t``.
+  ``β_n = β_start + (β_end − β_start) n/(T − 1)``, ``ᾱ_n = Π_{i ≤ n} (1 − β_i)``,
+  ``x_n = √ᾱ_n x + √(1 − ᾱ_n) ε``. Timestep ``n`` sits at ``t_n = (n + 1)/T`` (so ``t = 0`` is
+  the clean data, ``ᾱ = 1``); between timesteps ``log ᾱ`` is interpolated linearly:
+  ``ψ(t) = exp(½ log ᾱ(tT − 1))``, ``σ(t) = √(1 − ψ(t)²)``. The network's timestep at ``t`` is
+  ``n = T t − 1`` (:func:`field`). Data at ``t = 0``, noise at ``t = 1``.
 
   Raises:
-    ValueError: for another ``beta_schedule`` than ``"linear"`` or non-positive settings.
+    ValueError: for another ``beta_schedule`` than ``"linear"`` or bad settings.
   """
   if beta_schedule != "linear":
     raise ValueError(
@@ -379,7 +376,22 @@ def schedule_from_config(
       "scheduler needs num_train_timesteps > 1 and 0 < beta_start < beta_end < 1; got "
       f"{num_train_timesteps}, {beta_start}, {beta_end}."
     )
-  return paths.vp_linear(num_train_timesteps * beta_start, num_train_timesteps * beta_end)
+  betas = np.linspace(beta_start, beta_end, num_train_timesteps, dtype=np.float64)
+  log_abar = np.concatenate([[0.0], np.cumsum(np.log1p(-betas))])  # at t = 0, 1/T, …, 1
+  grid = np.arange(num_train_timesteps + 1, dtype=np.float64) / num_train_timesteps
+
+  def log_psi(t):
+    t = jnp.asarray(t)
+    dtype = t.dtype if jnp.issubdtype(t.dtype, jnp.floating) else jnp.result_type(float)
+    return 0.5 * jnp.interp(t, jnp.asarray(grid, dtype), jnp.asarray(log_abar, dtype))
+
+  return paths.Schedule(
+    "ddpm_linear",
+    psi=lambda t: jnp.exp(log_psi(t)),
+    sigma=lambda t: jnp.sqrt(-jnp.expm1(2.0 * log_psi(t))),
+    t_noise=1.0,
+    t_data=0.0,
+  )
 
 
 def _read_json(path):
@@ -466,13 +478,16 @@ def load(folder: str, dtype=jnp.float32) -> Loaded:
   return Loaded(module, params, config, schedule, PREDICTION_TYPES[pred], t_steps, shape, info)
 
 
-def apply_nhwc(module: UNet2D, params, x, timesteps):
-  """``module.apply(params, x (B, H, W, C), timesteps (B,))`` (diffusers' timestep units)."""
+@functools.partial(jax.jit, static_argnums=0)
+def apply(module: UNet2D, params, x, timesteps):
+  """Jitted ``module.apply(params, x (B, H, W, C), timesteps (B,))`` (diffusers' timestep units:
+  ``0 … T − 1``); compiled once per module and input shapes."""
   return module.apply(params, x, timesteps)
 
 
 def field(module: UNet2D, data_shape: tuple, num_train_timesteps: int, params, x, t):
-  """The audit's ``f(params, x (B, D), t (B,))``: timestep ``n = (T − 1) t``, flattened rows."""
+  """The audit's ``f(params, x (B, D), t (B,))``: timestep ``n = T t − 1`` (on the path of
+  :func:`schedule_from_config`), flattened rows."""
   img = x.reshape(x.shape[:1] + tuple(data_shape))
-  out = module.apply(params, img, (num_train_timesteps - 1) * t)
+  out = module.apply(params, img, num_train_timesteps * t - 1.0)
   return out.reshape(x.shape)
