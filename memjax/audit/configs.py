@@ -4,7 +4,8 @@ Variants: ``""`` (default) audits a checkpoint (``--config.checkpoint=runs/<run>
 e.g. of ``experiments.laplace.images``) or any model (``--config.model.factory``,
 ``--config.model.params``, ``--config.data.source``), ``toy`` trains the
 audit's own known-answer MLP (a set with one point copied many times) in-process and audits it,
-and ``smoke`` is ``toy`` at test size with every lens on, the weight-space view included.
+``smoke`` is ``toy`` at test size with every lens on, the weight-space view included, and ``large``
+is the default with 1024 samples and more probes, for a GPU audit of an image model.
 """
 
 import ml_collections
@@ -18,8 +19,8 @@ SD_FIRST_STEP_NOISE_TO_SIGNAL = 13.12
 
 def get_config(arg: str | None = None) -> ConfigDict:
   arg = arg or ""
-  if arg not in ("", "toy", "smoke"):
-    raise ValueError(f"unknown config variant {arg!r}; use '', 'toy' or 'smoke'.")
+  if arg not in ("", "toy", "smoke", "large"):
+    raise ValueError(f"unknown config variant {arg!r}; use '', 'toy', 'smoke' or 'large'.")
   c = ConfigDict()
   c.seed = 0
   c.workdir = ""  # "" = runs/audit/<UTC timestamp>
@@ -149,6 +150,10 @@ def get_config(arg: str | None = None) -> ConfigDict:
   c.summary = ConfigDict(dict(fpr=0.01, held_out_control=True))
   c.report = ConfigDict(dict(num_show=8, bins=20))
 
+  if arg == "large":  # a GPU audit of an image model (e.g. a diffusers DDPM on CIFAR-10)
+    c.sample.num_samples = 1024
+    c.lid.update(num_probes=16, batch_size=256)
+    c.sharpness.update(num_probes=16, chunk_size=128)
   if arg in ("toy", "smoke"):
     c.experiment = "audit.toy"
     c.regimes.sigma_range = (0.01, 20.0)
