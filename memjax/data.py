@@ -1012,8 +1012,9 @@ def load_source(
       parts[1], parts[2] if len(parts) == 3 else "train", value_range, max_examples
     )
   elif source == "digits":
-    raw = __import__("sklearn.datasets", fromlist=["load_digits"]).load_digits().images
-    x = to_range(raw, 16.0, value_range)[..., None]
+    from sklearn import datasets
+
+    x = to_range(datasets.load_digits().images, 16.0, value_range)[..., None]
   elif ":" in source and "/" not in source and not source.endswith((".npy", ".npz")):
     x = _load_function(source, value_range)
   else:

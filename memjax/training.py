@@ -91,15 +91,17 @@ class Objective:
     fn: the loss ``fn(params, key) -> ()``.
     data: the training points the loss draws from (``(N, D)``; labels are part of the
       fingerprint of a conditional objective).
-    data_fingerprint: JSON-able identity of the data.
+    data_fingerprint: JSON-able identity of the data (``None`` for traced data).
   """
 
   def __init__(self, fn: Callable, data, labels=None):
     self.fn = fn
     self.data = data
-    fp = data_lib.fingerprint(data)
-    if labels is not None:
-      fp = dict(fp, labels=data_lib.fingerprint(labels))
+    fp = None
+    if _checks.is_concrete(data) and (labels is None or _checks.is_concrete(labels)):
+      fp = data_lib.fingerprint(data)  # (a traced data set has no hash: the run is not tied)
+      if labels is not None:
+        fp = dict(fp, labels=data_lib.fingerprint(labels))
     self.data_fingerprint = fp
 
   def __call__(self, params, key):
