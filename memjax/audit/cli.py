@@ -181,6 +181,9 @@ def build(cfg, workdir: str):
       raise ValueError(
         f"checkpoint {checkpoint!r} stores no config: pass --config.experiment_config=PATH."
       )
+    exp_cfg = exp_cfg.to_dict() if hasattr(exp_cfg, "to_dict") else exp_cfg
+    if len(shape) == 1 and "widths" in exp_cfg.get("model", {}):
+      shape = None  # flat rows of an image UNet's data (an older recipe): shape from the config
     m = model.from_checkpoint(
       checkpoint,
       exp_cfg,
