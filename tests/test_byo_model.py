@@ -126,6 +126,7 @@ def user(tmp_path_factory):
   sys.path.remove(str(root))
 
 
+@pytest.mark.slow  # ≈ 45 s idle, 70 s on the loaded 2-core machine (plus ≈ 5–40 s of training)
 def test_audit_of_a_user_linen_unet_through_the_command(user, tmp_path):
   root, folder, params_file, _, _ = user
   workdir = tmp_path / "audit"
