@@ -10,6 +10,8 @@ with them, without torch. Needs the optional peers::
   .venv/bin/pip install -r benchmarks/requirements-peers.txt
   python -m benchmarks.diffusers_parity            # rewrites the fixtures
   python -m benchmarks.diffusers_parity --check    # also runs memjax's forward and prints errors
+  python -m benchmarks.diffusers_parity --ddpm-cifar10   # the full DDPM CIFAR-10 architecture
+                                                         # (random weights in a temporary folder)
 """
 
 from __future__ import annotations
@@ -72,6 +74,23 @@ CONFIGS = {
 }
 TIMESTEPS = (0.0, 17.0, 411.5, 999.0)
 
+# The architecture of google/ddpm-cifar10-32 (its config.json; 35.7M parameters).
+DDPM_CIFAR10 = dict(
+  sample_size=32,
+  in_channels=3,
+  out_channels=3,
+  block_out_channels=(128, 256, 256, 256),
+  layers_per_block=2,
+  down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+  up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+  attention_head_dim=None,
+  norm_eps=1e-6,
+  norm_num_groups=32,
+  downsample_padding=0,
+  flip_sin_to_cos=False,
+  freq_shift=1,
+)
+
 
 def make(name: str, cfg: dict, seed: int) -> str:
   import torch
@@ -109,10 +128,45 @@ def check(folder: str) -> float:
   return float(np.max(np.abs(got - io["out"])) / np.max(np.abs(io["out"])))
 
 
+def ddpm_cifar10() -> dict:
+  """The DDPM CIFAR-10 architecture with random weights: parameter counts and the forward error."""
+  import tempfile
+
+  import jax
+  import torch
+  from diffusers import UNet2DModel
+
+  from memjax.models import diffusers_unet
+
+  torch.manual_seed(0)
+  model = UNet2DModel(**DDPM_CIFAR10).eval()
+  with torch.no_grad():
+    for p in model.parameters():
+      p.add_(0.02 * torch.randn_like(p))
+  x, t = torch.randn(2, 3, 32, 32), torch.tensor([10.0, 900.0])
+  with torch.no_grad():
+    ref = model(x, t).sample.permute(0, 2, 3, 1).numpy()
+  with tempfile.TemporaryDirectory() as folder:
+    model.save_pretrained(folder, safe_serialization=True)
+    ld = diffusers_unet.load(folder)
+  got = np.asarray(
+    diffusers_unet.apply(ld.module, ld.params, x.permute(0, 2, 3, 1).numpy(), t.numpy())
+  )
+  return {
+    "params_diffusers": sum(p.numel() for p in model.parameters()),
+    "params_memjax": sum(a.size for a in jax.tree_util.tree_leaves(ld.params)),
+    "max_relative_error": float(np.max(np.abs(got - ref)) / np.max(np.abs(ref))),
+  }
+
+
 def main():
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--check", action="store_true", help="also compare memjax's forward")
+  ap.add_argument("--ddpm-cifar10", action="store_true", help="check the full DDPM architecture")
   args = ap.parse_args()
+  if args.ddpm_cifar10:
+    print(json.dumps(ddpm_cifar10()))
+    return
   sizes = {}
   for i, (name, cfg) in enumerate(CONFIGS.items()):
     folder = make(name, cfg, seed=i)
