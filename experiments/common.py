@@ -24,6 +24,7 @@ import optax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from memjax import data as data_lib
 from memjax import nets, training
 
 # Library loggers that flood an experiment's output at INFO (orbax's async-save chatter, the
@@ -144,6 +145,23 @@ def fit(
   )
   out = res.state.ema_params if ema is not None else res.state.params
   return out, res.losses, res
+
+
+def image_data_recipe(dataset: str, train, shape, held_out=None) -> dict:
+  """The checkpoint metadata entry that lets ``memjax-audit`` rebuild an image experiment's data.
+
+  ``train`` / ``held_out`` (flattened rows of images of ``shape``) are located in their source
+  (``digits``, or ``tfds:NAME:train`` / ``tfds:NAME:test``) and stored as indices with their
+  hashes (:func:`memjax.data.recipe`), so the audit needs no copy of the experiment's key splits.
+  """
+  tfds = dataset != "digits"
+  reshape = lambda x: None if x is None else np.asarray(x).reshape((len(x),) + tuple(shape))
+  return data_lib.recipe(
+    reshape(train),
+    f"tfds:{dataset}:train" if tfds else "digits",
+    reshape(held_out),
+    f"tfds:{dataset}:test" if tfds else "digits",
+  )
 
 
 def _identity_of(train_cfg) -> dict:

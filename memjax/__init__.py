@@ -6,7 +6,8 @@ The public API is the set of modules below, one concept each (``memjax.lid.flipd
 * generic numerics: :mod:`linalg` (HVP, GGN, Lanczos, Hutchinson, exact trace),
   :mod:`neighbours` (chunked exact k-NN), :mod:`distributed` (row sharding), :mod:`metrics`;
 * models and paths: :mod:`paths` (schedules, parameterisation converters, callable protocols),
-  :mod:`nets`, :mod:`unet`, :mod:`training`, :mod:`sampling`, :mod:`data`;
+  :mod:`nets`, :mod:`unet`, :mod:`models` (diffusers' DDPM UNet in Flax), :mod:`training`,
+  :mod:`sampling`, :mod:`data`;
 * the four views: :mod:`curvature` + :mod:`laplace` (Riemannian Laplace over weights),
   :mod:`lid` (local intrinsic dimension), :mod:`sharpness` (log-density sharpness, SAIL),
   :mod:`denoisers` + :mod:`regimes` (the three noise regimes), and :mod:`memorisation`
@@ -26,6 +27,7 @@ from memjax import (
   linalg,
   memorisation,
   metrics,
+  models,
   neighbours,
   nets,
   paths,
@@ -49,6 +51,7 @@ __all__ = [
   "linalg",
   "memorisation",
   "metrics",
+  "models",
   "neighbours",
   "nets",
   "paths",

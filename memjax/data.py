@@ -6,6 +6,9 @@ is given; they are pure (key in, arrays out).
 
 from __future__ import annotations
 
+import hashlib
+import importlib
+import os
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -787,3 +790,360 @@ def duplicated_digits(
   y = np.concatenate([np.zeros(len(g_train)), np.ones(len(d_train) - 1 + copies)]).astype(np.int32)
   unique = np.concatenate([g_train, d_train])
   return DuplicatedDigits(x, y, unique, dup, (g_held, d_held))
+
+
+# ---------------------------------------------------------------------------
+# Training data from where users keep it: array files, image folders, TFDS, a function; and the
+# recipe a checkpoint stores to rebuild (and verify) its training set.
+
+#: Image files a folder source reads.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+#: Values a :func:`recipe` stores inline (when the data has no source to re-read).
+MAX_INLINE = 1 << 14
+
+
+def fingerprint(x) -> dict:
+  """Shape, dtype and SHA-256 of an array's bytes (C order): the identity of a data set.
+
+  Args:
+    x: array-like.
+
+  Returns:
+    dict with ``shape``, ``dtype`` and ``sha256``.
+  """
+  arr = np.ascontiguousarray(np.asarray(x))
+  return {
+    "shape": list(arr.shape),
+    "dtype": str(arr.dtype),
+    "sha256": hashlib.sha256(arr.tobytes()).hexdigest(),
+  }
+
+
+def to_range(x: np.ndarray, max_value: float, value_range=(-1.0, 1.0)) -> np.ndarray:
+  """Scale values from ``[0, max_value]`` to ``[lo, hi]``: ``lo + (hi − lo) x / max_value``.
+
+  ``(−1, 1)`` is exactly :func:`to_unit_range` (bit for bit, so hashes of the experiments' data
+  sets are reproduced).
+
+  Args:
+    x: values.
+    max_value: the largest raw value (255 for bytes).
+    value_range: ``(lo, hi)``, ``lo < hi``.
+
+  Returns:
+    float32 numpy array.
+
+  Raises:
+    ValueError: if ``value_range`` is not an increasing pair of finite numbers.
+  """
+  lo, hi = _check_range(value_range)
+  if (lo, hi) == (-1.0, 1.0):
+    return to_unit_range(x, max_value)
+  return (lo + (hi - lo) * np.asarray(x, np.float32) / max_value).astype(np.float32)
+
+
+def _check_range(value_range):
+  try:
+    lo, hi = (float(v) for v in value_range)
+  except (TypeError, ValueError) as err:
+    raise ValueError(f"`value_range` must be a pair (lo, hi); got {value_range!r}.") from err
+  if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+    raise ValueError(f"`value_range` must be finite with lo < hi; got {value_range!r}.")
+  return lo, hi
+
+
+def _scaled(arr: np.ndarray, value_range, what: str) -> np.ndarray:
+  """Unsigned integers (and bools) scaled from ``[0, max]`` to ``value_range``; floats kept."""
+  arr = np.asarray(arr)
+  kind = arr.dtype.kind
+  if kind == "b":
+    return to_range(arr.astype(np.uint8), 1.0, value_range)
+  if kind == "u":
+    return to_range(arr, float(np.iinfo(arr.dtype).max), value_range)
+  if kind == "f":
+    out = np.asarray(arr, np.float32 if arr.dtype.itemsize <= 4 else arr.dtype)
+    if not np.all(np.isfinite(out)):
+      raise ValueError(f"{what} holds NaN or inf.")
+    return out
+  raise ValueError(f"{what} must hold floats or unsigned integers (pixels); got dtype {arr.dtype}.")
+
+
+def _points(arr: np.ndarray, what: str) -> np.ndarray:
+  if arr.ndim < 2 or arr.shape[0] < 1:
+    raise ValueError(f"{what} must be (N, ...) with N >= 1 points; got shape {arr.shape}.")
+  return arr
+
+
+def _load_file(path: str, key: str, value_range) -> np.ndarray:
+  what = f"`source` {path!r}"
+  if path.endswith(".npz"):
+    with np.load(path) as z:
+      names = list(z.files)
+      if not key:
+        key = "train" if "train" in names else (names[0] if len(names) == 1 else "")
+      if key not in names:
+        raise ValueError(
+          f"{what} holds arrays {names}; name one as {path}:NAME (or store it as 'train')."
+        )
+      arr = z[key]
+    what = f"`source` {path}:{key}"
+  else:
+    arr = np.load(path, allow_pickle=False)
+  return _points(_scaled(arr, value_range, what), what)
+
+
+def _load_folder(path: str, value_range, max_examples) -> np.ndarray:
+  from PIL import Image  # lazy: only image folders need Pillow (matplotlib ships it)
+
+  files = sorted(f for f in os.listdir(path) if f.lower().endswith(IMAGE_SUFFIXES))
+  if not files:
+    raise ValueError(f"`source` folder {path!r} holds no {'/'.join(IMAGE_SUFFIXES)} images.")
+  files = files[:max_examples] if max_examples else files
+  images, first = [], None
+  for name in files:
+    with Image.open(os.path.join(path, name)) as im:
+      if im.mode in ("1", "P"):
+        im = im.convert("L" if im.mode == "1" else "RGB")
+      if im.mode not in ("L", "RGB"):
+        raise ValueError(
+          f"image {name!r} in `source` folder {path!r} has mode {im.mode!r}; use grey (L) or "
+          "RGB images (drop the alpha channel)."
+        )
+      arr = np.asarray(im)
+    arr = arr[..., None] if arr.ndim == 2 else arr
+    if first is None:
+      first = (name, arr.shape, arr.dtype)
+    elif (arr.shape, arr.dtype) != first[1:]:
+      raise ValueError(
+        f"the images of `source` folder {path!r} differ in size or channels: {first[0]!r} is "
+        f"{first[1]} {first[2]}, {name!r} is {arr.shape} {arr.dtype} (H, W, C); resize them "
+        "to one size and one colour mode."
+      )
+    images.append(arr)
+  return _scaled(np.stack(images), value_range, f"`source` folder {path!r}")
+
+
+def _load_tfds_images(name: str, split: str, value_range, max_examples, batch_size=1024):
+  import tensorflow_datasets as tfds  # lazy: the core library works without TFDS
+
+  source = tfds.data_source(name, split=split)
+  n = len(source) if not max_examples else min(int(max_examples), len(source))
+  if n < 1:
+    raise ValueError(f"`source` tfds:{name}:{split} is empty.")
+  images = []
+  for start in range(0, n, batch_size):
+    batch = [source[i] for i in range(start, min(n, start + batch_size))]
+    if "image" not in batch[0]:
+      raise ValueError(
+        f"`source` tfds:{name}:{split} has no 'image' feature (features {sorted(batch[0])})."
+      )
+    images.append(np.stack([np.asarray(ex["image"]) for ex in batch]))
+  return _scaled(np.concatenate(images), value_range, f"`source` tfds:{name}:{split}")
+
+
+def _load_function(spec: str, value_range) -> np.ndarray:
+  module_name, _, fn_name = spec.partition(":")
+  try:
+    module = importlib.import_module(module_name)
+  except ImportError as err:
+    raise ValueError(f"`source` {spec!r}: cannot import module {module_name!r} ({err}).") from err
+  fn = getattr(module, fn_name, None)
+  if not callable(fn):
+    raise ValueError(f"`source` {spec!r}: module {module_name!r} has no function {fn_name!r}.")
+  out = fn()
+  if isinstance(out, tuple | list | dict):
+    raise ValueError(f"`source` {spec!r} must return one array (N, ...); got {type(out).__name__}.")
+  return _points(_scaled(np.asarray(out), value_range, f"`source` {spec!r}"), f"`source` {spec!r}")
+
+
+def load_source(
+  source: str, *, value_range=(-1.0, 1.0), max_examples: int | None = None
+) -> np.ndarray:
+  """Load a data set from where users keep it, as float32 points ``(N, *shape)``.
+
+  ``source`` is one of (checked in this order):
+
+  - ``PATH.npy``, ``PATH.npz`` or ``PATH.npz:NAME``: an array ``(N, ...)`` (an ``.npz`` with one
+    array, or the one called ``train``, unless ``NAME`` picks one);
+  - a folder of PNG/JPEG images (sorted by file name; grey → ``(H, W, 1)``, colour →
+    ``(H, W, 3)``; all of one size and mode);
+  - ``tfds:NAME`` or ``tfds:NAME:SPLIT`` (default split ``train``): the ``image`` feature through
+    ``tfds.data_source`` (the data must be prepared: no download here);
+  - ``digits``: scikit-learn's bundled 8×8 digits ``(1797, 8, 8, 1)``;
+  - ``MODULE:FUNCTION``: ``FUNCTION()`` of an importable module, returning one array ``(N, ...)``.
+
+  Unsigned-integer values (pixels; bools) are scaled from ``[0, max]`` to ``value_range``
+  (:func:`to_range`; ``[0, 255]`` for bytes); float values are used as they are.
+
+  Args:
+    source: the specification above.
+    value_range: the model's data range ``(lo, hi)`` that pixels are mapped to.
+    max_examples: keep the first ``max_examples`` points (``None`` or 0: all).
+
+  Returns:
+    float32 (or float64 for float64 arrays) numpy array ``(N, *shape)``.
+
+  Raises:
+    ValueError: naming ``source``: a missing file or folder, an unreadable format, images of
+      mixed sizes or colour modes, an array that is not ``(N, ...)`` or holds NaN/inf, an
+      unknown module or function.
+  """
+  if not isinstance(source, str) or not source:
+    raise ValueError(f"`source` must be a non-empty string; got {source!r}.")
+  _check_range(value_range)
+  if max_examples is not None and max_examples < 0:
+    raise ValueError(f"`max_examples` must be >= 0; got {max_examples}.")
+  path, key = source, ""
+  if ".npz:" in source:
+    path, _, key = source.rpartition(":")
+  if os.path.isdir(path):
+    return _load_folder(path, value_range, max_examples)
+  if os.path.isfile(path):
+    if not path.endswith((".npy", ".npz")):
+      raise ValueError(
+        f"`source` file {path!r} must be .npy or .npz (or a folder of {IMAGE_SUFFIXES} images)."
+      )
+    x = _load_file(path, key, value_range)
+  elif source.startswith("tfds:"):
+    parts = source.split(":")
+    if len(parts) not in (2, 3) or not parts[1]:
+      raise ValueError(f"`source` must be tfds:NAME or tfds:NAME:SPLIT; got {source!r}.")
+    return _load_tfds_images(
+      parts[1], parts[2] if len(parts) == 3 else "train", value_range, max_examples
+    )
+  elif source == "digits":
+    from sklearn import datasets
+
+    x = to_range(datasets.load_digits().images, 16.0, value_range)[..., None]
+  elif ":" in source and "/" not in source and not source.endswith((".npy", ".npz")):
+    x = _load_function(source, value_range)
+  else:
+    raise ValueError(
+      f"`source` {source!r} is not an existing file or folder, tfds:NAME[:SPLIT], 'digits' or "
+      "MODULE:FUNCTION."
+    )
+  return x[:max_examples] if max_examples else x
+
+
+def locate(rows, source: str, *, value_range=(-1.0, 1.0), max_examples: int | None = None):
+  """Indices ``i_b`` with ``load_source(source)[i_b] == rows[b]`` bit for bit.
+
+  Reads the source in growing prefixes (4096 points, then doubling) so that a subset of a large
+  TFDS split costs only the prefix that holds it.
+
+  Args:
+    rows: ``(B, ...)`` points taken from the source (any shape with ``B·prod(shape)`` matching).
+    source: a :func:`load_source` specification.
+    value_range: as in :func:`load_source`.
+    max_examples: read at most this many points.
+
+  Returns:
+    int numpy array ``(B,)``.
+
+  Raises:
+    ValueError: if a row is not in the source.
+  """
+  flat_rows = np.asarray(rows).reshape(len(rows), -1)
+  want: dict = {}
+  for b, r in enumerate(flat_rows):
+    want.setdefault(np.ascontiguousarray(r).tobytes(), []).append(b)
+  found = np.full(len(flat_rows), -1, np.int64)
+  n = 4096 if not max_examples else min(4096, int(max_examples))
+  while True:
+    pool = load_source(source, value_range=value_range, max_examples=n)
+    flat = pool.reshape(len(pool), -1).astype(flat_rows.dtype, copy=False)
+    for i, r in enumerate(flat):
+      for b in want.pop(np.ascontiguousarray(r).tobytes(), ()):
+        found[b] = i
+    if not want:
+      return found
+    if len(pool) < n or (max_examples and n >= max_examples):
+      raise ValueError(
+        f"{int(np.sum(found < 0))} of the {len(found)} rows are not in `source` {source!r}."
+      )
+    n = 2 * n if not max_examples else min(2 * n, int(max_examples))
+
+
+def recipe(
+  train,
+  source: str | None = None,
+  held_out=None,
+  held_out_source: str | None = None,
+  *,
+  value_range=(-1.0, 1.0),
+) -> dict:
+  """How to rebuild ``train`` (and ``held_out``): the JSON a checkpoint stores beside its state.
+
+  With a ``source`` the points are located in it (:func:`locate`) and stored as indices; without
+  one they are stored inline (at most :data:`MAX_INLINE` values). Each set carries its
+  :func:`fingerprint`, so :func:`from_recipe` verifies what it rebuilds.
+
+  Args:
+    train: training points ``(N, ...)``.
+    source: the :func:`load_source` specification they were taken from (``None``: inline).
+    held_out: held-out points ``(M, ...)`` or ``None``.
+    held_out_source: their source (default: ``source``).
+    value_range: the range the source was loaded with.
+
+  Returns:
+    dict ``{"train": {...}, "held_out": {...} | None}``; each part holds ``source`` and
+    ``indices`` (or ``values``), ``point_shape`` and ``fingerprint``.
+
+  Raises:
+    ValueError: when inline data exceeds :data:`MAX_INLINE` values, or a row is not in its source.
+  """
+
+  def part(x, src):
+    x = np.asarray(x)
+    out = {"fingerprint": fingerprint(x), "value_range": [float(v) for v in value_range]}
+    if src is None:
+      if x.size > MAX_INLINE:
+        raise ValueError(
+          f"{x.size} values are too many to store inline (max {MAX_INLINE}); pass `source`."
+        )
+      return dict(out, source="inline", values=x.tolist())
+    return dict(out, source=src, indices=locate(x, src, value_range=value_range).tolist())
+
+  held_src = source if held_out_source is None else held_out_source
+  return {
+    "train": part(train, source),
+    "held_out": None if held_out is None else part(held_out, held_src),
+  }
+
+
+def from_recipe(rec: dict):
+  """``(train, held_out)`` rebuilt from a :func:`recipe`, each checked against its fingerprint.
+
+  Args:
+    rec: the dict :func:`recipe` returned (e.g. a checkpoint's ``metadata["data"]``).
+
+  Returns:
+    ``(train, held_out or None)`` numpy arrays of the recorded shapes and dtypes.
+
+  Raises:
+    ValueError: if the recipe is malformed or a rebuilt set differs from its fingerprint.
+  """
+
+  def part(p, what):
+    if p is None:
+      return None
+    if not isinstance(p, dict) or "fingerprint" not in p or "source" not in p:
+      raise ValueError(f"the data recipe's {what!r} entry is malformed: {str(p)[:200]}.")
+    fp = p["fingerprint"]
+    if p["source"] == "inline":
+      x = np.asarray(p["values"], dtype=fp["dtype"])
+    else:
+      idx = np.asarray(p["indices"], np.int64)
+      pool = load_source(p["source"], value_range=p["value_range"], max_examples=int(idx.max()) + 1)
+      x = pool[idx].astype(fp["dtype"], copy=False)
+    x = x.reshape(fp["shape"])
+    if fingerprint(x) != fp:
+      raise ValueError(
+        f"the {what} data rebuilt from {p['source']!r} differs from the hash stored with it "
+        "(the source changed since training)."
+      )
+    return x
+
+  if not isinstance(rec, dict) or "train" not in rec:
+    raise ValueError(f"a data recipe must be a dict with 'train'; got {str(rec)[:200]}.")
+  return part(rec["train"], "train"), part(rec.get("held_out"), "held_out")

@@ -17,6 +17,7 @@ import optax
 import tqdm
 
 from memjax import _checks, paths
+from memjax import data as data_lib
 
 
 def fm_loss_per_example(apply_fn, params, x1: jax.Array, x0: jax.Array, t: jax.Array) -> jax.Array:
@@ -77,6 +78,36 @@ def fm_batch(key: jax.Array, data: jax.Array, batch_size: int):
   return x1, x0, t
 
 
+class Objective:
+  """A stochastic objective ``loss_fn(params, key) -> ()`` that knows its training data.
+
+  Calling it evaluates the loss; :func:`train` reads :attr:`data_fingerprint` (shape, dtype and
+  SHA-256 of the data, :func:`memjax.data.fingerprint`) into the run's fingerprint, so resuming
+  a checkpoint with other data is refused, and stores small training sets inline in the
+  checkpoint's metadata (:func:`memjax.data.recipe`), so the checkpoint can be audited alone.
+  Compared and hashed by identity.
+
+  Attributes:
+    fn: the loss ``fn(params, key) -> ()``.
+    data: the training points the loss draws from (``(N, D)``; labels are part of the
+      fingerprint of a conditional objective).
+    data_fingerprint: JSON-able identity of the data (``None`` for traced data).
+  """
+
+  def __init__(self, fn: Callable, data, labels=None):
+    self.fn = fn
+    self.data = data
+    fp = None
+    if _checks.is_concrete(data) and (labels is None or _checks.is_concrete(labels)):
+      fp = data_lib.fingerprint(data)  # (a traced data set has no hash: the run is not tied)
+      if labels is not None:
+        fp = dict(fp, labels=data_lib.fingerprint(labels))
+    self.data_fingerprint = fp
+
+  def __call__(self, params, key):
+    return self.fn(params, key)
+
+
 def fm_objective(apply_fn, data: jax.Array, batch_size: int = 256):
   """The FM objective ``loss_fn(params, key)``: :func:`fm_loss` on a fresh batch drawn with ``key``.
 
@@ -88,7 +119,8 @@ def fm_objective(apply_fn, data: jax.Array, batch_size: int = 256):
     batch_size: triples per step.
 
   Returns:
-    ``loss_fn(params, key) -> ()`` for :func:`train`.
+    :class:`Objective` ``loss_fn(params, key) -> ()`` for :func:`train` (it carries the
+    data's hash).
 
   Raises:
     ValueError: if ``data`` is not ``(N, D)`` or holds NaN/inf, or ``batch_size < 1``.
@@ -102,7 +134,7 @@ def fm_objective(apply_fn, data: jax.Array, batch_size: int = 256):
   def loss_fn(params, key):
     return fm_loss(apply_fn, params, *fm_batch(key, data, batch_size))
 
-  return loss_fn
+  return Objective(loss_fn, data)
 
 
 # ---------------------------------------------------------------------------
@@ -251,7 +283,7 @@ def run_fingerprint(params, optimizer_name: str = "", ema: bool = False, extra=N
 
 
 def data_fingerprint(data) -> dict:
-  """Shape, dtype and SHA-256 of a data array (for :func:`run_fingerprint`'s ``extra``).
+  """Shape, dtype and SHA-256 of a data array (:func:`memjax.data.fingerprint`).
 
   Args:
     data: array-like.
@@ -259,12 +291,7 @@ def data_fingerprint(data) -> dict:
   Returns:
     dict with ``shape``, ``dtype`` and ``sha256``.
   """
-  arr = np.ascontiguousarray(np.asarray(data))
-  return {
-    "shape": list(arr.shape),
-    "dtype": str(arr.dtype),
-    "sha256": hashlib.sha256(arr.tobytes()).hexdigest(),
-  }
+  return data_lib.fingerprint(data)
 
 
 def save_checkpoint(
@@ -382,7 +409,23 @@ def _resume(directory, manager, like_state, fingerprint, max_to_keep):
     except Exception as err:  # noqa: BLE001 - orbax/TensorStore/JSON errors of a damaged step
       failures.append(f"step {step}: unreadable ({type(err).__name__}: {str(err)[:200]})")
     else:
-      diff = _fingerprint_diff(meta.get("fingerprint", {}), fingerprint)
+      stored = meta.get("fingerprint", {})
+      diff = _fingerprint_diff(stored, fingerprint)
+      if "data" in diff and "data" not in stored:  # a checkpoint from before data hashes
+        import warnings
+
+        diff.remove("data")
+        warnings.warn(
+          f"checkpoint_dir {directory!r}: step {step} stores no hash of its training data; "
+          "resuming without checking the data.",
+          stacklevel=3,
+        )
+      if "data" in diff:
+        raise CheckpointError(
+          f"`checkpoint_dir` {directory!r} holds a run trained on other data (step {step}: "
+          f"{_short(stored['data'])}; this run: {_short(fingerprint['data'])}); use a new "
+          "directory or delete it to start over."
+        )
       if diff:
         raise CheckpointError(
           f"`checkpoint_dir` {directory!r} holds another run (step {step} differs in "
@@ -394,6 +437,11 @@ def _resume(directory, manager, like_state, fingerprint, max_to_keep):
   if failures:
     manager = _set_aside_newer(directory, manager, -1, max_to_keep, failures)
   return None if not failures else (manager, None, None)
+
+
+def _short(fp) -> str:
+  fp = fp if isinstance(fp, dict) else {}
+  return f"shape {fp.get('shape')}, sha256 {str(fp.get('sha256'))[:12]}…"
 
 
 def _set_aside_newer(directory, manager, keep_step, max_to_keep, failures):
@@ -442,8 +490,10 @@ def train(
   same arguments ends with exactly the parameters of an uninterrupted one.
 
   Checkpoints never lie: each step stores a SHA-256 of the saved state and the run's fingerprint
-  (:func:`run_fingerprint` of ``params`` plus ``fingerprint``, e.g. the config and
-  :func:`data_fingerprint` of the data). On resume a step of another run is refused
+  (:func:`run_fingerprint` of ``params`` plus ``fingerprint``, e.g. the config, and the hash of
+  the training data that an :class:`Objective` such as :func:`fm_objective` carries; a small
+  training set is also stored inline in the metadata as a :func:`memjax.data.recipe`, unless
+  ``metadata`` holds a ``"data"`` recipe already). On resume a step of another run is refused
   (:class:`CheckpointError`), a step that is unreadable or fails its checksum is moved aside
   (``corrupt-<step>-<time>``, with a warning) and the previous intact step is used, so
   ``max_to_keep`` can never delete the last verified step. A larger ``num_steps`` than the
@@ -472,7 +522,8 @@ def train(
   Raises:
     ValueError: if ``num_steps`` or ``chunk_size`` is below 1, ``params`` holds NaN/inf, or
       ``num_steps`` is smaller than a stored step.
-    CheckpointError: if ``checkpoint_dir`` holds another run's checkpoints.
+    CheckpointError: if ``checkpoint_dir`` holds another run's checkpoints (other parameters,
+      settings or training data).
     FloatingPointError: if the training loss becomes non-finite.
   """
   if num_steps < 1 or chunk_size < 1:
@@ -482,6 +533,12 @@ def train(
   losses = np.full((num_steps,), np.nan, np.float32)
   manager, resumed_from = None, 0
   fp = run_fingerprint(params, type(optimizer).__name__, ema_decay is not None, fingerprint)
+  data_fp = getattr(loss_fn, "data_fingerprint", None)
+  if data_fp is not None:  # an Objective: the run is tied to its data
+    fp["data"] = data_fp
+    train_data = getattr(loss_fn, "data", None)
+    if "data" not in (metadata or {}) and np.size(train_data) <= data_lib.MAX_INLINE:
+      metadata = dict(metadata or {}, data=data_lib.recipe(np.asarray(train_data)))
   if checkpoint_dir is not None:
     manager = _checkpoint_manager(checkpoint_dir, max_to_keep)
     found = _resume(checkpoint_dir, manager, state, fp, max_to_keep)
@@ -677,7 +734,7 @@ def denoising_objective(
     t = sample_times(kt, schedule, batch_size, t_min, x.dtype)
     return denoising_loss(apply_fn, params, schedule, x, eps, t, parameterisation)
 
-  return loss_fn
+  return Objective(loss_fn, data)
 
 
 # ---------------------------------------------------------------------------
@@ -740,7 +797,7 @@ def cond_fm_objective(
     xt, target = paths.fm_interpolate(x1, x0, t)
     return jnp.mean(jnp.sum((apply_fn(params, xt, t, y) - target) ** 2, axis=-1))
 
-  return loss_fn
+  return Objective(loss_fn, data, labels)
 
 
 def cfg_velocity(apply_fn, guidance: float, null_label: int):

@@ -117,17 +117,64 @@ def test_audit_sits_on_top_of_every_other_module():
       assert "audit" not in _closure(m), m
   # The lenses reuse the estimators' homes (one home per concept).
   assert {"lid", "sharpness", "regimes", "memorisation", "laplace", "training"} <= _closure("audit")
-  # The installed package never imports the repository's experiments folder.
-  for path in _module_files("audit"):
-    with open(path) as fh:
-      tree = ast.parse(fh.read())
-    for node in ast.walk(tree):
-      names = []
-      if isinstance(node, ast.Import):
-        names = [a.name for a in node.names]
-      elif isinstance(node, ast.ImportFrom):
-        names = [node.module or ""]
-      assert not any(n.split(".")[0] == "experiments" for n in names), path
+
+
+def _experiments_imports(tree) -> list[str]:
+  """Every way a module could import the repository's ``experiments`` package: import
+  statements, ``importlib.import_module`` / ``__import__`` calls, module-path strings (e.g.
+  ``"experiments.laplace.images:load"``, docstrings aside) and ``sys.path`` edits."""
+  module_path = re.compile(r"^experiments(\.[A-Za-z_]\w*)*(:[A-Za-z_]\w*)?$")
+  docstrings = {
+    id(n.body[0].value)
+    for n in ast.walk(tree)
+    if isinstance(n, ast.Module | ast.FunctionDef | ast.ClassDef | ast.AsyncFunctionDef)
+    and n.body
+    and isinstance(n.body[0], ast.Expr)
+    and isinstance(n.body[0].value, ast.Constant)
+  }
+  found = []
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      found += [a.name for a in node.names if a.name.split(".")[0] == "experiments"]
+    elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "experiments":
+      found.append(node.module)
+    elif isinstance(node, ast.Call):
+      name = ast.unparse(node.func)
+      if name.endswith(("import_module", "__import__")) and node.args:
+        arg = node.args[0]
+        head = arg.values[0] if isinstance(arg, ast.JoinedStr) and arg.values else arg
+        if isinstance(head, ast.Constant) and str(head.value).split(".")[0] == "experiments":
+          found.append(f"{name}({ast.unparse(arg)})")
+      if name in ("sys.path.insert", "sys.path.append"):
+        found.append(ast.unparse(node))
+    elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+      if id(node) not in docstrings and module_path.match(node.value.strip()):
+        found.append(repr(node.value))
+  return found
+
+
+def test_the_package_never_imports_experiments():
+  # The installed package never imports the repository's experiments folder, by any route.
+  offenders = {}
+  for name in MODULES:
+    for path in _module_files(name):
+      with open(path) as fh:
+        hits = _experiments_imports(ast.parse(fh.read()))
+      if hits:
+        offenders[os.path.relpath(path, ROOT)] = hits
+  assert not offenders, offenders
+  # The check itself catches each route.
+  for src in (
+    "import experiments.laplace",
+    "from experiments import common",
+    "import importlib\nimportlib.import_module('experiments.laplace.images')",
+    "__import__('experiments')",
+    "import importlib\nimportlib.import_module(f'experiments.{name}')",
+    "SPEC = 'experiments.laplace.images:load_images'",
+    "import sys\nsys.path.insert(0, '.')",
+  ):
+    assert _experiments_imports(ast.parse(src)), src
+  assert not _experiments_imports(ast.parse('"""Uses experiments.laplace.images."""\nx = 1'))
 
 
 def test_audit_exports():

@@ -264,7 +264,13 @@ def test_checkpoint_with_the_wrong_config_is_refused(smoke):
     audit.from_checkpoint(os.path.join(workdir, "checkpoints"), exp)
   cfg = configs.get_config("smoke")
   cfg.checkpoint = os.path.join(workdir, "checkpoints")
+  m, d = cli.build(cfg, workdir)  # the data from the recipe stored in the checkpoint
+  np.testing.assert_array_equal(d.train, toy.make_data(cfg.toy.data).train)
+  assert m.info["data_sha256"] == d.info["data_sha256"] and d.held_out.shape == (32, 8)
   cfg.toy.data.seed = 1  # another training set than the one hashed in the checkpoint
+  other = os.path.join(workdir, "other.npy")
+  np.save(other, toy.make_data(cfg.toy.data).train)
+  cfg.data.source = other
   with pytest.raises(ValueError, match="differs from the data hashed"):
     cli.build(cfg, workdir)
   m = audit.from_checkpoint(os.path.join(workdir, "checkpoints"))  # config from the metadata

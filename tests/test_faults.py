@@ -284,6 +284,31 @@ def test_same_directory_other_run_is_refused(tmp_path):
     _train(ckpt, 100, fingerprint={"data": "set B"})
 
 
+def test_resuming_with_changed_data_is_refused_without_a_fingerprint(tmp_path):
+  # The README's snippet: checkpoint_dir and an fm_objective, no `fingerprint=`. Changing the
+  # data and running again must not silently resume the old run.
+  ckpt = tmp_path / "ckpt"
+  loss_fn, params, opt, data = _ckpt_setup()
+  assert loss_fn.data_fingerprint == training.data_fingerprint(data)
+  kw = dict(chunk_size=25, progress=False, checkpoint_dir=str(ckpt))
+  training.train(loss_fn, params, opt, 50, jax.random.PRNGKey(12), **kw)
+  u = nets.velocity_fn(nets.MLPField(dim=1, hidden=(4,), time_dim=4))
+  other = training.fm_objective(u, data.at[0, 0].set(-1.5), 8)  # one value changed
+  with pytest.raises(training.CheckpointError, match="other data"):
+    training.train(other, params, opt, 100, jax.random.PRNGKey(12), **kw)
+  res = training.train(loss_fn, params, opt, 100, jax.random.PRNGKey(12), **kw)  # same data
+  assert res.resumed_from == 50
+  # The small training set is stored inline in the checkpoint, and rebuilds bit for bit.
+  from memjax import data as data_lib
+  from memjax.audit import model
+
+  meta = model.read_checkpoint(str(ckpt)).metadata
+  train, held = data_lib.from_recipe(meta["data"])
+  np.testing.assert_array_equal(train, data)
+  assert held is None
+  assert meta["fingerprint"]["data"]["sha256"] == training.data_fingerprint(data)["sha256"]
+
+
 _KILL_SCRIPT = r"""
 import os, sys, time
 os.environ["JAX_PLATFORMS"] = "cpu"

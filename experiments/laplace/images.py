@@ -55,7 +55,7 @@ def load_images(data_cfg, key):
   return train, held, shape
 
 
-def train_map(cfg, train, shape, key, ckpt_dir):
+def train_map(cfg, train, shape, key, ckpt_dir, held=None):
   """Flow-matching MAP (EMA params) of the UNet; resumes / skips from ``ckpt_dir``.
 
   Returns ``(u, params, train_result)``.
@@ -81,7 +81,10 @@ def train_map(cfg, train, shape, key, ckpt_dir):
     train_cfg,
     k_train,
     checkpoint_dir=ckpt_dir,
-    metadata={"config": cfg.to_dict()},
+    metadata={
+      "config": cfg.to_dict(),
+      "data": common.image_data_recipe(cfg.data.dataset, train, shape, held),
+    },
     progress=cfg.progress,
     chunk_size=250,
   )
@@ -233,7 +236,7 @@ def run(cfg, workdir: str) -> dict:
       cfg.train.restore or cfg.train.checkpoint_dir or os.path.join(workdir, "checkpoints")
     )
     with common.Timer() as t_train:
-      u, params, res = train_map(cfg, train, shape, k_map, ckpt)
+      u, params, res = train_map(cfg, train, shape, k_map, ckpt, held)
     if cfg.get("train_only", False):  # the checkpoint alone (e.g. for memjax-audit)
       results = {
         "config": cfg.to_dict(),

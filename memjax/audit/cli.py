@@ -2,7 +2,10 @@
 
 ::
 
-  memjax-audit --config=memjax/audit/configs.py --config.checkpoint=runs/<run>/checkpoints
+  memjax-audit --config.checkpoint=runs/<run>/checkpoints       # a memjax training run
+  memjax-audit --config.model.factory=my_pkg.nets:make_unet --config.model.params=params.msgpack \
+      --config.data.source=train_images/                        # any Flax model and its data
+  memjax-audit --config.model.diffusers=ddpm-cifar10-32 --config.data.source=tfds:cifar10
   memjax-audit --config=memjax/audit/configs.py:toy          # the known-answer toy, end to end
   python -m memjax.audit --config=memjax/audit/configs.py:smoke --config.workdir=/tmp/audit
 
@@ -16,12 +19,14 @@ from __future__ import annotations
 import contextlib
 import datetime
 import importlib.util
+import json
 import logging as py_logging
 import os
 
 import jax
+import numpy as np
 
-from memjax import training
+from memjax import paths
 from memjax.audit import lenses, model, report, sources, toy
 
 CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs.py")
@@ -39,57 +44,156 @@ def _x64(enabled: bool):
 
 
 def load_config_file(spec: str):
-  """``get_config(variant)`` of a config file given as ``PATH[:VARIANT]``."""
+  """``get_config(variant)`` of a config file given as ``PATH[:VARIANT]``.
+
+  A config file that imports the repository's ``experiments`` package needs the repository on
+  ``PYTHONPATH`` (or the command run as ``python -m memjax.audit`` from its root).
+  """
   path, _, variant = spec.partition(":")
   if not os.path.isfile(path):
     raise ValueError(f"`experiment_config` {path!r} is not a file.")
-  sources.repository_on_path()  # experiment configs import `experiments.configs_common`
   mod_spec = importlib.util.spec_from_file_location("_audit_experiment_config", path)
   module = importlib.util.module_from_spec(mod_spec)
-  mod_spec.loader.exec_module(module)
+  try:
+    mod_spec.loader.exec_module(module)
+  except ModuleNotFoundError as err:
+    raise ValueError(
+      f"`experiment_config` {path!r} imports {err.name!r}, which is not importable: put the "
+      "folder that holds it on PYTHONPATH (for the repository's experiment configs: "
+      "PYTHONPATH=<repository root>)."
+    ) from err
   return module.get_config(variant or None)
 
 
+def schedule_of(model_cfg) -> paths.Schedule:
+  """The :class:`memjax.paths.Schedule` of ``model.schedule`` and ``model.schedule_kwargs``."""
+  kwargs = {}
+  if model_cfg.schedule_kwargs:
+    try:
+      kwargs = json.loads(model_cfg.schedule_kwargs)
+    except json.JSONDecodeError as err:
+      raise ValueError(
+        f"`model.schedule_kwargs` must be JSON (e.g. '{{\"beta_max\": 20.0}}'); got "
+        f"{model_cfg.schedule_kwargs!r}."
+      ) from err
+  if model_cfg.schedule not in paths.SCHEDULES:
+    raise ValueError(
+      f"`model.schedule` must be one of {sorted(paths.SCHEDULES)}; got {model_cfg.schedule!r}."
+    )
+  try:
+    return paths.get_schedule(model_cfg.schedule, **kwargs)
+  except TypeError as err:
+    raise ValueError(
+      f"`model.schedule_kwargs` {kwargs} do not fit {model_cfg.schedule!r}: {err}"
+    ) from err
+
+
+def _validate(cfg) -> None:
+  """The config's model and data settings, checked once before anything is loaded."""
+  mc = cfg.model
+  if mc.parameterisation not in model.PARAMETERISATIONS:
+    raise ValueError(
+      f"`model.parameterisation` must be one of {model.PARAMETERISATIONS}; got "
+      f"{mc.parameterisation!r}."
+    )
+  schedule_of(mc)
+  if mc.factory and mc.diffusers:
+    raise ValueError("pass one of `model.factory` and `model.diffusers`, not both.")
+  byo = bool(mc.factory or mc.diffusers)
+  if byo and cfg.checkpoint:
+    raise ValueError(
+      "pass either `checkpoint` (a memjax training run) or `model.factory`/`model.diffusers` "
+      "(any network), not both; a memjax checkpoint_dir can be `model.params`."
+    )
+  if mc.params and not mc.factory:
+    raise ValueError("`model.params` needs `model.factory` (the network they belong to).")
+  if byo and not cfg.data.source:
+    raise ValueError(
+      "`data.source` is required with `model.factory`/`model.diffusers`: the training data "
+      "(.npy/.npz file, image folder, tfds:NAME[:SPLIT], digits or MODULE:FUNCTION)."
+    )
+  for name, path in (("model.params", mc.params), ("model.diffusers", mc.diffusers)):
+    if path and not os.path.exists(path):
+      raise ValueError(f"`{name}` {path!r} does not exist.")
+  if not (byo or cfg.checkpoint or cfg.experiment == "audit.toy"):
+    raise ValueError(
+      "nothing to audit: pass --config.checkpoint=runs/<run>/checkpoints (a memjax run), or "
+      "--config.model.factory=MODULE:FUNCTION --config.model.params=FILE "
+      "--config.data.source=DATA (any Flax model), or --config.model.diffusers=FOLDER."
+    )
+
+
+def _stored_data_hash(meta: dict):
+  fp = meta.get("fingerprint", {}) or {}
+  for entry in (fp.get("data"), (fp.get("extra") or {}).get("data")):
+    if isinstance(entry, dict) and "sha256" in entry:
+      return entry["sha256"]
+  return None
+
+
 def build(cfg, workdir: str):
-  """``(Model, Data)`` of the config: the checkpoint (trained first for the toy) and its data."""
+  """``(Model, Data)`` of the config: the model (the toy trained first) and its training data."""
+  _validate(cfg)
+  mc = cfg.model
   checkpoint = cfg.checkpoint
+  step = None if cfg.step < 0 else int(cfg.step)
   exp_cfg = None
   if cfg.experiment_config:
     exp_cfg = load_config_file(cfg.experiment_config).to_dict()
-  if cfg.experiment == "audit.toy":
+  if cfg.experiment == "audit.toy" and not checkpoint and not (mc.factory or mc.diffusers):
     exp_cfg = exp_cfg or cfg.toy.to_dict()
-    if not checkpoint:
-      checkpoint = os.path.join(workdir, "checkpoints")
-      data = toy.make_data(exp_cfg["data"])
-      toy.train(
-        exp_cfg, data.train, jax.random.PRNGKey(int(exp_cfg["seed"])), checkpoint, cfg.progress
-      )
-  if not checkpoint:
-    raise ValueError("`checkpoint` is required: pass --config.checkpoint=runs/<run>/checkpoints.")
-  if exp_cfg is None:
-    exp_cfg = model.read_checkpoint(checkpoint, None if cfg.step < 0 else cfg.step).metadata.get(
-      "config"
+    checkpoint = os.path.join(workdir, "checkpoints")
+    toy_data = toy.make_data(exp_cfg["data"])
+    key = jax.random.PRNGKey(int(exp_cfg["seed"]))
+    toy.train(exp_cfg, toy_data.train, key, checkpoint, cfg.progress, toy_data.held_out)
+  meta = model.read_checkpoint(checkpoint, step).metadata if checkpoint else {}
+  data = sources.load(cfg.data, meta.get("data"), f"checkpoint {checkpoint!r}")
+  stored = _stored_data_hash(meta)
+  if stored and stored != data.info["data_sha256"]:
+    raise ValueError(
+      f"the training data ({data.info['data_source']}) differs from the data hashed in "
+      f"checkpoint {checkpoint!r}: pass the data that trained it."
     )
+  shape = data.data_shape
+  if tuple(mc.data_shape):
+    shape = tuple(int(s) for s in mc.data_shape)
+    if int(np.prod(shape)) != int(np.prod(data.data_shape)):
+      raise ValueError(
+        f"`model.data_shape` {shape} does not match the training points of shape "
+        f"{data.data_shape} ({data.info['data_source']})."
+      )
+  info = dict(data.info, experiment=cfg.experiment)
+  if mc.diffusers:
+    m = model.from_diffusers(mc.diffusers, data_shape=shape, info=info)
+  elif mc.factory:
+    m = model.from_factory(
+      mc.factory,
+      mc.params,
+      data_shape=shape,
+      schedule=schedule_of(mc),
+      parameterisation=mc.parameterisation,
+      info=info,
+    )
+  else:
+    if exp_cfg is None:
+      exp_cfg = meta.get("config")
     if exp_cfg is None:
       raise ValueError(
         f"checkpoint {checkpoint!r} stores no config: pass --config.experiment_config=PATH."
       )
-  data = sources.experiment_data(cfg.experiment, exp_cfg)
-  meta = model.read_checkpoint(checkpoint, None if cfg.step < 0 else cfg.step).metadata
-  stored = meta.get("fingerprint", {}).get("extra", {}).get("data")
-  if stored and stored != training.data_fingerprint(data.train):
-    raise ValueError(
-      f"the training data rebuilt for experiment {cfg.experiment!r} differs from the data hashed "
-      f"in checkpoint {checkpoint!r} (another config or seed?); pass the config that trained it."
+    exp_cfg = exp_cfg.to_dict() if hasattr(exp_cfg, "to_dict") else exp_cfg
+    if len(shape) == 1 and "widths" in exp_cfg.get("model", {}):
+      shape = None  # flat rows of an image UNet's data (an older recipe): shape from the config
+    m = model.from_checkpoint(
+      checkpoint,
+      exp_cfg,
+      step=step,
+      use_ema=bool(cfg.use_ema),
+      data_shape=shape,
+      schedule=schedule_of(mc),
+      parameterisation=mc.parameterisation,
     )
-  m = model.from_checkpoint(
-    checkpoint,
-    exp_cfg,
-    step=None if cfg.step < 0 else int(cfg.step),
-    use_ema=bool(cfg.use_ema),
-    data_shape=data.data_shape,
-  )
-  m.info["experiment"] = cfg.experiment
+    m.info.update(info)
   return m, data
 
 

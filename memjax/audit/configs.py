@@ -1,9 +1,11 @@
 """Config of the audit (``memjax-audit --config=memjax/audit/configs.py[:VARIANT]``).
 
-Variants: ``""`` (default) audits the checkpoint of ``experiments.laplace.images``'s default run
-(the digits UNet; pass ``--config.checkpoint=runs/<run>/checkpoints``), ``toy`` trains the
+Variants: ``""`` (default) audits a checkpoint (``--config.checkpoint=runs/<run>/checkpoints``,
+e.g. of ``experiments.laplace.images``) or any model (``--config.model.factory``,
+``--config.model.params``, ``--config.data.source``), ``toy`` trains the
 audit's own known-answer MLP (a set with one point copied many times) in-process and audits it,
-and ``smoke`` is ``toy`` at test size with every lens on, the weight-space view included.
+``smoke`` is ``toy`` at test size with every lens on, the weight-space view included, and ``large``
+is the default with 1024 samples and more probes, for a GPU audit of an image model.
 """
 
 import ml_collections
@@ -17,8 +19,8 @@ SD_FIRST_STEP_NOISE_TO_SIGNAL = 13.12
 
 def get_config(arg: str | None = None) -> ConfigDict:
   arg = arg or ""
-  if arg not in ("", "toy", "smoke"):
-    raise ValueError(f"unknown config variant {arg!r}; use '', 'toy' or 'smoke'.")
+  if arg not in ("", "toy", "smoke", "large"):
+    raise ValueError(f"unknown config variant {arg!r}; use '', 'toy', 'smoke' or 'large'.")
   c = ConfigDict()
   c.seed = 0
   c.workdir = ""  # "" = runs/audit/<UTC timestamp>
@@ -26,15 +28,37 @@ def get_config(arg: str | None = None) -> ConfigDict:
   c.x64 = False
   c.mesh = "auto"  # "auto": all devices when more than one; "none": one device
 
-  # The model: an orbax checkpoint of memjax.training.train and the experiment that wrote it
-  # (its data recipe: memjax.audit.sources.SOURCES). experiment_config "" = the config stored
-  # in the checkpoint's metadata; else a path (optionally ":variant") to the experiment's config.
-  # checkpoint "" with experiment "audit.toy": train the toy model into <workdir>/checkpoints.
+  # The model, one of two kinds:
+  # - a checkpoint_dir of memjax.training.train (`checkpoint`): the network is rebuilt from the
+  #   experiment config stored in its metadata (or `experiment_config`, a path[:variant] of the
+  #   config file), the training data from the recipe stored beside it (memjax.data.recipe);
+  # - any network (`model.factory` = "module:function" returning a Flax linen or NNX module or
+  #   a pure f(params, x, t), parameters from `model.params`, a msgpack file or orbax
+  #   directory), or a diffusers UNet2DModel folder (`model.diffusers`); the training data from
+  #   `data.source`. The path (`model.schedule`, with `model.schedule_kwargs` as JSON) and the
+  #   output (`model.parameterisation`) are the config's; a diffusers folder brings its own.
+  # `experiment` is a label for the report; "audit.toy" with no checkpoint trains the toy first
+  # into <workdir>/checkpoints.
   c.checkpoint = ""
-  c.experiment = "laplace.images"
+  c.experiment = ""
   c.experiment_config = ""
   c.step = -1  # checkpoint step (-1: the newest)
   c.use_ema = True
+  c.model = ConfigDict(
+    dict(
+      factory="",
+      params="",
+      diffusers="",
+      schedule="linear_fm",  # a memjax.paths.SCHEDULES name
+      schedule_kwargs="",  # JSON of the schedule's settings, e.g. '{"beta_max": 20.0}'
+      parameterisation="velocity",  # velocity | eps | score | x0
+      data_shape=(),  # () = the shape of one training point as loaded
+    )
+  )
+  # The training data (`source`) and held-out data (`held_out`, "" = none, or the recipe's), in
+  # any form memjax.data.load_source reads: a .npy/.npz file, a folder of PNG/JPEG images,
+  # tfds:NAME[:SPLIT], digits, or module:function. Pixels are mapped to `value_range`.
+  c.data = ConfigDict(dict(source="", held_out="", max_examples=0, value_range=(-1.0, 1.0)))
 
   # The toy experiment (experiment "audit.toy", memjax.audit.toy): N(0, I_dim) plus one point,
   # dup_offset away, copied for a fraction dup_fraction of the draws; the MLP trained on it.
@@ -126,6 +150,10 @@ def get_config(arg: str | None = None) -> ConfigDict:
   c.summary = ConfigDict(dict(fpr=0.01, held_out_control=True))
   c.report = ConfigDict(dict(num_show=8, bins=20))
 
+  if arg == "large":  # a GPU audit of an image model (e.g. a diffusers DDPM on CIFAR-10)
+    c.sample.num_samples = 1024
+    c.lid.update(num_probes=16, batch_size=256)
+    c.sharpness.update(num_probes=16, chunk_size=128)
   if arg in ("toy", "smoke"):
     c.experiment = "audit.toy"
     c.regimes.sigma_range = (0.01, 20.0)

@@ -486,3 +486,249 @@ def from_checkpoint(
     "ema": ck.used_ema,
   }
   return Model(apply_fn, params, schedule or paths.linear_fm(), parameterisation, shape, None, info)
+
+
+# ---------------------------------------------------------------------------
+# Models from any training loop: a factory, a parameter file, the path from the config.
+
+
+def load_params(path: str):
+  """The parameter pytree stored at ``path`` by any code.
+
+  ``path`` is a ``flax.serialization`` msgpack file (``to_bytes`` / ``msgpack_serialize`` of
+  the variables or the params), an orbax checkpoint directory (``StandardCheckpointer`` /
+  ``PyTreeCheckpointer`` save of the pytree) or the ``checkpoint_dir`` of
+  :func:`memjax.training.train` (its newest step's EMA parameters when kept, checksum-verified).
+
+  Args:
+    path: the file or directory.
+
+  Returns:
+    The stored pytree (nested dicts of numpy arrays).
+
+  Raises:
+    ValueError: if ``path`` does not exist or cannot be read as either format.
+  """
+  if not isinstance(path, str) or not path:
+    raise ValueError(f"`params` must be a path; got {path!r}.")
+  if not os.path.exists(path):
+    raise ValueError(f"`params` {path!r} does not exist.")
+  if os.path.isfile(path):
+    from flax import serialization
+
+    with open(path, "rb") as f:
+      raw = f.read()
+    try:
+      return serialization.msgpack_restore(raw)
+    except Exception as err:  # noqa: BLE001 - say which file and which format was expected
+      raise ValueError(
+        f"`params` file {path!r} is not a flax.serialization msgpack file "
+        f"({type(err).__name__}: {str(err)[:200]})."
+      ) from err
+  if any(name.isdigit() for name in os.listdir(path)):  # step folders: a training checkpoint_dir
+    return read_checkpoint(path).params
+  import orbax.checkpoint as ocp
+
+  try:
+    with ocp.StandardCheckpointer() as ckptr:
+      return ckptr.restore(os.path.abspath(path))
+  except Exception as err:  # noqa: BLE001 - say which directory and which format was expected
+    raise ValueError(
+      f"`params` directory {path!r} is not an orbax checkpoint of a pytree "
+      f"({type(err).__name__}: {str(err)[:200]})."
+    ) from err
+
+
+def _paths_shapes(tree) -> dict:
+  flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+  return {jax.tree_util.keystr(p): tuple(np.shape(x)) for p, x in flat}
+
+
+def fit_params(stored, like, what: str = "`params`"):
+  """``stored`` arranged as the template ``like`` (same paths and shapes; dtypes of ``stored``).
+
+  A stored tree of the bare parameters fits a template ``{"params": ...}`` (linen variables).
+
+  Raises:
+    ValueError: listing the missing, unexpected and mis-shaped entries.
+  """
+  want = _paths_shapes(like)
+  if isinstance(like, dict) and set(like) == {"params"}:
+    if isinstance(stored, dict) and "params" not in stored:
+      stored = {"params": stored}
+  have = _paths_shapes(stored)
+  if want != have:
+    missing = sorted(set(want) - set(have))
+    extra = sorted(set(have) - set(want))
+    shapes = [
+      f"{k}: stored {have[k]}, model {want[k]}" for k in want if k in have and have[k] != want[k]
+    ]
+    raise ValueError(
+      f"{what} do not fit the model: missing {missing[:5]}, unexpected {extra[:5]}, shapes "
+      f"{shapes[:5]} ({len(missing)} missing, {len(extra)} unexpected, {len(shapes)} "
+      "mis-shaped)."
+    )
+  leaves = [jnp.asarray(x) for x in jax.tree_util.tree_leaves(stored)]
+  flat_like, treedef = jax.tree_util.tree_flatten_with_path(like)
+  by_path = dict(zip(_paths_shapes(stored), leaves, strict=True))
+  return jax.tree_util.tree_unflatten(
+    treedef, [by_path[jax.tree_util.keystr(p)] for p, _ in flat_like]
+  )
+
+
+def import_object(spec: str, what: str):
+  """``getattr(import_module(MODULE), NAME)`` of ``spec = "MODULE:NAME"``.
+
+  Raises:
+    ValueError: naming ``what`` when the module or the name is missing.
+  """
+  module_name, sep, name = str(spec).partition(":")
+  if not sep or not module_name or not name:
+    raise ValueError(f"`{what}` must be MODULE:FUNCTION; got {spec!r}.")
+  import importlib
+
+  try:
+    module = importlib.import_module(module_name)
+  except ImportError as err:
+    raise ValueError(f"`{what}` {spec!r}: cannot import {module_name!r} ({err}).") from err
+  if not hasattr(module, name):
+    raise ValueError(f"`{what}` {spec!r}: module {module_name!r} has no {name!r}.")
+  return getattr(module, name)
+
+
+def _shaped(data_shape, fn, *args):
+  """``fn`` on points of ``data_shape``: rows ``(B, D)`` reshaped in, outputs flattened out."""
+  params, x, *rest = args
+  out = fn(params, x.reshape(x.shape[:1] + tuple(data_shape)), *rest)
+  return out.reshape(out.shape[:1] + (-1,))
+
+
+def _nnx_call(graphdef, state, x, *rest):
+  from flax import nnx
+
+  return nnx.merge(graphdef, state)(x, *rest)
+
+
+def from_factory(
+  factory,
+  params_path: str = "",
+  *,
+  data_shape: Sequence[int],
+  schedule: paths.Schedule | None = None,
+  parameterisation: str = "velocity",
+  info: dict | None = None,
+) -> Model:
+  """A :class:`Model` of any user network: ``factory()`` and a parameter file.
+
+  ``factory`` (a callable or ``"MODULE:FUNCTION"``) returns one of
+
+  - a Flax linen module, called ``module.apply(variables, x (B, *data_shape), t (B,))``; the
+    variables are read from ``params_path`` and matched against ``module.init``'s shapes;
+  - a Flax NNX module, called ``module(x, t)``; its state is replaced by ``params_path`` when
+    given (a pure dict of ``nnx.state(module)``), else the module is used as built;
+  - a pure function ``f(params, x (B, *data_shape), t (B,))``; ``params`` from ``params_path``
+    (``None`` without one).
+
+  The network sees points of ``data_shape`` (images ``(H, W, C)``) and returns the same shape;
+  the audit's flattened rows are reshaped around it.
+
+  Args:
+    factory: zero-argument callable or ``"MODULE:FUNCTION"``.
+    params_path: a msgpack file or orbax directory (:func:`load_params`).
+    data_shape: shape of one data point.
+    schedule: the path it was trained on (default linear flow matching).
+    parameterisation: what it outputs.
+    info: description copied into the report.
+
+  Returns:
+    The validated :class:`Model`.
+
+  Raises:
+    ValueError: on a missing factory or parameter file, parameters that do not fit the module,
+      or a network that fails or returns another shape on points of ``data_shape``.
+  """
+  import flax.linen as nn
+  from flax import nnx
+
+  spec = factory if isinstance(factory, str) else getattr(factory, "__qualname__", "factory")
+  fn = import_object(factory, "factory") if isinstance(factory, str) else factory
+  if not callable(fn):
+    raise ValueError(f"`factory` {spec!r} must be callable; got {type(fn).__name__}.")
+  net = fn()
+  shape = tuple(int(s) for s in data_shape)
+  info = dict(
+    info or {}, factory=spec, params_file=os.path.abspath(params_path) if params_path else ""
+  )
+  if isinstance(net, nn.Module):
+    if not params_path:
+      raise ValueError(f"`params` is required: `factory` {spec!r} returns a linen module.")
+    x = jax.ShapeDtypeStruct((1,) + shape, jnp.float32)
+    t = jax.ShapeDtypeStruct((1,), jnp.float32)
+    try:
+      like = jax.eval_shape(net.init, jax.random.PRNGKey(0), x, t)
+    except Exception as err:  # noqa: BLE001 - the user's module failed on the data's shape
+      raise ValueError(
+        f"`factory` {spec!r}: module.init failed on points of `data_shape` {shape} "
+        f"({type(err).__name__}: {str(err)[:300]}); does the model match the data?"
+      ) from err
+    params = fit_params(load_params(params_path), like, f"`params` {params_path!r}")
+    apply = functools.partial(_shaped, shape, functools.partial(_linen_apply, net))
+    info["module"], adapter = type(net).__name__, "linen"
+  elif isinstance(net, nnx.Module):
+    graphdef, state = nnx.split(net)
+    if params_path:
+      pure = fit_params(
+        load_params(params_path), nnx.to_pure_dict(state), f"`params` {params_path!r}"
+      )
+      nnx.replace_by_pure_dict(state, pure)
+    params = state
+    apply = functools.partial(_shaped, shape, functools.partial(_nnx_call, graphdef))
+    info["module"], adapter = type(net).__name__, "nnx"
+  elif callable(net):
+    params = load_params(params_path) if params_path else None
+    apply = functools.partial(_shaped, shape, net)
+    adapter = "function"
+  else:
+    raise ValueError(
+      f"`factory` {spec!r} must return a linen module, an NNX module or a function "
+      f"f(params, x, t); got {type(net).__name__}."
+    )
+  model = Model(apply, params, schedule or paths.linear_fm(), parameterisation, shape, None, info)
+  model.info["adapter"] = adapter
+  return model
+
+
+def _diffusers_field(module, data_shape, num_train_timesteps, params, x, t):
+  from memjax.models import diffusers_unet
+
+  return diffusers_unet.field(module, data_shape, num_train_timesteps, params, x, t)
+
+
+def from_diffusers(folder: str, *, data_shape: Sequence[int] | None = None, info=None) -> Model:
+  """A :class:`Model` of a diffusers ``UNet2DModel`` folder (e.g. ``google/ddpm-cifar10-32``).
+
+  The network, its weights, its schedule and its output come from the folder
+  (:func:`memjax.models.diffusers_unet.load`): ε-prediction (or ``x0``) on DDPM's path of its
+  linear ``β`` (exact at the timesteps); the audit's time ``t ∈ [0, 1]`` is the network's
+  timestep ``T t − 1``.
+
+  Args:
+    folder: the model folder (``config.json`` + ``diffusion_pytorch_model.safetensors``).
+    data_shape: the training images' shape ``(H, W, C)``, checked against the config's
+      ``sample_size`` and ``in_channels`` (default: the config's).
+    info: description copied into the report.
+
+  Raises:
+    ValueError: for an unreadable folder or unsupported config, or images of another shape.
+  """
+  from memjax.models import diffusers_unet
+
+  ld = diffusers_unet.load(folder)
+  if data_shape is not None and tuple(int(s) for s in data_shape) != ld.data_shape:
+    raise ValueError(
+      f"the training images have shape {tuple(data_shape)}, the diffusers UNet in {folder!r} "
+      f"takes {ld.data_shape} (sample_size, sample_size, in_channels)."
+    )
+  fn = functools.partial(_diffusers_field, ld.module, ld.data_shape, ld.num_train_timesteps)
+  info = dict(info or {}, **ld.info, adapter="diffusers")
+  return Model(fn, ld.params, ld.schedule, ld.parameterisation, ld.data_shape, None, info)

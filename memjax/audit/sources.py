@@ -1,95 +1,92 @@
-"""Where the audit CLI finds a checkpoint's training data: one recipe per experiment.
+"""Where the audit finds the training data: a source the user names, or the checkpoint's recipe.
 
-A checkpoint stores the network, not the data, so the CLI rebuilds the training set from the
-experiment's config exactly as the experiment did: with the experiment's own loader where it has
-one (found by name at run time: the installed package never imports the ``experiments`` folder),
-else with the same :mod:`memjax.data` calls and keys. When the checkpoint's fingerprint holds a
-hash of the training data (:func:`memjax.training.data_fingerprint`), the CLI checks the rebuilt
-set against it.
+``--config.data.source`` names the data the model was trained on, in any form
+:func:`memjax.data.load_source` reads (an ``.npy``/``.npz`` file, a folder of images,
+``tfds:NAME[:SPLIT]``, ``digits`` or ``MODULE:FUNCTION``); ``--config.data.held_out`` the same for
+held-out data. Without a source the checkpoint's own recipe is used: memjax's training loop and
+experiments store one in the checkpoint metadata (``metadata["data"]``,
+:func:`memjax.data.recipe`: the source with the indices of the points taken from it, or small
+sets inline, each with its hash), so the audit needs no knowledge of any experiment's key splits
+and never imports the ``experiments`` folder. Either way the training set is hashed
+(:func:`memjax.data.fingerprint`) and the hash goes into the summary.
 """
 
 from __future__ import annotations
 
-import importlib
-import os
-import sys
 from typing import NamedTuple
 
-import jax
-import ml_collections
 import numpy as np
 
 from memjax import data
-from memjax.audit import toy
 
 
 class Data(NamedTuple):
-  """Training points ``(N, D)``, held-out points ``(M, D)`` (or ``None``) and the point shape."""
+  """Training points ``(N, D)``, held-out points ``(M, D)`` (or ``None``), the point shape and a
+  description (sources and hashes) for the summary."""
 
   train: np.ndarray
   held_out: np.ndarray | None
   data_shape: tuple
+  info: dict = {}
 
 
-def repository_on_path() -> None:
-  """Put the working directory on ``sys.path`` when it holds an ``experiments`` folder (a console
-  script run from the repository root does not see it otherwise)."""
-  root = os.getcwd()
-  if os.path.isdir(os.path.join(root, "experiments")) and root not in sys.path:
-    sys.path.insert(0, root)
+def _describe(train, held, source, held_source) -> dict:
+  out = {
+    "data_source": source,
+    "num_train": int(len(train)),
+    "data_sha256": data.fingerprint(train)["sha256"],
+  }
+  if held is not None:
+    out.update(held_out_source=held_source, held_out_sha256=data.fingerprint(held)["sha256"])
+  return out
 
 
-def _experiment_module(name: str):
-  """``experiments.<name>``, from the repository root."""
-  repository_on_path()
-  try:
-    return importlib.import_module(f"experiments.{name}")
-  except ModuleNotFoundError as err:
-    if err.name not in ("experiments", f"experiments.{name}"):
-      raise
-    raise ValueError(
-      f"the data recipe of {name!r} needs the repository's `experiments` folder: run "
-      "memjax-audit from the repository root."
-    ) from err
+def load(data_cfg, recipe: dict | None = None, where: str = "the checkpoint") -> Data:
+  """The training (and held-out) data of ``data_cfg``, else of ``recipe``.
 
+  Args:
+    data_cfg: the audit config's ``data`` section (``source``, ``held_out``, ``max_examples``,
+      ``value_range``).
+    recipe: a :func:`memjax.data.recipe` (a checkpoint's ``metadata["data"]``) or ``None``.
+    where: what holds ``recipe`` (for messages).
 
-def _laplace_images(exp: dict) -> Data:
-  images = _experiment_module("laplace.images")
-  # The key experiments.laplace.images.run gives its data: the first of split(PRNGKey(seed), 4).
-  k_data = jax.random.split(jax.random.PRNGKey(int(exp["seed"])), 4)[0]
-  train, held, shape = images.load_images(ml_collections.ConfigDict(exp["data"]), k_data)
-  return Data(np.asarray(train), np.asarray(held), tuple(shape))
-
-
-def _laplace_toy_2d(exp: dict) -> Data:
-  # experiments.laplace.toy_2d.run: (k_data, k_test, ...) = split(PRNGKey(seed), 4), ring mixture.
-  k_data, k_test, _, _ = jax.random.split(jax.random.PRNGKey(int(exp["seed"])), 4)
-  d = exp["data"]
-  gmm = data.ring_mixture(int(d["num_modes"]), float(d["radius"]), float(d["std"]))
-  train, _ = data.sample_mixture(k_data, gmm, int(d["num_train"]))
-  test, _ = data.sample_mixture(k_test, gmm, int(d["num_test"]))
-  return Data(np.asarray(train), np.asarray(test), (2,))
-
-
-def _audit_toy(exp: dict) -> Data:
-  d = toy.make_data(exp["data"])
-  return Data(d.train, d.held_out, (d.train.shape[1],))
-
-
-SOURCES = {
-  "laplace.images": _laplace_images,
-  "laplace.toy_2d": _laplace_toy_2d,
-  "audit.toy": _audit_toy,
-}
-
-
-def experiment_data(experiment: str, exp_cfg) -> Data:
-  """The training (and held-out) data experiment ``experiment`` used with config ``exp_cfg``.
+  Returns:
+    :class:`Data` with flattened rows.
 
   Raises:
-    ValueError: for an experiment without a recipe (listing those with one).
+    ValueError: when neither a source nor a recipe is given, or loading fails (naming the
+      source), or the training and held-out points differ in shape.
   """
-  if experiment not in SOURCES:
-    raise ValueError(f"`experiment` must be one of {sorted(SOURCES)}; got {experiment!r}.")
-  exp = exp_cfg.to_dict() if hasattr(exp_cfg, "to_dict") else dict(exp_cfg)
-  return SOURCES[experiment](exp)
+  source = str(data_cfg.get("source", "") or "")
+  held_source = str(data_cfg.get("held_out", "") or "")
+  kw = dict(
+    value_range=tuple(data_cfg.get("value_range", (-1.0, 1.0))),
+    max_examples=int(data_cfg.get("max_examples", 0) or 0) or None,
+  )
+  if source:
+    train = data.load_source(source, **kw)
+    held = data.load_source(held_source, **kw) if held_source else None
+  elif recipe:
+    train, held = data.from_recipe(recipe)
+    source = f"recipe in {where} ({recipe['train']['source']})"
+    held_source = held_source or (
+      None if held is None else f"recipe in {where} ({recipe['held_out']['source']})"
+    )
+    if held_source and not held_source.startswith("recipe"):
+      held = data.load_source(held_source, **kw)
+  else:
+    raise ValueError(
+      f"{where} stores no data recipe: pass the training data as --config.data.source=PATH "
+      "(.npy/.npz file, image folder, tfds:NAME[:SPLIT], digits or MODULE:FUNCTION)."
+    )
+  train = np.asarray(train)
+  shape = tuple(train.shape[1:]) if train.ndim > 2 else (int(np.prod(train.shape[1:])),)
+  if held is not None:
+    held = np.asarray(held)
+    if int(np.prod(held.shape[1:])) != int(np.prod(shape)):
+      raise ValueError(
+        f"`data.held_out` points have shape {held.shape[1:]}, the training points {shape}."
+      )
+    held = held.reshape(len(held), -1)
+  info = _describe(train, held, source, held_source)
+  return Data(train.reshape(len(train), -1), held, shape, info)

@@ -52,12 +52,20 @@ def make_data(data_cfg) -> ToyData:
   return ToyData(x, np.asarray(held), x[np.flatnonzero(comp)[0]], int(comp.sum()))
 
 
-def train(exp_cfg: dict, train_points, key, checkpoint_dir: str | None = None, progress=False):
+def train(
+  exp_cfg: dict,
+  train_points,
+  key,
+  checkpoint_dir: str | None = None,
+  progress=False,
+  held_out=None,
+):
   """Fit the MLP of ``exp_cfg["model"]`` (``hidden``, ``time_dim``) by flow matching.
 
   Adam with learning rate ``exp_cfg["train"]["lr"]`` for ``steps`` steps of ``batch_size``
   (:func:`memjax.training.fm_objective`), EMA ``ema_decay``; with ``checkpoint_dir`` the run is
-  saved there with ``{"config": exp_cfg}`` as metadata. Returns ``(apply_fn, params)``.
+  saved there with the config and the data (training and ``held_out`` points inline,
+  :func:`memjax.data.recipe`) as metadata. Returns ``(apply_fn, params)``.
   """
   mc, tc = exp_cfg["model"], exp_cfg["train"]
   x = jnp.asarray(train_points, jnp.float32)
@@ -76,7 +84,6 @@ def train(exp_cfg: dict, train_points, key, checkpoint_dir: str | None = None, p
     ema_decay=float(tc["ema_decay"]),
     checkpoint_dir=checkpoint_dir,
     progress=progress,
-    metadata={"config": exp_cfg},
-    fingerprint={"data": training.data_fingerprint(x)},
+    metadata={"config": exp_cfg, "data": data.recipe(np.asarray(x), held_out=held_out)},
   )
   return apply_fn, res.state.ema_params
