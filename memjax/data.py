@@ -941,15 +941,36 @@ def _load_tfds_images(name: str, split: str, value_range, max_examples, batch_si
   return _scaled(np.concatenate(images), value_range, f"`source` tfds:{name}:{split}")
 
 
-def _load_function(spec: str, value_range) -> np.ndarray:
-  module_name, _, fn_name = spec.partition(":")
+def import_object(spec: str, what: str):
+  """``getattr(import_module(MODULE), NAME)`` of ``spec = "MODULE:NAME"`` (one home for both the
+  data sources and the audit's model factories).
+
+  Args:
+    spec: ``"MODULE:NAME"``.
+    what: the setting's name, for the error message (e.g. ``"source"``).
+
+  Returns:
+    the object.
+
+  Raises:
+    ValueError: naming ``what`` when ``spec`` is malformed or the module or the name is missing.
+  """
+  module_name, sep, name = str(spec).partition(":")
+  if not sep or not module_name or not name:
+    raise ValueError(f"`{what}` must be MODULE:FUNCTION; got {spec!r}.")
   try:
     module = importlib.import_module(module_name)
   except ImportError as err:
-    raise ValueError(f"`source` {spec!r}: cannot import module {module_name!r} ({err}).") from err
-  fn = getattr(module, fn_name, None)
+    raise ValueError(f"`{what}` {spec!r}: cannot import {module_name!r} ({err}).") from err
+  if not hasattr(module, name):
+    raise ValueError(f"`{what}` {spec!r}: module {module_name!r} has no function {name!r}.")
+  return getattr(module, name)
+
+
+def _load_function(spec: str, value_range) -> np.ndarray:
+  fn = import_object(spec, "source")
   if not callable(fn):
-    raise ValueError(f"`source` {spec!r}: module {module_name!r} has no function {fn_name!r}.")
+    raise ValueError(f"`source` {spec!r}: {fn!r} is not a function.")
   out = fn()
   if isinstance(out, tuple | list | dict):
     raise ValueError(f"`source` {spec!r} must return one array (N, ...); got {type(out).__name__}.")

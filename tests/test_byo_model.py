@@ -237,7 +237,7 @@ def test_clear_errors(user, tmp_path):
     cli.build(
       _cfg(**base, **{"model.params": params_file, "model.data_shape": (4, 4, 1)}), str(tmp_path)
     )
-  with pytest.raises(ValueError, match="`factory` .*no 'nope'"):
+  with pytest.raises(ValueError, match="`factory` .*no function 'nope'"):
     model.from_factory("user_net:nope", params_file, data_shape=(8, 8, 1))
   (tmp_path / "junk.msgpack").write_bytes(b"\x00\x01junk")
   with pytest.raises(ValueError, match="not a flax.serialization msgpack"):

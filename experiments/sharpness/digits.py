@@ -176,15 +176,15 @@ def run_sail(cfg, field, sched, null, gen, x0, unique, dd, guided_point, t_det, 
 
 def _profile(cs, path_t, ts, key, n, k, num_iters):
   """Sharpness profile of each label's half of ``path_t (T, 2n, D)``, concatenated over samples."""
+  # One program for every label (the label is traced), not one per label.
+  prof = jax.jit(
+    lambda xs, kk, c: sharpness.sharpness_profile(
+      lambda x, t: cs(x, t, c), xs, ts, kk, k=k, num_iters=num_iters
+    )
+  )
   parts = []
   for c in range(NUM_CLASSES):
-    score = lambda x, t, c=c: cs(x, t, c)
-    prof = jax.jit(
-      lambda xs, kk, score=score: sharpness.sharpness_profile(
-        score, xs, ts, kk, k=k, num_iters=num_iters
-      )
-    )
-    parts.append(prof(path_t[:, c * n : (c + 1) * n], jax.random.fold_in(key, c)))
+    parts.append(prof(path_t[:, c * n : (c + 1) * n], jax.random.fold_in(key, c), jnp.asarray(c)))
   return sharpness.Profile(*(jnp.concatenate(p, 1) for p in zip(*parts)))
 
 

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from memjax import _checks, nets, paths, training, unet
+from memjax import _checks, data, nets, paths, training, unet
 
 PARAMETERISATIONS = paths.PARAMETERISATIONS  # ('eps', 'score', 'velocity', 'x0')
 
@@ -576,24 +576,7 @@ def fit_params(stored, like, what: str = "`params`"):
   )
 
 
-def import_object(spec: str, what: str):
-  """``getattr(import_module(MODULE), NAME)`` of ``spec = "MODULE:NAME"``.
-
-  Raises:
-    ValueError: naming ``what`` when the module or the name is missing.
-  """
-  module_name, sep, name = str(spec).partition(":")
-  if not sep or not module_name or not name:
-    raise ValueError(f"`{what}` must be MODULE:FUNCTION; got {spec!r}.")
-  import importlib
-
-  try:
-    module = importlib.import_module(module_name)
-  except ImportError as err:
-    raise ValueError(f"`{what}` {spec!r}: cannot import {module_name!r} ({err}).") from err
-  if not hasattr(module, name):
-    raise ValueError(f"`{what}` {spec!r}: module {module_name!r} has no {name!r}.")
-  return getattr(module, name)
+import_object = data.import_object
 
 
 def _shaped(data_shape, fn, *args):
