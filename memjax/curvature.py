@@ -44,8 +44,9 @@ class ParamSubset:
   ``merge(θ_B) -> params`` puts them back into the frozen pytree. It is a pytree itself (children:
   the frozen leaves), so it can be passed to ``jit``. Build it with :func:`param_subset`.
 
+  The full params pytree supplying the unselected (frozen) values is the property ``frozen``.
+
   Attributes:
-    frozen: the full params pytree supplying the unselected (frozen) values (a property).
     mask: tuple of Python bools, one per leaf (tree-flatten order).
     names: tuple of leaf path strings (``jax.tree_util.keystr``).
   """
