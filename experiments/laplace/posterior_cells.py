@@ -21,10 +21,21 @@ from memjax import memorisation, neighbours
 
 
 class CellData:
-  """Per-image numbers of one cell kept for the bootstrap: ratios ``r`` and features."""
+  """Per-image numbers of one cell kept for the bootstrap: ratios ``r``, features and noise ids.
 
-  def __init__(self, r, feats):
+  ``ids[i]`` is the flat index ``s·N + n`` of the generation noise ``x0[s, n]`` image ``i`` came
+  from (default ``0..len(r)−1``): the paired bootstrap of :mod:`experiments.laplace.frontier`
+  resamples noise ids once per seed and applies the draw to every cell of every method.
+  """
+
+  def __init__(self, r, feats, ids=None):
     self.r, self.feats = np.asarray(r), np.asarray(feats)
+    self.ids = np.arange(len(self.r)) if ids is None else np.asarray(ids, np.int64)
+    if not (len(self.r) == len(self.feats) == len(self.ids)):
+      raise ValueError(
+        f"`r`, `feats` and `ids` must have one row per image; got {len(self.r)}, "
+        f"{len(self.feats)}, {len(self.ids)}."
+      )
 
 
 def evaluate_cell(ev, thetas, ok, x0, classifier, held, k):
@@ -52,7 +63,8 @@ def evaluate_cell(ev, thetas, ok, x0, classifier, held, k):
     "nn_distance_to_heldout_mean": float(jnp.mean(nn.d1)),
     **{key: q[key] for key in ("digits_fd", "precision", "recall", "confidence")},
   }
-  return out, CellData(stack.ratios[stack.generated], quality.features(classifier, xs))
+  ids = np.flatnonzero(stack.generated)  # row-major (s, n): the order of `pooled`
+  return out, CellData(stack.ratios[stack.generated], quality.features(classifier, xs), ids)
 
 
 class Setup(NamedTuple):
