@@ -33,10 +33,12 @@ from memjax.laplace.fitting import (
   check_minimum,
   fit,
   fit_eigenpairs,
+  fit_ggn_eigenpairs,
   linearise,
   linearised_loss,
   refine_map,
   tilt,
+  with_ggn,
   with_prior,
 )
 from memjax.laplace.geodesics import (
@@ -80,6 +82,8 @@ __all__ = [
   "evidence",
   "fit",
   "fit_eigenpairs",
+  "fit_ggn_eigenpairs",
+  "with_ggn",
   "fitting",
   "geodesic_rhs",
   "geodesic_speed",

@@ -23,6 +23,7 @@ import numpy as np
 import optax
 
 from memjax import _checks, curvature, linalg
+from memjax import curvature as _cv  # `fit` has a `curvature` argument
 from memjax.laplace.geodesics import as_loss
 
 Array = jax.Array
@@ -71,6 +72,89 @@ def fit_eigenpairs(
 def _fit_eigenpairs(loss, k, num_iters, theta, key, args):
   matvec = lambda v: linalg.hvp(lambda th: loss(th, args), theta, v)[1]
   return linalg.lanczos_topk(matvec, theta.shape[0], k, key, num_iters=num_iters, dtype=theta.dtype)
+
+
+CURVATURES = ("hessian", "ggn")
+
+
+def fit_ggn_eigenpairs(
+  apply_fn,
+  theta_map: Array,
+  data: curvature.CurvatureLoss,
+  k: int,
+  key: Array,
+  num_iters: int | None = None,
+) -> linalg.Eigenpairs:
+  """Top-k Ritz pairs of the data term's generalised Gauss–Newton matrix ``G = 2s JᵀJ``.
+
+  ``J = ∂r/∂θ_B`` is the Jacobian of the frozen-triple residuals
+  ``r_b = u_θ(x_t,b, t_b) − (x1_b − x0_b)`` (:func:`memjax.curvature.residuals`) at ``θ*``; the
+  data term ``s Σ_b ||r_b||²`` has Hessian ``G + 2s Σ_b r_bᵀ ∇²r_b``, and the GGN keeps the first,
+  positive semi-definite part. Lanczos runs on ``v ↦ 2s Jᵀ(J v)``
+  (:func:`memjax.linalg.ggn_vp`: one JVP and one VJP, no second derivative) in ONE module-level
+  program with ``apply_fn`` static and ``data`` traced. The values are those of the DATA term (no
+  ``α``); the tilt and the linearisation point of ``data`` do not enter ``G``.
+
+  Args:
+    apply_fn: ``u(params, x, t)``.
+    theta_map: ``θ*_B``, ``(P,)``.
+    data: the :class:`memjax.curvature.CurvatureLoss` (subset, triples, ``loss_scale``).
+    k: number of eigenpairs.
+    key: PRNG key of the Lanczos start vector.
+    num_iters: Lanczos depth (default as in :func:`memjax.linalg.lanczos_topk`).
+
+  Returns:
+    :class:`memjax.linalg.Eigenpairs` of ``G`` (values ``≥ 0`` up to round-off).
+
+  Raises:
+    ValueError: if ``theta_map`` is not ``(P,)`` or not finite, or ``k``/``num_iters`` are not
+      positive ints in range.
+
+  References:
+    Bergamin et al., "Riemannian Laplace approximations for Bayesian neural networks",
+    arXiv:2306.07158 (the linearised manifold paired with the GGN Laplace approximation);
+    Martens, "New insights and perspectives on the natural gradient method", arXiv:1412.1193.
+  """
+  _checks.check_ndim("theta_map", theta_map, 1, "(P,)")
+  _checks.check_finite("theta_map", theta_map)
+  for name, val in (("k", k), ("num_iters", num_iters)):
+    if val is not None and not (isinstance(val, (int, np.integer)) and val >= 1):
+      raise ValueError(f"`{name}` must be a positive int; got {val!r}.")
+  iters = None if num_iters is None else int(num_iters)
+  return _ggn_eigenpairs(curvature.Loss(apply_fn), int(k), iters, theta_map, key, data)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _ggn_eigenpairs(loss, k, num_iters, theta, key, data):
+  residual_fn = lambda th: curvature.residuals(loss.apply_fn, th, data)
+  matvec = lambda v: linalg.ggn_vp(residual_fn, theta, v, data.loss_scale)
+  return linalg.lanczos_topk(matvec, theta.shape[0], k, key, num_iters=num_iters, dtype=theta.dtype)
+
+
+def with_ggn(lfit: LaplaceFit, key: Array, *, k: int | None = None, num_iters: int | None = None):
+  """The same fit with the eigenpairs of the data term's GGN ``2s JᵀJ`` instead of its Hessian.
+
+  Everything else (losses, ``α``, tilt, ``θ*``) is kept, so the Euclidean/Riemannian samplers can
+  use the Hessian fit and the linearised sampler this one (Bergamin et al.'s pairing) from one
+  :func:`~memjax.laplace.fit`.
+
+  Args:
+    lfit: a :class:`~memjax.laplace.LaplaceFit` of the curvature loss (``lfit.loss`` its data).
+    key: PRNG key of the Lanczos start vector.
+    k: number of eigenpairs (default: as many as ``lfit.eig``).
+    num_iters: Lanczos depth.
+
+  Returns:
+    :class:`~memjax.laplace.LaplaceFit` with ``eig`` of the GGN.
+
+  Raises:
+    ValueError: if the fit has no curvature-loss data (``lfit.loss is None``) or no ``apply_fn``.
+  """
+  if lfit.loss is None or lfit.apply_fn is None:
+    raise ValueError("`lfit` must be a curvature-loss fit (laplace.fit): its GGN needs the data.")
+  k = lfit.eig.values.shape[0] if k is None else k
+  eig = fit_ggn_eigenpairs(lfit.apply_fn, lfit.theta_map, lfit.loss, k, key, num_iters)
+  return lfit._replace(eig=eig)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -177,6 +261,7 @@ def fit(
   refine_max_steps: int = 500,
   check_minimum: bool = True,
   min_iters: int = 32,
+  curvature: str = "hessian",
 ) -> LaplaceFit:
   """Fit the tangent Gaussian of a flow-matching model at its MAP ``params``.
 
@@ -213,6 +298,11 @@ def fit(
       Lanczos steps on ``−∇²L``) so that samplers can refuse a saddle
       (:func:`~memjax.laplace.check_minimum`).
     min_iters: Lanczos depth of that estimate.
+    curvature: ``"hessian"`` (default: eigenpairs of the data term's Hessian ``∇²L − αI``) or
+      ``"ggn"`` (eigenpairs of its generalised Gauss–Newton matrix ``2s JᵀJ`` of the frozen-triple
+      residuals, :func:`~memjax.laplace.fit_ggn_eigenpairs`: the GGN Laplace approximation that
+      Bergamin et al. pair with the linearised manifold). ``min_eigenvalue`` is that of the full
+      Hessian either way (is ``θ*`` a minimum of ``L``?).
 
   Every compiled program of the fit (gradient, refinement, Lanczos, smallest eigenvalue) takes
   ``apply_fn`` static and the loss's data (:class:`memjax.curvature.CurvatureLoss`) traced, so a
@@ -225,20 +315,24 @@ def fit(
     ValueError: for bad arguments, naming the argument: ``data`` not ``(N, D)`` or not finite,
       ``num_triples`` not ``> 0``, ``select`` choosing no leaf, ``alpha < 0``, ``num_data``
       missing or not ``> 0`` with ``loss_scale=None``, ``refine_tol``/``refine_max_steps`` not
-      positive, ``k``/``num_iters`` out of range for Lanczos.
+      positive, ``k``/``num_iters`` out of range for Lanczos, ``curvature`` not in
+      ``("hessian", "ggn")``.
 
   References:
     "Reducing Memorisation in Generative Models via Riemannian Bayesian Inference",
     arXiv:2602.00199 (the curvature loss and its tangent Gaussian); Bergamin et al., "Riemannian
     Laplace approximations for Bayesian neural networks", arXiv:2306.07158 (the linearised loss).
   """
+  curvature_kind = curvature
+  if curvature_kind not in CURVATURES:
+    raise ValueError(f"`curvature` must be one of {CURVATURES}; got {curvature_kind!r}.")
   k_lan = jax.random.fold_in(key, 1) if lanczos_key is None else lanczos_key
-  subset = curvature.param_subset(params, select or None)
-  triples = curvature.make_triples(key, data, num_triples)
-  loss_data = curvature.curvature_data(
+  subset = _cv.param_subset(params, select or None)
+  triples = _cv.make_triples(key, data, num_triples)
+  loss_data = _cv.curvature_data(
     params, *triples, subset=subset, alpha=alpha, loss_scale=loss_scale, num_data=num_data
   )
-  objective = curvature.Loss(apply_fn)
+  objective = _cv.Loss(apply_fn)
   theta_map = subset.theta
   g0 = _grad_norm(objective, theta_map, loss_data)
   g1 = g0
@@ -248,8 +342,11 @@ def fit(
     )
     theta_map, g1 = ref.theta, ref.grad_norm
   alpha = jnp.asarray(alpha, theta_map.dtype)
-  eig = fit_eigenpairs(objective, theta_map, k, k_lan, num_iters=num_iters, args=loss_data)
-  eig = eig._replace(values=eig.values - alpha)  # data term: the prior enters Σ once
+  if curvature_kind == "ggn":
+    eig = fit_ggn_eigenpairs(apply_fn, theta_map, loss_data, k, k_lan, num_iters)
+  else:
+    eig = fit_eigenpairs(objective, theta_map, k, k_lan, num_iters=num_iters, args=loss_data)
+    eig = eig._replace(values=eig.values - alpha)  # data term: the prior enters Σ once
   lin = linearise(loss_data, theta_map)
   lam_min = float("nan")
   if check_minimum:
