@@ -287,7 +287,8 @@ def test_fd_noise_floor_against_an_independent_frechet_distance():
   def fd(a, b):
     ma, mb = a.mean(0), b.mean(0)
     ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    return float(np.sum((ma - mb) ** 2) + np.trace(ca + cb - 2 * np.real(scipy.linalg.sqrtm(ca @ cb))))
+    root = np.real(scipy.linalg.sqrtm(ca @ cb))
+    return float(np.sum((ma - mb) ** 2) + np.trace(ca + cb - 2 * root))
 
   perm_rng = np.random.default_rng(7)
   want = []
