@@ -357,3 +357,63 @@ def test_ggn_fit_compiles_once_for_new_triples():
   new = lfit.loss._replace(x0=lfit.loss.x0 + 0.1, alpha=lfit.loss.alpha * 2)
   laplace.fit_ggn_eigenpairs(lfit.apply_fn, lfit.theta_map, new, 4, jax.random.PRNGKey(1))
   assert fitting._ggn_eigenpairs._cache_size() == before
+
+
+# --- Evidence with the remaining directions (issue 26).
+
+
+def test_evidence_remainder_brackets_the_full_spectrum_alpha():
+  _, _, lfit = _mlp_fit(alpha=1.0, k=4, check_minimum=False)
+  p = lfit.theta_map.shape[0]
+  h_d = np.asarray(jax.hessian(lfit.loss_fn)(lfit.theta_map)) - np.eye(p)  # data term (α = 1)
+  w = np.linalg.eigvalsh(h_d)[::-1]
+  u = np.asarray(lfit.eig.vectors)
+  proj = np.eye(p) - u.T @ u
+  t_rem = float(np.trace(proj @ h_d @ proj))
+  np.testing.assert_allclose(t_rem, w.sum() - float(jnp.sum(lfit.eig.values)), rtol=1e-8)
+  a_k = float(laplace.optimise_prior(lfit.eig.values, lfit.theta_map).alpha)
+  a_all = float(laplace.optimise_prior(jnp.asarray(w), lfit.theta_map).alpha)
+  iso = laplace.optimise_prior(lfit.eig.values, lfit.theta_map, remainder_trace=t_rem)
+  # The low-rank α̂ is biased low (0.50 vs 1.24 here); the isotropic remainder brackets it.
+  assert a_k < 0.5 * a_all < a_all <= float(iso.alpha)
+  # The remainder evidence equals the dense slogdet of U diag(λ) Uᵀ + λ̄ Π + αI.
+  lam = np.maximum(np.asarray(lfit.eig.values), 0.0)
+  lam_bar = t_rem / (p - 4)
+  for alpha in (0.3, float(iso.alpha), 5.0):
+    h = u.T @ np.diag(lam) @ u + lam_bar * proj + alpha * np.eye(p)
+    want = (
+      -0.5 * alpha * float(jnp.sum(lfit.theta_map**2))
+      + 0.5 * p * np.log(alpha)
+      - 0.5 * np.linalg.slogdet(h)[1]
+    )
+    got = laplace.log_evidence(lfit.eig.values, lfit.theta_map, alpha, remainder_trace=t_rem)
+    np.testing.assert_allclose(float(got), want, rtol=1e-10)
+  # MacKay's fixed point with the remainder's share of γ.
+  gamma = np.sum(lam / (lam + iso.alpha)) + (p - 4) * lam_bar / (lam_bar + iso.alpha)
+  np.testing.assert_allclose(float(iso.effective_params), gamma, rtol=1e-10)
+  np.testing.assert_allclose(float(iso.alpha * jnp.sum(lfit.theta_map**2)), gamma, rtol=1e-8)
+  # The Hutchinson estimate of tr(Π H_D Π) agrees with the dense value within its error.
+  est, sem = laplace.remainder_trace(lfit, jax.random.PRNGKey(0), 400)
+  assert abs(float(est) - t_rem) < 4 * float(sem) and float(sem) < 0.1 * t_rem
+  # GGN: the same on 2s JᵀJ.
+  u_fn, params, _ = _mlp_fit(alpha=1.0, k=4, check_minimum=False)
+  res_fn = curvature.curvature_residual_fn(u_fn, params, *lfit.triples, subset=lfit.subset)
+  jac = jax.jacfwd(lambda th: res_fn(th).reshape(-1))(lfit.theta_map)
+  g = np.asarray(2 * 0.5 * jac.T @ jac)
+  est_g, sem_g = laplace.remainder_trace(lfit, jax.random.PRNGKey(1), 400, curvature="ggn")
+  assert abs(float(est_g) - np.trace(proj @ g @ proj)) < 4 * float(sem_g)
+  with pytest.raises(ValueError, match="`num_probes`"):
+    laplace.remainder_trace(lfit, jax.random.PRNGKey(1), 0)
+
+
+def test_with_prior_after_tilt_keeps_theta_star_stationary():
+  _, _, lfit = _mlp_fit(alpha=1.0, check_minimum=False)
+  t = laplace.with_prior(laplace.tilt(lfit), 3.0)
+  # Independent check: the gradient of the closure, not the fit's own grad_norm.
+  assert float(jnp.linalg.norm(jax.grad(t.loss_fn)(t.theta_map))) < 1e-10
+  assert float(jnp.linalg.norm(jax.grad(t.linearised_loss_fn)(t.theta_map))) < 1e-10
+  assert float(t.grad_norm) < 1e-10 and float(t.alpha) == 3.0
+  th = t.theta_map + 0.05
+  np.testing.assert_allclose(
+    jax.hessian(t.loss_fn)(th), jax.hessian(lfit.loss_fn)(th) + 2.0 * np.eye(th.shape[0]), atol=1e-9
+  )
