@@ -95,6 +95,16 @@ def test_frontier_smoke(tmp_path):
   assert len(res["comparison"]) == len(res["config"]["frontier"]["cs"])
   for v in res["comparison"].values():
     assert v["verdict"].startswith("c=")
+    assert v["bootstrap"] is None or v["bootstrap"]["paired"]
+  floor = res["reference"]["fd_noise_floor"]
+  assert floor["mean"] > 0 and floor["repeats"] == 3 and np.isfinite(floor["sd"])
+  for row in res["seeds"]:
+    f = row["fit"]
+    # GGN pairing of the linearised sampler (default), its values >= 0 up to round-off.
+    assert f["curvature_linearised"] == "ggn" and min(f["ggn_ritz_values"]) > -1e-6
+    assert f["loss_name"] == "tilted_curvature_loss" and f["stationary"] == "tilt"
+    assert f["loss_scale"] == 1.0 and f["evidence"]["remainder_probes"] == 4
+    assert f["evidence"]["alpha_with_remainder"] >= f["evidence"]["alpha_low_rank"]
 
 
 @pytest.mark.slow  # the frontier smoke's code paths plus an all-weights Lanczos
@@ -308,3 +318,50 @@ def test_fd_noise_floor_against_an_independent_frechet_distance():
   assert "no equal-quality comparison" in v and "noise floor" in v
   v = frontier.verdict("euclidean", "riemannian", 1 / 3, -0.2, ci, [(60.1, 65.1)], floor)
   assert "euclidean dominates" in v
+
+
+def test_loss_scale_smoke(tmp_path):
+  res = run_smoke(
+    "laplace.loss_scale", tmp_path, overrides={"quality.cache_dir": str(tmp_path / "classifier")}
+  )
+  rows = res["scales"]
+  b = res["config"]["posterior"]["num_triples"]
+  assert [r["scale"] for r in rows] == ["mean", "sum"]
+  np.testing.assert_allclose([r["s"] for r in rows], [1.0 / b, 1.0])
+  for r in rows:
+    assert r["loss_name"] == "tilted_curvature_loss" and r["grad_norm"] < 1e-3
+    for cl in r["cells"]:
+      rie, euc = cl["riemannian"], cl["euclidean"]
+      # Euclidean: ||θ_E − θ*|| = ||v|| exactly; a geodesic of G from a stationary θ* cannot
+      # exceed ||v|| in displacement or in |ΔL̃| (up to the solver's tolerance).
+      np.testing.assert_allclose(euc["displacement_over_v"], 1.0, rtol=1e-4)
+      if rie["displacement"] is not None:
+        assert rie["displacement_over_v"] <= 1.0 + 1e-2
+        assert rie["delta_loss_over_v"] <= 1.0 + 1e-2
+
+
+def test_quality_excluded_indices_match_exact_pixels():
+  from experiments.laplace import quality
+  from memjax import data
+
+  x, _ = data.load_digits(flatten=True)
+  pick = np.asarray([5, 17, 17, 1000])
+  np.testing.assert_array_equal(quality.excluded_indices(x, x[pick]), [5, 17, 1000])
+  with pytest.raises(ValueError, match="`exclude`"):
+    quality.excluded_indices(x, x[:2] + 1e-3)
+
+
+def test_pipeline_loss_scale_setting_and_linearised_curvature():
+  import ml_collections
+
+  from experiments.laplace import pipeline
+
+  assert pipeline.resolve_loss_scale("sum", 32) == 1.0
+  assert pipeline.resolve_loss_scale("mean", 32) == 1.0 / 32
+  assert pipeline.resolve_loss_scale(0.25, 32) == 0.25
+  for bad in ("median", -1.0, float("nan"), True):
+    with pytest.raises(ValueError, match="posterior.loss_scale"):
+      pipeline.resolve_loss_scale(bad, 32)
+  pc = ml_collections.ConfigDict({"samplers": ("euclidean",), "curvature": "fisher"})
+  with pytest.raises(ValueError, match="posterior.curvature"):
+    pipeline.sampler_fits(None, pc, None)

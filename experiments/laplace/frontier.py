@@ -392,6 +392,12 @@ def run_seed(cfg, u, params, train, held, seed, k_post, k_sweep, x0, classifier,
   fit, ev, info = pipeline.fit_posterior(
     u, params, train, held, keys, cfg.posterior, cfg.eval, dtype
   )
+  # The linearised sampler's tangent Gaussian from the GGN (posterior.curvature = "ggn").
+  fits = pipeline.sampler_fits(fit, cfg.posterior, jax.random.fold_in(keys[1], 3))
+  if fits.get("linearised", fit) is not fit:
+    info["ggn_ritz_values"] = np.asarray(fits["linearised"].eig.values)
+    info["ggn_ritz_residuals"] = np.asarray(fits["linearised"].eig.residuals)
+  info["curvature_linearised"] = cfg.posterior.get("curvature", "hessian")
   k_v = jax.random.fold_in(k_sweep, seed)
   every = np.ones(cfg.posterior.num_posterior, bool)
   stack = jnp.broadcast_to(fit.theta_map, (cfg.posterior.num_posterior,) + fit.theta_map.shape)
@@ -401,12 +407,14 @@ def run_seed(cfg, u, params, train, held, seed, k_post, k_sweep, x0, classifier,
   methods, data = {}, {}
   for name in cfg.posterior.samplers:
     with common.Timer() as t:
-      cells, cds = sweep_method(fit, ev, cfg, name, k_v, x0, classifier, held)
+      cells, cds = sweep_method(fits[name], ev, cfg, name, k_v, x0, classifier, held)
     methods[name] = {"cells": cells, "seconds": t.seconds}
     data[name] = [map_data] + cds
   single = {}
   for name in cfg.frontier.single_samplers if seed < cfg.frontier.single_seeds else ():
-    cells, _ = sweep_method(fit, ev, cfg, name, k_v, x0, classifier, held, mode="single")
+    cells, _ = sweep_method(
+      fits.get(name, fit), ev, cfg, name, k_v, x0, classifier, held, mode="single"
+    )
     single[name] = cells
   return {"seed": seed, "fit": info, "map": map_cell, "methods": methods, "single": single}, data
 

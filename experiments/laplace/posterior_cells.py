@@ -92,8 +92,12 @@ def setup(cfg, workdir: str, dtype) -> Setup:
   )
   with common.Timer() as t_train:
     u, params, res = images.train_map(cfg, train, shape, k_map, ckpt)
+  # quality.exclude_train: the feature extractor never saw the generative model's training digits.
+  exclude = train if cfg.quality.get("exclude_train", False) else None
   classifier = quality.load_classifier(
-    quality.get_config(cfg.quality.classifier), cache_dir=cfg.quality.cache_dir or None
+    quality.get_config(cfg.quality.classifier),
+    cache_dir=cfg.quality.cache_dir or None,
+    exclude=exclude,
   )
   shape_x0 = (cfg.posterior.num_posterior, cfg.eval.num_gen, train.shape[1])
   x0 = jax.random.normal(jax.random.fold_in(k_sweep, 99), shape_x0, dtype)
