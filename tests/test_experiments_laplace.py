@@ -301,12 +301,18 @@ def test_fd_noise_floor_against_an_independent_frechet_distance():
     return float(np.sum((ma - mb) ** 2) + np.trace(ca + cb - 2 * root))
 
   perm_rng = np.random.default_rng(7)
-  want = []
+  want, ref = [], []
   for _ in range(4):
     p = perm_rng.permutation(300)
     want.append(fd(feats[p[:50]], feats[p[50:100]]))
+    ref.append(fd(feats[p[:50]], feats))
   np.testing.assert_allclose(fl["values"], want, rtol=1e-8)
   np.testing.assert_allclose([fl["mean"], fl["sd"]], [np.mean(want), np.std(want, ddof=1)])
+  np.testing.assert_allclose(
+    [fl["vs_reference"]["mean"], fl["vs_reference"]["sd"]],
+    [np.mean(ref), np.std(ref, ddof=1)],
+    rtol=1e-8,
+  )
   # Sampling noise shrinks with n.
   assert frontier.fd_noise_floor(feats, 150, 4, 7)["mean"] < fl["mean"]
   with pytest.raises(ValueError, match="`n`"):
