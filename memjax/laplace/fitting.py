@@ -489,6 +489,12 @@ def tilt(lfit: LaplaceFit) -> LaplaceFit:
   linearised loss, whose gradient at ``θ*`` is the same ``g₀``, is tilted by the same term.
   ``g₀`` is the gradient of the UNTILTED loss, so tilting twice equals tilting once.
 
+  As a Bayesian model the tilted loss is the data term plus a Gaussian prior ``N(m, α⁻¹I)`` with
+  mean ``m = θ* + ∇L_D(θ*)/α`` (up to a constant), a mean that depends on the data and on ``α``;
+  :func:`~memjax.laplace.log_evidence` / :func:`~memjax.laplace.optimise_prior` assume the prior
+  mean 0 of the untilted loss, so select ``α`` BEFORE tilting (as the experiments do) and read
+  the tilt as removing the triples' gradient noise, not as a change of prior.
+
   Args:
     lfit: a :class:`~memjax.laplace.LaplaceFit`.
 
