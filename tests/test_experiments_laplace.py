@@ -326,6 +326,7 @@ def test_fd_noise_floor_against_an_independent_frechet_distance():
   assert "euclidean dominates" in v
 
 
+@pytest.mark.slow  # ~110 s under load: a UNet geodesic compile (the frontier smoke covers the rest)
 def test_loss_scale_smoke(tmp_path):
   res = run_smoke(
     "laplace.loss_scale", tmp_path, overrides={"quality.cache_dir": str(tmp_path / "classifier")}
