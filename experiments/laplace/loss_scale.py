@@ -133,7 +133,8 @@ def summarise(results: dict, workdir: str) -> str:
       for name in results["config"]["posterior"]["samplers"]:
         n = cl[name]
         m = f"{n['M_c']:.3f}" if "M_c" in n else "–"
-        parts.append(f"{name}: |θ−θ*| {n['displacement']}, ΔL {n['delta_loss']}, M {m}")
+        fmt = lambda x: "–" if x is None else f"{x:.3g}"
+        parts.append(f"{name}: |θ−θ*| {fmt(n['displacement'])}, ΔL̃ {fmt(n['delta_loss'])}, M {m}")
       lines.append("; ".join(parts))
   return "\n".join(lines)
 
