@@ -42,7 +42,8 @@ class ParamSubset:
 
   ``flatten(params) -> θ_B`` concatenates the selected leaves (``ravel_pytree`` order);
   ``merge(θ_B) -> params`` puts them back into the frozen pytree. It is a pytree itself (children:
-  the frozen leaves), so it can be passed to ``jit``. Build it with :func:`param_subset`.
+  the frozen leaves), so it can be passed to ``jit``. Build it with :func:`param_subset`. The
+  property ``frozen`` is the full params pytree supplying the unselected (frozen) values.
 
   The full params pytree supplying the unselected (frozen) values is the property ``frozen``.
 

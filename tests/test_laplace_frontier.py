@@ -336,3 +336,101 @@ def test_fit_eigenpairs_refuses_non_integer_counts():
     laplace.fit_eigenpairs(loss, jnp.zeros(4), 2.5, jax.random.PRNGKey(0))
   with pytest.raises(ValueError, match="`num_iters` must be a positive int"):
     laplace.fit_eigenpairs(loss, jnp.zeros(4), 2, jax.random.PRNGKey(0), num_iters=3.7)
+
+
+# --- GGN Laplace (issue 26): Lanczos on 2s JᵀJ against the dense matrix.
+
+
+def test_fit_ggn_eigenpairs_equal_the_dense_gauss_newton_matrix():
+  u, params, lfit = _mlp_fit(alpha=0.3, k=4, curvature="ggn", check_minimum=False)
+  p = lfit.theta_map.shape[0]
+  res_fn = curvature.curvature_residual_fn(u, params, *lfit.triples, subset=lfit.subset)
+  jac = jax.jacfwd(lambda th: res_fn(th).reshape(-1))(lfit.theta_map)  # (B·D, P) dense
+  ggn = 2 * 0.5 * jac.T @ jac
+  w, vecs = np.linalg.eigh(np.asarray(ggn))
+  # The Lanczos default depth (2k + 10 < P) converges on the top of this spectrum; check exactly
+  # with a full-depth run too.
+  full = laplace.fit_ggn_eigenpairs(u, lfit.theta_map, lfit.loss, 4, jax.random.PRNGKey(9), p)
+  for eig in (lfit.eig, full):
+    np.testing.assert_allclose(np.asarray(eig.values), w[::-1][:4], rtol=1e-7)
+    overlap = np.abs(np.asarray(eig.vectors) @ vecs[:, ::-1][:, :4])
+    np.testing.assert_allclose(np.diag(overlap), 1.0, atol=1e-6)
+  # No α in the values (data term), and they differ from the Hessian's: the test can fail.
+  _, _, hfit = _mlp_fit(alpha=0.3, k=4, check_minimum=False)
+  assert not np.allclose(np.asarray(hfit.eig.values), w[::-1][:4], rtol=1e-3)
+  # with_ggn on the Hessian fit gives the same eigenpairs; the tilt and α do not enter G.
+  swapped = laplace.with_ggn(laplace.tilt(hfit), jax.random.PRNGKey(9), num_iters=p)
+  np.testing.assert_allclose(np.asarray(swapped.eig.values), w[::-1][:4], rtol=1e-7)
+  assert float(swapped.alpha) == float(hfit.alpha)
+  with pytest.raises(ValueError, match="`curvature`"):
+    _mlp_fit(curvature="fisher")
+
+
+def test_ggn_fit_compiles_once_for_new_triples():
+  from memjax.laplace import fitting
+
+  _, _, lfit = _mlp_fit(alpha=0.3, k=4, curvature="ggn", check_minimum=False)
+  before = fitting._ggn_eigenpairs._cache_size()
+  new = lfit.loss._replace(x0=lfit.loss.x0 + 0.1, alpha=lfit.loss.alpha * 2)
+  laplace.fit_ggn_eigenpairs(lfit.apply_fn, lfit.theta_map, new, 4, jax.random.PRNGKey(1))
+  assert fitting._ggn_eigenpairs._cache_size() == before
+
+
+# --- Evidence with the remaining directions (issue 26).
+
+
+def test_evidence_remainder_brackets_the_full_spectrum_alpha():
+  _, _, lfit = _mlp_fit(alpha=1.0, k=4, check_minimum=False)
+  p = lfit.theta_map.shape[0]
+  h_d = np.asarray(jax.hessian(lfit.loss_fn)(lfit.theta_map)) - np.eye(p)  # data term (α = 1)
+  w = np.linalg.eigvalsh(h_d)[::-1]
+  u = np.asarray(lfit.eig.vectors)
+  proj = np.eye(p) - u.T @ u
+  t_rem = float(np.trace(proj @ h_d @ proj))
+  np.testing.assert_allclose(t_rem, w.sum() - float(jnp.sum(lfit.eig.values)), rtol=1e-8)
+  a_k = float(laplace.optimise_prior(lfit.eig.values, lfit.theta_map).alpha)
+  a_all = float(laplace.optimise_prior(jnp.asarray(w), lfit.theta_map).alpha)
+  iso = laplace.optimise_prior(lfit.eig.values, lfit.theta_map, remainder_trace=t_rem)
+  # The low-rank α̂ is biased low (0.50 vs 1.24 here); the isotropic remainder brackets it.
+  assert a_k < 0.5 * a_all < a_all <= float(iso.alpha)
+  # The remainder evidence equals the dense slogdet of U diag(λ) Uᵀ + λ̄ Π + αI.
+  lam = np.maximum(np.asarray(lfit.eig.values), 0.0)
+  lam_bar = t_rem / (p - 4)
+  for alpha in (0.3, float(iso.alpha), 5.0):
+    h = u.T @ np.diag(lam) @ u + lam_bar * proj + alpha * np.eye(p)
+    want = (
+      -0.5 * alpha * float(jnp.sum(lfit.theta_map**2))
+      + 0.5 * p * np.log(alpha)
+      - 0.5 * np.linalg.slogdet(h)[1]
+    )
+    got = laplace.log_evidence(lfit.eig.values, lfit.theta_map, alpha, remainder_trace=t_rem)
+    np.testing.assert_allclose(float(got), want, rtol=1e-10)
+  # MacKay's fixed point with the remainder's share of γ.
+  gamma = np.sum(lam / (lam + iso.alpha)) + (p - 4) * lam_bar / (lam_bar + iso.alpha)
+  np.testing.assert_allclose(float(iso.effective_params), gamma, rtol=1e-10)
+  np.testing.assert_allclose(float(iso.alpha * jnp.sum(lfit.theta_map**2)), gamma, rtol=1e-8)
+  # The Hutchinson estimate of tr(Π H_D Π) agrees with the dense value within its error.
+  est, sem = laplace.remainder_trace(lfit, jax.random.PRNGKey(0), 400)
+  assert abs(float(est) - t_rem) < 4 * float(sem) and float(sem) < 0.1 * t_rem
+  # GGN: the same on 2s JᵀJ.
+  u_fn, params, _ = _mlp_fit(alpha=1.0, k=4, check_minimum=False)
+  res_fn = curvature.curvature_residual_fn(u_fn, params, *lfit.triples, subset=lfit.subset)
+  jac = jax.jacfwd(lambda th: res_fn(th).reshape(-1))(lfit.theta_map)
+  g = np.asarray(2 * 0.5 * jac.T @ jac)
+  est_g, sem_g = laplace.remainder_trace(lfit, jax.random.PRNGKey(1), 400, curvature="ggn")
+  assert abs(float(est_g) - np.trace(proj @ g @ proj)) < 4 * float(sem_g)
+  with pytest.raises(ValueError, match="`num_probes`"):
+    laplace.remainder_trace(lfit, jax.random.PRNGKey(1), 0)
+
+
+def test_with_prior_after_tilt_keeps_theta_star_stationary():
+  _, _, lfit = _mlp_fit(alpha=1.0, check_minimum=False)
+  t = laplace.with_prior(laplace.tilt(lfit), 3.0)
+  # Independent check: the gradient of the closure, not the fit's own grad_norm.
+  assert float(jnp.linalg.norm(jax.grad(t.loss_fn)(t.theta_map))) < 1e-10
+  assert float(jnp.linalg.norm(jax.grad(t.linearised_loss_fn)(t.theta_map))) < 1e-10
+  assert float(t.grad_norm) < 1e-10 and float(t.alpha) == 3.0
+  th = t.theta_map + 0.05
+  np.testing.assert_allclose(
+    jax.hessian(t.loss_fn)(th), jax.hessian(lfit.loss_fn)(th) + 2.0 * np.eye(th.shape[0]), atol=1e-9
+  )

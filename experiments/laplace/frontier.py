@@ -13,15 +13,20 @@ classifier confidence) beside the NN distance and the held-out FM loss::
 
   python -m experiments.laplace.frontier --config=experiments/laplace/configs/frontier.py
 
-The frontier of a method is the lower envelope ``f(q) = min{M_c : digits-FD ≤ q}`` of its cells
-(MAP included); two methods are compared by the mean gap ``f_E(q) − f_R(q)`` over the common FD
-range (positive: Riemannian memorises less at equal quality), with a bootstrap CI over seeds and
-generated images. Also the "single" mode (top eigenvector only), for the sink effect.
+The frontier of a method is its (FD, M_c) path through its cells in η order from the MAP,
+interpolated linearly (:func:`envelope`; ``frontier.envelope = "step"`` gives the issue-16 lower
+step envelope, biased towards the denser grid); two methods are compared by the mean gap
+``f_E(q) − f_R(q)`` over the common FD range (positive: Riemannian memorises less at equal
+quality), with a PAIRED bootstrap CI over seeds and generation noises (:func:`bootstrap_gap`).
+The common range is compared with the FD noise floor (:func:`fd_noise_floor`: FD between disjoint
+real held-out sets of the frontier's size); inside it the verdict is "no equal-quality
+comparison". Also the "single" mode (top eigenvector only), for the sink effect.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -45,8 +50,13 @@ METRIC_NOTES = {
   "precision_recall": "improved precision (generated images inside the k-NN balls of real "
   "features) and recall (real inside generated), k = quality.k.",
   "memorisation": "M_c = fraction of generated images with d1^2 <= c d2^2 to the training images.",
-  "frontier_gap": "mean over the common digits-FD range of f_A(q) - f_B(q), f = lower envelope of "
-  "M_c against digits-FD (MAP included); > 0: B memorises less than A at equal quality.",
+  "frontier_gap": "mean over the common digits-FD range of f_A(q) - f_B(q), f = M_c along the "
+  "piecewise-linear (FD, M_c) path of the cells in eta order from the MAP (frontier.envelope = "
+  "'path'; 'step' = lower step envelope); > 0: B memorises less than A at equal quality; CI by a "
+  "paired bootstrap over seeds and generation noises.",
+  "fd_noise_floor": "digits-FD between two disjoint random sets of real held-out digits of the "
+  "frontier's size n (mean, sd over repeats): a common FD range narrower than its mean is not "
+  "an equal-quality comparison.",
 }
 
 
@@ -65,73 +75,247 @@ def grid(cfg_f, name: str = "euclidean"):
   return etas
 
 
-def envelope(points, qs):
-  """Lower envelope ``f(q) = min{M : FD ≤ q}`` of ``points [(fd, m)]`` at ``qs`` (nan below)."""
-  pts = sorted(points)
-  fd = np.asarray([p[0] for p in pts])
-  m = np.minimum.accumulate(np.asarray([p[1] for p in pts]))
-  idx = np.searchsorted(fd, qs, side="right") - 1
-  return np.where(idx >= 0, m[np.clip(idx, 0, None)], np.nan)
+ENVELOPES = ("path", "step")
 
 
-def frontier_gap(points_a, points_b, num: int = 200):
+def envelope(points, qs, kind: str = "path"):
+  """The frontier ``f(q)`` (M_c at digits-FD ``q``) of one method's cells, at ``qs`` (nan outside).
+
+  ``points`` is ``[(fd, m)]`` in η order, the MAP first (:func:`points_of`).
+
+  * ``"path"`` (default): the piecewise-linear path through the cells in η order; ``f(q)`` is M_c
+    where the path FIRST reaches FD ``q`` (linear interpolation inside the segment), nan outside
+    the path's FD range. Two methods on the same true trade-off curve get the same ``f`` whatever
+    their grids (no minimum over noisy cells, which favours the method with more cells).
+  * ``"step"``: the lower envelope ``min{M : FD ≤ q}`` of the cells (the issue-16 estimator; it
+    is biased towards the method with the denser grid, kept for comparison).
+  """
+  if kind not in ENVELOPES:
+    raise ValueError(f"`kind` must be one of {ENVELOPES}; got {kind!r}.")
+  qs = np.asarray(qs, float)
+  if kind == "step":
+    pts = sorted(points)
+    fd = np.asarray([p[0] for p in pts])
+    m = np.minimum.accumulate(np.asarray([p[1] for p in pts]))
+    idx = np.searchsorted(fd, qs, side="right") - 1
+    return np.where(idx >= 0, m[np.clip(idx, 0, None)], np.nan)
+  fd = np.asarray([p[0] for p in points], float)
+  m = np.asarray([p[1] for p in points], float)
+  out = np.full(qs.shape, np.nan)
+  if len(fd) == 1:
+    return np.where(qs == fd[0], m[0], out)
+  for i in range(len(fd) - 2, -1, -1):  # backwards: the first crossing along the path wins
+    f0, f1 = fd[i], fd[i + 1]
+    inside = (qs >= min(f0, f1)) & (qs <= max(f0, f1))
+    w = np.where(f1 != f0, (qs - f0) / np.where(f1 != f0, f1 - f0, 1.0), 0.0)
+    out = np.where(inside, m[i] + w * (m[i + 1] - m[i]), out)
+  return out
+
+
+def frontier_gap(points_a, points_b, num: int = 200, kind: str = "path"):
   """Mean ``f_A − f_B`` over the common FD range of two point sets (``None`` if it is empty).
 
   The range is ``[max(min FD), min(max FD)]`` of the two sets; a method that never leaves the
-  MAP's quality has a degenerate range and no gap (reported as such, not as 0).
+  MAP's quality has a degenerate range and no gap (reported as such, not as 0). ``kind``: the
+  envelope (:func:`envelope`).
   """
   lo = max(min(p[0] for p in points_a), min(p[0] for p in points_b))
   hi = min(max(p[0] for p in points_a), max(p[0] for p in points_b))
   if not hi > lo:
     return None, (lo, hi)
   qs = np.linspace(lo, hi, num)
-  return float(np.mean(envelope(points_a, qs) - envelope(points_b, qs))), (float(lo), float(hi))
+  gap = envelope(points_a, qs, kind) - envelope(points_b, qs, kind)
+  return float(np.mean(gap)), (float(lo), float(hi))
 
 
-def _resample_points(cells, c, rng, held_feats):
-  """Bootstrap one method/seed: resample each cell's images, recompute (FD, M_c)."""
-  out = []
-  for cd in cells:
-    i = rng.integers(0, len(cd.r), len(cd.r))
-    fd = metrics.frechet_distance(cd.feats[i], held_feats)
-    out.append((fd, float(np.mean(cd.r[i] <= c))))
-  return out
+def _resampled_point(cd, counts, c, held_feats):
+  """(FD, M_c) of one cell with its images taken ``counts[id]`` times (the paired draw)."""
+  idx = np.repeat(np.arange(len(cd.r)), counts[cd.ids])
+  if len(idx) < 2:
+    return None
+  fd = metrics.frechet_distance(cd.feats[idx], held_feats)
+  return fd, float(np.mean(cd.r[idx] <= c))
 
 
-def bootstrap_gap(per_seed, name_a, name_b, c, held_feats, num: int, seed: int):
-  """Percentile CI of the seed-averaged gap: seeds and each cell's images resampled."""
+def bootstrap_gap(
+  per_seed,
+  name_a,
+  name_b,
+  c,
+  held_feats,
+  num: int,
+  seed: int,
+  kind: str = "path",
+  max_no_common: float = 0.5,
+):
+  """PAIRED bootstrap CI of the seed-averaged frontier gap.
+
+  ``per_seed[s][name]`` is the list of :class:`~experiments.laplace.posterior_cells.CellData` of
+  method ``name`` on seed ``s`` in η order, the MAP cell first (the SAME object for both methods).
+  One replicate resamples the seeds with replacement and, for each drawn seed, the generation
+  noises ``x0[s, n]`` once (multinomial counts over the noise ids); that one draw is applied to
+  every cell of BOTH methods, the shared MAP cell included. The pairing of the design (same MAP,
+  same noise per model slot) is kept, so what the CI measures is the noise of the difference.
+
+  A replicate whose drawn seeds have no common digits-FD range at all is counted
+  (``num_no_common``), never silently dropped; with more than ``max_no_common`` of them, or when
+  the un-resampled data already have no common range (a method that never leaves the MAP), there
+  is no CI (``ci95 = None`` with a ``reason``).
+
+  Returns:
+    dict with ``mean`` and ``ci95`` (percentile, 2.5/97.5) over the replicates with a gap (or
+    ``None``), ``num`` (replicates with a gap), ``num_replicates``, ``num_no_common``,
+    ``seed_draws_without_range``, ``paired`` (True), ``envelope`` and ``reason`` (or ``None``).
+  """
   rng = np.random.default_rng(seed)
-  seeds = list(per_seed)
-  gaps = []
+  seeds = sorted(per_seed)
+  base = {"num_replicates": int(num), "paired": True, "envelope": kind}
+
+  def point(cd, counts, cache, held):
+    key = id(cd)
+    if key not in cache:
+      cache[key] = _resampled_point(cd, counts, c, held)
+    return cache[key]
+
+  def seed_gap(s, counts):
+    cache = {}
+    pts = []
+    for name in (name_a, name_b):
+      p = [point(cd, counts, cache, held_feats) for cd in per_seed[s][name]]
+      pts.append([q for q in p if q is not None])
+    if not pts[0] or not pts[1]:
+      return None
+    return frontier_gap(pts[0], pts[1], kind=kind)[0]
+
+  def num_ids(s):
+    return 1 + max(int(cd.ids.max()) for n in (name_a, name_b) for cd in per_seed[s][n])
+
+  ids = {s: num_ids(s) for s in seeds}
+  full = [seed_gap(s, np.ones(ids[s], np.int64)) for s in seeds]
+  if all(g is None for g in full):
+    return {
+      **base,
+      "mean": None,
+      "ci95": None,
+      "num": 0,
+      "num_no_common": int(num),
+      "seed_draws_without_range": int(num) * len(seeds),
+      "reason": "no seed has a common digits-FD range (a method never leaves the MAP's quality)",
+    }
+  gaps, no_common, missing = [], 0, 0
   for _ in range(num):
     vals = []
     for s in rng.choice(seeds, len(seeds), replace=True):
-      a = _resample_points(per_seed[s][name_a], c, rng, held_feats)
-      b = _resample_points(per_seed[s][name_b], c, rng, held_feats)
-      g, _ = frontier_gap(a, b)
-      if g is not None:
+      counts = rng.multinomial(ids[s], np.full(ids[s], 1.0 / ids[s]))
+      g = seed_gap(s, counts)
+      if g is None:
+        missing += 1
+      else:
         vals.append(g)
     if vals:
-      gaps.append(np.mean(vals))
-  if not gaps:
-    return None
+      gaps.append(float(np.mean(vals)))
+    else:
+      no_common += 1
+  out = {
+    **base,
+    "num": len(gaps),
+    "num_no_common": no_common,
+    "seed_draws_without_range": missing,
+    "reason": None,
+  }
+  if not gaps or no_common > max_no_common * num:
+    return {
+      **out,
+      "mean": None,
+      "ci95": None,
+      "reason": f"no common digits-FD range in {no_common} of {num} replicates",
+    }
   return {
+    **out,
     "mean": float(np.mean(gaps)),
     "ci95": [float(np.percentile(gaps, 2.5)), float(np.percentile(gaps, 97.5))],
-    "num": len(gaps),
   }
 
 
-def verdict(a: str, b: str, c: float, gap, ci, fd_ranges=()) -> str:
+def fd_noise_floor(feats, n: int, repeats: int, seed: int) -> dict:
+  """FD between two DISJOINT random sets of ``n`` real images each (features ``feats``), repeated.
+
+  Two sets from the same distribution at the frontier's set size ``n`` are this far apart in
+  digits-FD by sampling alone: a common FD range narrower than that cannot be read as a quality
+  axis (:func:`verdict`). Also reported: the FD of one random ``n``-subset to ALL of ``feats``
+  (``vs_reference``), the quantity a frontier cell measures, whose spread is the sampling noise
+  of one cell's FD.
+
+  Args:
+    feats: real held-out features ``(N, F)``, ``N ≥ 2n``.
+    n: set size (the frontier's images per cell).
+    repeats: number of random disjoint pairs.
+    seed: numpy seed.
+
+  Returns:
+    dict ``n``, ``repeats``, ``mean``, ``sd`` (ddof 1; 0 for one repeat), ``values`` of the
+    disjoint pairs, and ``vs_reference`` ``{mean, sd}`` (the first set of each pair against
+    ``feats``).
+
+  Raises:
+    ValueError: if ``n < 2``, ``2n > N`` or ``repeats < 1``.
+  """
+  feats = np.asarray(feats)
+  if not (isinstance(n, (int, np.integer)) and 2 <= n and 2 * n <= len(feats)):
+    raise ValueError(f"`n` must be an int in [2, N/2] with N = {len(feats)}; got {n!r}.")
+  if not (isinstance(repeats, (int, np.integer)) and repeats >= 1):
+    raise ValueError(f"`repeats` must be a positive int; got {repeats!r}.")
+  rng = np.random.default_rng(seed)
+  vals, ref = [], []
+  for _ in range(repeats):
+    perm = rng.permutation(len(feats))
+    vals.append(metrics.frechet_distance(feats[perm[:n]], feats[perm[n : 2 * n]]))
+    ref.append(metrics.frechet_distance(feats[perm[:n]], feats))
+  vals, ref = np.asarray(vals), np.asarray(ref)
+  sd = lambda x: float(x.std(ddof=1)) if repeats > 1 else 0.0
+  return {
+    "n": int(n),
+    "repeats": int(repeats),
+    "mean": float(vals.mean()),
+    "sd": sd(vals),
+    "values": vals.tolist(),
+    "vs_reference": {"mean": float(ref.mean()), "sd": sd(ref)},
+  }
+
+
+def _widths(fd_ranges):
+  return [r1 - r0 for r0, r1 in fd_ranges if r1 > r0]
+
+
+def verdict(a: str, b: str, c: float, gap, ci, fd_ranges=(), fd_floor=None) -> str:
   """One sentence: does ``b`` memorise less than ``a`` at equal digits-FD, and by how much.
 
   ``fd_ranges``: the per-seed common digits-FD ranges the gap averages over (printed, so that a
   gap of 0 over a range no wider than the MAP's own quality is not read as a tie across quality).
+  ``fd_floor``: :func:`fd_noise_floor`; when the mean width of the common ranges is not above its
+  mean, the verdict is "no equal-quality comparison" (the range is inside FD's sampling noise),
+  whatever the gap.
   """
-  if gap is None or ci is None:
+  if gap is None:
     return (
       f"c={c:g}: no common digits-FD range between {a} and {b} (one of them never leaves the "
       "MAP's quality): no equal-quality comparison is possible."
+    )
+  widths = _widths(fd_ranges)
+  spans = "; ".join(f"[{r0:.1f}, {r1:.1f}]" for r0, r1 in fd_ranges if r1 > r0)
+  over = f" (common range {spans})" if spans else ""
+  if fd_floor is not None and widths and np.mean(widths) <= fd_floor["mean"]:
+    return (
+      f"c={c:g}: no equal-quality comparison between {a} and {b}: the common digits-FD range"
+      f"{over} is {np.mean(widths):.2f} wide on average, inside the FD noise floor "
+      f"{fd_floor['mean']:.2f} ± {fd_floor['sd']:.2f} (disjoint real sets of n = "
+      f"{fd_floor['n']}); gap M_{a} − M_{b} = {gap:+.3f} is not an equal-quality difference."
+    )
+  if ci is None or ci.get("ci95") is None:
+    why = "" if ci is None else f" ({ci.get('reason')})"
+    return (
+      f"c={c:g}: mean gap M_{a} − M_{b} = {gap:+.3f} at equal digits-FD{over}, but no "
+      f"bootstrap CI{why}: no verdict."
     )
   lo, hi = ci["ci95"]
   if lo > 0:
@@ -140,11 +324,12 @@ def verdict(a: str, b: str, c: float, gap, ci, fd_ranges=()) -> str:
     word = f"{a} dominates {b}"
   else:
     word = f"neither dominates (the CI contains 0) between {a} and {b}"
-  spans = "; ".join(f"[{r0:.1f}, {r1:.1f}]" for r0, r1 in fd_ranges if r1 > r0)
-  over = f" (common range {spans})" if spans else ""
+  extra = ""
+  if ci.get("num_no_common"):
+    extra = f"; no common range in {ci['num_no_common']} of {ci['num_replicates']} replicates"
   return (
     f"c={c:g}: {word} at equal digits-FD{over}: mean gap M_{a} − M_{b} = {gap:+.3f} "
-    f"(bootstrap 95% CI [{lo:+.3f}, {hi:+.3f}])."
+    f"(paired bootstrap 95% CI [{lo:+.3f}, {hi:+.3f}]{extra})."
   )
 
 
@@ -214,6 +399,12 @@ def run_seed(cfg, u, params, train, held, seed, k_post, k_sweep, x0, classifier,
   fit, ev, info = pipeline.fit_posterior(
     u, params, train, held, keys, cfg.posterior, cfg.eval, dtype
   )
+  # The linearised sampler's tangent Gaussian from the GGN (posterior.curvature = "ggn").
+  fits = pipeline.sampler_fits(fit, cfg.posterior, jax.random.fold_in(keys[1], 3))
+  if fits.get("linearised", fit) is not fit:
+    info["ggn_ritz_values"] = np.asarray(fits["linearised"].eig.values)
+    info["ggn_ritz_residuals"] = np.asarray(fits["linearised"].eig.residuals)
+  info["curvature_linearised"] = cfg.posterior.get("curvature", "hessian")
   k_v = jax.random.fold_in(k_sweep, seed)
   every = np.ones(cfg.posterior.num_posterior, bool)
   stack = jnp.broadcast_to(fit.theta_map, (cfg.posterior.num_posterior,) + fit.theta_map.shape)
@@ -223,12 +414,14 @@ def run_seed(cfg, u, params, train, held, seed, k_post, k_sweep, x0, classifier,
   methods, data = {}, {}
   for name in cfg.posterior.samplers:
     with common.Timer() as t:
-      cells, cds = sweep_method(fit, ev, cfg, name, k_v, x0, classifier, held)
+      cells, cds = sweep_method(fits[name], ev, cfg, name, k_v, x0, classifier, held)
     methods[name] = {"cells": cells, "seconds": t.seconds}
     data[name] = [map_data] + cds
   single = {}
   for name in cfg.frontier.single_samplers if seed < cfg.frontier.single_seeds else ():
-    cells, _ = sweep_method(fit, ev, cfg, name, k_v, x0, classifier, held, mode="single")
+    cells, _ = sweep_method(
+      fits.get(name, fit), ev, cfg, name, k_v, x0, classifier, held, mode="single"
+    )
     single[name] = cells
   return {"seed": seed, "fit": info, "map": map_cell, "methods": methods, "single": single}, data
 
@@ -243,8 +436,9 @@ def points_of(seed_row, name, c):
   return pts
 
 
-def compare(rows, data, cfg, held_feats):
-  """Per c and pair of samplers: seed-mean frontier gap, its bootstrap CI and the verdict."""
+def compare(rows, data, cfg, held_feats, fd_floor=None):
+  """Per c and pair of samplers: seed-mean frontier gap, its paired bootstrap CI, the verdict."""
+  kind = cfg.frontier.get("envelope", "path")
   names = tuple(cfg.posterior.samplers)
   pairs = [(a, b) for a in names for b in names if a == "euclidean" and b != a]
   pairs += [(a, b) for a in names for b in names if a == "riemannian" and b == "linearised"]
@@ -254,14 +448,14 @@ def compare(rows, data, cfg, held_feats):
       gaps = []
       ranges = []
       for row in rows:
-        g, rng = frontier_gap(points_of(row, a, c), points_of(row, b, c))
+        g, rng = frontier_gap(points_of(row, a, c), points_of(row, b, c), kind=kind)
         ranges.append(rng)
         if g is not None:
           gaps.append(g)
       gap = float(np.mean(gaps)) if gaps else None
       per_seed = {row["seed"]: {a: data[row["seed"]][a], b: data[row["seed"]][b]} for row in rows}
       ci = (
-        bootstrap_gap(per_seed, a, b, c, held_feats, cfg.frontier.bootstrap, cfg.seed)
+        bootstrap_gap(per_seed, a, b, c, held_feats, cfg.frontier.bootstrap, cfg.seed, kind)
         if gaps
         else None
       )
@@ -271,7 +465,11 @@ def compare(rows, data, cfg, held_feats):
         "gap_per_seed": gaps,
         "fd_ranges": ranges,
         "bootstrap": ci,
-        "verdict": verdict(a, b, c, gap, ci, ranges),
+        "fd_range_width_mean": float(np.mean(_widths(ranges))) if _widths(ranges) else 0.0,
+        "inside_fd_noise_floor": bool(
+          fd_floor is not None and _widths(ranges) and np.mean(_widths(ranges)) <= fd_floor["mean"]
+        ),
+        "verdict": verdict(a, b, c, gap, ci, ranges, fd_floor),
       }
   return out
 
@@ -296,7 +494,7 @@ def reach(rows, names, c):
   return out
 
 
-def plot_frontier(path, rows, names, cs, reference_fd):
+def plot_frontier(path, rows, names, cs, reference_fd, kind="path"):
   fig, axes = plt.subplots(1, len(cs), figsize=(5 * len(cs), 4), squeeze=False)
   colours = dict(zip(names, ("C0", "C3", "C2", "C1")))
   for a, c in zip(axes[0], cs):
@@ -304,10 +502,12 @@ def plot_frontier(path, rows, names, cs, reference_fd):
       fds = [p[0] for row in rows for p in points_of(row, name, c)]
       lo, hi = min(fds), max(fds)
       qs = np.linspace(lo, hi, 200)
-      curves = np.stack([envelope(points_of(row, name, c), qs) for row in rows])
-      mean = np.nanmean(curves, 0)
+      curves = np.stack([envelope(points_of(row, name, c), qs, kind) for row in rows])
+      with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # nan outside a seed's FD range
+        mean, low, high = np.nanmean(curves, 0), np.nanmin(curves, 0), np.nanmax(curves, 0)
       a.plot(qs, mean, color=colours[name], label=name)
-      a.fill_between(qs, np.nanmin(curves, 0), np.nanmax(curves, 0), color=colours[name], alpha=0.2)
+      a.fill_between(qs, low, high, color=colours[name], alpha=0.2)
       for row in rows:
         pts = points_of(row, name, c)
         a.plot([p[0] for p in pts], [p[1] for p in pts], ".", color=colours[name], ms=4)
@@ -340,10 +540,14 @@ def plot_eta(path, rows, names, c):
 def summarise(results: dict, workdir: str) -> str:
   c = pipeline.headline_c(results)
   label = pipeline.m_label(c)
+  floor = results["reference"]["fd_noise_floor"]
   lines = [
     f"outputs: {workdir}",
     f"train {results['train_seconds']:.0f}s, frontier {results['frontier_seconds']:.0f}s; "
-    f"held-out digits FD (same n) {results['reference']['heldout_subset_fd']:.3f}",
+    f"held-out digits FD (same n) {results['reference']['heldout_subset_fd']:.3f}; FD noise "
+    f"floor (disjoint real sets, n = {floor['n']}) {floor['mean']:.3f} ± {floor['sd']:.3f}; one "
+    f"real n-set to the reference {floor['vs_reference']['mean']:.3f} ± "
+    f"{floor['vs_reference']['sd']:.3f}",
   ]
   for row in results["seeds"]:
     f = row["fit"]
@@ -368,8 +572,12 @@ def run(cfg, workdir: str) -> dict:
     held_feats = quality.features(classifier, held)
     n_ref = cfg.posterior.num_posterior * cfg.eval.num_gen
     sub = held[np.random.default_rng(cfg.seed).permutation(len(held))[: min(n_ref, len(held))]]
+    fc = cfg.frontier
     reference = {
       "heldout_subset_fd": metrics.frechet_distance(quality.features(classifier, sub), held_feats),
+      "fd_noise_floor": fd_noise_floor(
+        held_feats, min(n_ref, len(held_feats) // 2), fc.get("fd_floor_repeats", 20), cfg.seed
+      ),
       "train_images": quality.quality_report(train, held, classifier, k=cfg.quality.k),
       "classifier": {k: v for k, v in classifier.info.items() if not isinstance(v, dict)},
     }
@@ -395,7 +603,7 @@ def run(cfg, workdir: str) -> dict:
       "reference": reference,
       "seeds": rows,
       "reach": reach(rows, names, cfg.eval.headline_c),
-      "comparison": compare(rows, data, cfg, held_feats),
+      "comparison": compare(rows, data, cfg, held_feats, reference["fd_noise_floor"]),
     }
     plot_frontier(
       os.path.join(workdir, FIGURES[0]),
@@ -403,6 +611,7 @@ def run(cfg, workdir: str) -> dict:
       names,
       cfg.frontier.cs,
       reference["heldout_subset_fd"],
+      fc.get("envelope", "path"),
     )
     plot_eta(os.path.join(workdir, FIGURES[1]), rows, names, cfg.eval.headline_c)
     common.write_json(os.path.join(workdir, common.RESULTS), results)

@@ -38,7 +38,8 @@ class Evaluator(NamedTuple):
   Attributes:
     train: training set ``(N, D)`` in the posterior dtype (reference of the nn ratio).
     heldout_loss: ``thetas -> (S,)`` flow-matching loss on held-out triples.
-    batch_loss: ``thetas -> (S,)`` curvature loss ``L`` on the frozen triples of the fit.
+    batch_loss: ``thetas -> (S,)`` the loss the fit actually uses on its frozen triples (the
+      tilted ``L̃`` after :func:`memjax.laplace.tilt`), reported under ``loss_name``.
     memorise: ``(thetas, x0, keep (S,)) -> memorisation.StackMemorisation``: every model of
       the stack generates from ``x0`` (``(N, D)`` shared or ``(S, N, D)`` per model) and the kept
       models' successful samples are pooled (:func:`memjax.memorisation.stack_memorisation`).
@@ -51,6 +52,14 @@ class Evaluator(NamedTuple):
   batch_loss: Callable[[jax.Array], jax.Array]
   memorise: Callable[..., memorisation.StackMemorisation]
   baseline_m_c: dict | None = None
+  loss_name: str = "curvature_loss"
+
+
+def loss_name(fit) -> str:
+  """What ``fit``'s loss is: ``"tilted_curvature_loss"`` (``L̃ = L − g₀ᵀ(θ − θ*)``) or
+  ``"curvature_loss"`` (``L``)."""
+  tilted = fit.loss is not None and bool(np.any(np.asarray(fit.loss.tilt_grad) != 0))
+  return "tilted_curvature_loss" if tilted else "curvature_loss"
 
 
 # Module-level compiled evaluators of a stack of flat subset parameters: the network ``apply_fn``
@@ -115,6 +124,7 @@ def make_evaluator(fit, train, held, eval_cfg, baseline_m_c=None) -> Evaluator:
     functools.partial(_batch_loss, fit.objective, fit.loss),
     functools.partial(memorise_stack, fit.apply_fn, fit.subset, train, eval_cfg),
     baseline_m_c,
+    loss_name(fit),
   )
 
 
@@ -171,6 +181,7 @@ def fit_posterior(apply_fn, params, train, heldout, keys, posterior_cfg, eval_cf
   if stationary not in STATIONARY:
     raise ValueError(f"`posterior.stationary` must be one of {STATIONARY}; got {stationary!r}.")
   refine_tol = (pc.get("refine_tol", None) or None) if stationary == "refine" else None
+  scale = resolve_loss_scale(pc.loss_scale, pc.num_triples)
   with common.Timer() as t_lan:
     fit = laplace.fit(
       apply_fn,
@@ -181,7 +192,7 @@ def fit_posterior(apply_fn, params, train, heldout, keys, posterior_cfg, eval_cf
       select=pc.select or None,
       num_triples=pc.num_triples,
       alpha=pc.alpha,
-      loss_scale=pc.loss_scale,
+      loss_scale=scale,
       k=pc.lanczos_k,
       num_iters=pc.get("lanczos_iters", None) or None,
       refine_tol=refine_tol,
@@ -192,8 +203,26 @@ def fit_posterior(apply_fn, params, train, heldout, keys, posterior_cfg, eval_cf
   if alpha_rule not in ALPHA_RULES:
     raise ValueError(f"`posterior.alpha_rule` must be one of {ALPHA_RULES}; got {alpha_rule!r}.")
   prior = None
-  if alpha_rule == "evidence":  # post hoc, at the trained θ*, before the tilt (which uses ∇L)
+  evidence_info = {}
+  if alpha_rule in ("evidence", "evidence_remainder"):
+    # Post hoc, at the trained θ*, before the tilt (the evidence's prior mean is 0: the tilt's
+    # implicit prior mean θ* + ∇L_D/α would depend on α itself; see laplace.log_evidence).
     prior = laplace.optimise_prior(fit.eig.values, fit.theta_map)
+    evidence_info["alpha_low_rank"] = float(prior.alpha)
+    probes = int(pc.get("evidence_probes", 0))
+    if alpha_rule == "evidence_remainder" or probes > 0:
+      k_rem = jax.random.fold_in(k_lan, 7)
+      t_rem, sem = laplace.remainder_trace(fit, k_rem, max(probes, 1))
+      rem = laplace.optimise_prior(fit.eig.values, fit.theta_map, remainder_trace=t_rem)
+      evidence_info.update(
+        remainder_trace=float(t_rem),
+        remainder_trace_sem=float(sem),
+        remainder_probes=max(probes, 1),
+        alpha_with_remainder=float(rem.alpha),
+        effective_params_with_remainder=float(rem.effective_params),
+      )
+      if alpha_rule == "evidence_remainder":
+        prior = rem
     fit = laplace.with_prior(fit, prior.alpha)
   if stationary == "tilt":
     fit = tilt(fit)
@@ -221,6 +250,9 @@ def fit_posterior(apply_fn, params, train, heldout, keys, posterior_cfg, eval_cf
     "grad_norm": float(fit.grad_norm),
     "stationary": stationary,
     "refine_tol": refine_tol,
+    "loss_scale": float(scale),
+    "loss_scale_config": pc.loss_scale,
+    "loss_name": evaluator.loss_name,
     "prior_grad_norm": float(alpha * jnp.linalg.norm(fit.theta_map)),
     "refine_displacement": float(jnp.linalg.norm(fit.theta_map - theta_params)),
     "loss_at_map": float(evaluator.batch_loss(fit.theta_map[None])[0]),
@@ -230,6 +262,7 @@ def fit_posterior(apply_fn, params, train, heldout, keys, posterior_cfg, eval_cf
     "alpha": alpha,
     "alpha_config": float(pc.alpha),
     "min_hessian_eigenvalue": float(fit.min_eigenvalue),
+    "evidence": evidence_info,
     "log_evidence": {
       "at_alpha": float(laplace.log_evidence(fit.eig.values, fit.theta_map, fit.alpha)),
       "at_alpha_config": float(laplace.log_evidence(fit.eig.values, fit.theta_map, pc.alpha)),
@@ -258,7 +291,56 @@ STATIONARY = ("refine", "tilt", "none")
 # How the prior precision α is chosen (``cfg.posterior.alpha_rule``): "fixed" = ``posterior.alpha``;
 # "evidence" = the maximiser of the Laplace evidence (:func:`memjax.laplace.optimise_prior`) at the
 # trained θ*, set with :func:`memjax.laplace.with_prior` before the tilt.
-ALPHA_RULES = ("fixed", "evidence")
+# "evidence_remainder" = the same with the P − k directions off the top-k span given their mean
+# curvature (Hutchinson, ``posterior.evidence_probes`` probes; laplace.remainder_trace): the
+# low-rank α̂ is biased low, this one is an upper end of the full-spectrum α̂
+# (laplace.optimise_prior).
+ALPHA_RULES = ("fixed", "evidence", "evidence_remainder")
+
+# The data-term scale s of L = s Σ_b ℓ_b + (α/2)||θ||² (``cfg.posterior.loss_scale``): "sum" (s = 1,
+# the batch-sum loss of issue 16), "mean" (s = 1/B: the papers' L_FM = E_{x1, x0, t} ℓ is an
+# expectation, estimated by the triples' MEAN) or a positive number. The Riemannian metric
+# G = I + ∇L∇Lᵀ is not invariant to s: after the tilt the geodesic has constant speed ||v|| and
+# |L̃(θ_R) − L̃(θ*)| ≤ ||v||, so s decides how far a geodesic can move in loss.
+LOSS_SCALES = ("sum", "mean")
+
+
+def resolve_loss_scale(value, num_triples: int) -> float:
+  """The number ``s`` of a ``posterior.loss_scale`` setting (:data:`LOSS_SCALES` or a number)."""
+  if isinstance(value, str):
+    if value not in LOSS_SCALES:
+      raise ValueError(
+        f"`posterior.loss_scale` must be one of {LOSS_SCALES} or a number; got {value!r}."
+      )
+    return 1.0 if value == "sum" else 1.0 / int(num_triples)
+  if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+    raise ValueError(
+      f"`posterior.loss_scale` must be one of {LOSS_SCALES} or a number; got {value!r}."
+    )
+  if not (np.isfinite(value) and value > 0):
+    raise ValueError(f"`posterior.loss_scale` must be finite and > 0; got {value!r}.")
+  return float(value)
+
+
+# The curvature of the LINEARISED sampler's tangent Gaussian (``cfg.posterior.curvature``): "ggn"
+# (the data term's generalised Gauss–Newton 2s JᵀJ: Bergamin et al. pair the linearised manifold
+# with the GGN Laplace approximation) or "hessian" (the exact data-term Hessian, issue 16's
+# pairing). The Euclidean and Riemannian samplers always use the Hessian (the papers'); α is the
+# one chosen on the Hessian fit.
+CURVATURES = ("hessian", "ggn")
+
+
+def sampler_fits(fit, posterior_cfg, key) -> dict:
+  """``{sampler: fit}``: the GGN fit for ``"linearised"`` when ``posterior.curvature == "ggn"``."""
+  kind = posterior_cfg.get("curvature", "hessian")
+  if kind not in CURVATURES:
+    raise ValueError(f"`posterior.curvature` must be one of {CURVATURES}; got {kind!r}.")
+  names = tuple(posterior_cfg.samplers)
+  out = {name: fit for name in names}
+  if kind == "ggn" and "linearised" in names:
+    iters = posterior_cfg.get("lanczos_iters", None) or None
+    out["linearised"] = laplace.with_ggn(fit, key, num_iters=iters)
+  return out
 
 
 # The tilt lives in the library (:func:`memjax.laplace.tilt`, which also tilts the linearised loss).
@@ -299,7 +381,7 @@ def evaluate_models(ev: Evaluator, thetas, ok, x0, extra_metrics: ExtraMetrics):
       jax.tree.map(lambda a: np.asarray(a)[ok], stack.result)
     ),
     "heldout_fm_loss": common.stats(np.asarray(ev.heldout_loss(thetas))[ok]),
-    "curvature_loss": common.stats(np.asarray(ev.batch_loss(thetas))[ok]),
+    ev.loss_name: common.stats(np.asarray(ev.batch_loss(thetas))[ok]),
     "memorisation": with_baseline(stack.summary, ev.baseline_m_c),
   }
   out.update(extra_metrics(thetas, ok, stack.pooled))

@@ -21,10 +21,21 @@ from memjax import memorisation, neighbours
 
 
 class CellData:
-  """Per-image numbers of one cell kept for the bootstrap: ratios ``r`` and features."""
+  """Per-image numbers of one cell kept for the bootstrap: ratios ``r``, features and noise ids.
 
-  def __init__(self, r, feats):
+  ``ids[i]`` is the flat index ``s·N + n`` of the generation noise ``x0[s, n]`` image ``i`` came
+  from (default ``0..len(r)−1``): the paired bootstrap of :mod:`experiments.laplace.frontier`
+  resamples noise ids once per seed and applies the draw to every cell of every method.
+  """
+
+  def __init__(self, r, feats, ids=None):
     self.r, self.feats = np.asarray(r), np.asarray(feats)
+    self.ids = np.arange(len(self.r)) if ids is None else np.asarray(ids, np.int64)
+    if not (len(self.r) == len(self.feats) == len(self.ids)):
+      raise ValueError(
+        f"`r`, `feats` and `ids` must have one row per image; got {len(self.r)}, "
+        f"{len(self.feats)}, {len(self.ids)}."
+      )
 
 
 def evaluate_cell(ev, thetas, ok, x0, classifier, held, k):
@@ -52,7 +63,8 @@ def evaluate_cell(ev, thetas, ok, x0, classifier, held, k):
     "nn_distance_to_heldout_mean": float(jnp.mean(nn.d1)),
     **{key: q[key] for key in ("digits_fd", "precision", "recall", "confidence")},
   }
-  return out, CellData(stack.ratios[stack.generated], quality.features(classifier, xs))
+  ids = np.flatnonzero(stack.generated)  # row-major (s, n): the order of `pooled`
+  return out, CellData(stack.ratios[stack.generated], quality.features(classifier, xs), ids)
 
 
 class Setup(NamedTuple):
@@ -80,8 +92,12 @@ def setup(cfg, workdir: str, dtype) -> Setup:
   )
   with common.Timer() as t_train:
     u, params, res = images.train_map(cfg, train, shape, k_map, ckpt)
+  # quality.exclude_train: the feature extractor never saw the generative model's training digits.
+  exclude = train if cfg.quality.get("exclude_train", False) else None
   classifier = quality.load_classifier(
-    quality.get_config(cfg.quality.classifier), cache_dir=cfg.quality.cache_dir or None
+    quality.get_config(cfg.quality.classifier),
+    cache_dir=cfg.quality.cache_dir or None,
+    exclude=exclude,
   )
   shape_x0 = (cfg.posterior.num_posterior, cfg.eval.num_gen, train.shape[1])
   x0 = jax.random.normal(jax.random.fold_in(k_sweep, 99), shape_x0, dtype)

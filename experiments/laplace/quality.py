@@ -1,6 +1,8 @@
 r"""Sample quality of 8×8 digit images: digits-FD, improved precision / recall, confidence.
 
-A small MLP classifier is trained ONCE on all 1797 scikit-learn digits and cached as a verified
+A small MLP classifier is trained ONCE on the 1797 scikit-learn digits (optionally without a given
+set, e.g. a generative model's training digits: ``load_classifier(..., exclude=train)``, used by
+the frontier with ``quality.exclude_train``) and cached as a verified
 orbax checkpoint (:func:`memjax.training.train`: checksums and a run fingerprint; a rerun loads
 it, a cache of another configuration is refused). It serves as a FEATURE EXTRACTOR, the role the
 Inception network plays for the FID: its penultimate layer gives the features in which
@@ -291,7 +293,26 @@ def cache_key(cfg) -> str:
   return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def load_classifier(cfg=None, cache_dir: str | None = None) -> DigitsClassifier:
+def excluded_indices(x, exclude) -> np.ndarray:
+  """Indices of the rows of ``x`` ``(N, 64)`` that equal a row of ``exclude`` (exact pixels; a
+  digit present twice in ``x`` is excluded twice).
+
+  Raises:
+    ValueError: if a row of ``exclude`` is not among the digits.
+  """
+  ex = as_images("exclude", exclude).reshape(-1, NUM_PIXELS).astype(np.float32)
+  keys = {}
+  for i, row in enumerate(np.asarray(x, np.float32)):
+    keys.setdefault(row.tobytes(), []).append(i)
+  missing = [j for j, row in enumerate(ex) if row.tobytes() not in keys]
+  if missing:
+    raise ValueError(
+      f"`exclude` rows {missing[:5]} are not scikit-learn digits (pixels must match exactly)."
+    )
+  return np.unique(np.concatenate([keys[row.tobytes()] for row in ex]))
+
+
+def load_classifier(cfg=None, cache_dir: str | None = None, *, exclude=None) -> DigitsClassifier:
   """Train (first call) or load (later calls) the digits feature extractor.
 
   With ``split.enabled`` the recipe is first trained on a stratified ``1 − heldout_fraction``
@@ -306,6 +327,10 @@ def load_classifier(cfg=None, cache_dir: str | None = None) -> DigitsClassifier:
     cfg: a config of :func:`get_config` (default: ``get_config()``).
     cache_dir: overrides ``cfg.cache_dir``; ``""``/``None`` in both means
       :data:`DEFAULT_CACHE_DIR`.
+    exclude: images (e.g. a generative model's TRAINING digits) left out of both training sets
+      of the classifier, so that its features never saw them (``None``: all 1797 digits). The
+      cache directory gets the hash of the excluded indices; ``info["num_excluded"]`` reports
+      how many were dropped.
 
   Returns:
     :class:`DigitsClassifier` whose ``info`` holds ``heldout_accuracy`` (NaN without the split),
@@ -317,8 +342,21 @@ def load_classifier(cfg=None, cache_dir: str | None = None) -> DigitsClassifier:
   run_dir = os.path.join(root, cache_key(cfg))
   module = DigitsMLP(hidden=tuple(cfg.model.hidden), feature_dim=cfg.model.feature_dim)
   x, y = data.load_digits(flatten=True)
+  num_excluded = 0
+  if exclude is not None:
+    drop = excluded_indices(x, exclude)
+    num_excluded = int(drop.size)
+    tag = hashlib.sha256(drop.astype(np.int64).tobytes()).hexdigest()[:8]
+    run_dir = f"{run_dir}-without-{tag}"
+    keep = np.setdiff1d(np.arange(len(x)), drop)
+    x, y = x[keep], y[keep]
   k_split, k_full = jax.random.split(jax.random.PRNGKey(cfg.seed))
-  info = {"steps": int(cfg.train.steps), "cache_dir": run_dir, "resumed_from": {}}
+  info = {
+    "steps": int(cfg.train.steps),
+    "cache_dir": run_dir,
+    "resumed_from": {},
+    "num_excluded": num_excluded,
+  }
   start = time.perf_counter()
   with common.x64(False):
     if cfg.split.enabled:

@@ -23,6 +23,7 @@ import numpy as np
 import optax
 
 from memjax import _checks, curvature, linalg
+from memjax import curvature as _cv  # `fit` has a `curvature` argument
 from memjax.laplace.geodesics import as_loss
 
 Array = jax.Array
@@ -71,6 +72,145 @@ def fit_eigenpairs(
 def _fit_eigenpairs(loss, k, num_iters, theta, key, args):
   matvec = lambda v: linalg.hvp(lambda th: loss(th, args), theta, v)[1]
   return linalg.lanczos_topk(matvec, theta.shape[0], k, key, num_iters=num_iters, dtype=theta.dtype)
+
+
+CURVATURES = ("hessian", "ggn")
+
+
+def fit_ggn_eigenpairs(
+  apply_fn,
+  theta_map: Array,
+  data: curvature.CurvatureLoss,
+  k: int,
+  key: Array,
+  num_iters: int | None = None,
+) -> linalg.Eigenpairs:
+  """Top-k Ritz pairs of the data term's generalised Gauss–Newton matrix ``G = 2s JᵀJ``.
+
+  ``J = ∂r/∂θ_B`` is the Jacobian of the frozen-triple residuals
+  ``r_b = u_θ(x_t,b, t_b) − (x1_b − x0_b)`` (:func:`memjax.curvature.residuals`) at ``θ*``; the
+  data term ``s Σ_b ||r_b||²`` has Hessian ``G + 2s Σ_b r_bᵀ ∇²r_b``, and the GGN keeps the first,
+  positive semi-definite part. Lanczos runs on ``v ↦ 2s Jᵀ(J v)``
+  (:func:`memjax.linalg.ggn_vp`: one JVP and one VJP, no second derivative) in ONE module-level
+  program with ``apply_fn`` static and ``data`` traced. The values are those of the DATA term (no
+  ``α``); the tilt and the linearisation point of ``data`` do not enter ``G``.
+
+  Args:
+    apply_fn: ``u(params, x, t)``.
+    theta_map: ``θ*_B``, ``(P,)``.
+    data: the :class:`memjax.curvature.CurvatureLoss` (subset, triples, ``loss_scale``).
+    k: number of eigenpairs.
+    key: PRNG key of the Lanczos start vector.
+    num_iters: Lanczos depth (default as in :func:`memjax.linalg.lanczos_topk`).
+
+  Returns:
+    :class:`memjax.linalg.Eigenpairs` of ``G`` (values ``≥ 0`` up to round-off).
+
+  Raises:
+    ValueError: if ``theta_map`` is not ``(P,)`` or not finite, or ``k``/``num_iters`` are not
+      positive ints in range.
+
+  References:
+    Bergamin et al., "Riemannian Laplace approximations for Bayesian neural networks",
+    arXiv:2306.07158 (the linearised manifold paired with the GGN Laplace approximation);
+    Martens, "New insights and perspectives on the natural gradient method", arXiv:1412.1193.
+  """
+  _checks.check_ndim("theta_map", theta_map, 1, "(P,)")
+  _checks.check_finite("theta_map", theta_map)
+  for name, val in (("k", k), ("num_iters", num_iters)):
+    if val is not None and not (isinstance(val, (int, np.integer)) and val >= 1):
+      raise ValueError(f"`{name}` must be a positive int; got {val!r}.")
+  iters = None if num_iters is None else int(num_iters)
+  return _ggn_eigenpairs(curvature.Loss(apply_fn), int(k), iters, theta_map, key, data)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _ggn_eigenpairs(loss, k, num_iters, theta, key, data):
+  residual_fn = lambda th: curvature.residuals(loss.apply_fn, th, data)
+  matvec = lambda v: linalg.ggn_vp(residual_fn, theta, v, data.loss_scale)
+  return linalg.lanczos_topk(matvec, theta.shape[0], k, key, num_iters=num_iters, dtype=theta.dtype)
+
+
+def with_ggn(lfit: LaplaceFit, key: Array, *, k: int | None = None, num_iters: int | None = None):
+  """The same fit with the eigenpairs of the data term's GGN ``2s JᵀJ`` instead of its Hessian.
+
+  Everything else (losses, ``α``, tilt, ``θ*``) is kept, so the Euclidean/Riemannian samplers can
+  use the Hessian fit and the linearised sampler this one (Bergamin et al.'s pairing) from one
+  :func:`~memjax.laplace.fit`.
+
+  Args:
+    lfit: a :class:`~memjax.laplace.LaplaceFit` of the curvature loss (``lfit.loss`` its data).
+    key: PRNG key of the Lanczos start vector.
+    k: number of eigenpairs (default: as many as ``lfit.eig``).
+    num_iters: Lanczos depth.
+
+  Returns:
+    :class:`~memjax.laplace.LaplaceFit` with ``eig`` of the GGN.
+
+  Raises:
+    ValueError: if the fit has no curvature-loss data (``lfit.loss is None``) or no ``apply_fn``.
+  """
+  if lfit.loss is None or lfit.apply_fn is None:
+    raise ValueError("`lfit` must be a curvature-loss fit (laplace.fit): its GGN needs the data.")
+  k = lfit.eig.values.shape[0] if k is None else k
+  eig = fit_ggn_eigenpairs(lfit.apply_fn, lfit.theta_map, lfit.loss, k, key, num_iters)
+  return lfit._replace(eig=eig)
+
+
+def remainder_trace(
+  lfit: LaplaceFit, key: Array, num_probes: int, *, curvature: str = "hessian"
+) -> tuple[Array, Array]:
+  """Hutchinson estimate of the data-term curvature OFF the top-k span: ``tr(Π H_D Π)``.
+
+  ``Π = I − UᵀU`` projects onto the complement of the fit's eigenvectors ``U`` (``lfit.eig``), so
+  ``tr(Π H_D Π) = tr(H_D) − Σ_i λ_i`` exactly when ``U`` are exact eigenvectors. ``H_D`` is the
+  data term's Hessian ``∇²L − αI`` (``curvature="hessian"``) or its GGN ``2s JᵀJ``
+  (``"ggn"``); the tilt does not enter either. Feeds
+  :func:`~memjax.laplace.optimise_prior` / :func:`~memjax.laplace.log_evidence`
+  (``remainder_trace=``) so that the ``P − k`` remaining directions are not taken as flat. One
+  module-level program (``apply_fn`` static, data traced); the ``num_probes`` products are
+  vmapped.
+
+  Args:
+    lfit: a :class:`~memjax.laplace.LaplaceFit` with curvature-loss data.
+    key: PRNG key of the Rademacher probes.
+    num_probes: ``m ≥ 1``.
+    curvature: ``"hessian"`` or ``"ggn"`` (match the fit's eigenpairs).
+
+  Returns:
+    ``(estimate, sem)``: scalars; ``sem`` the Monte-Carlo standard error.
+
+  Raises:
+    ValueError: for an unknown ``curvature``, a non-positive ``num_probes`` or a fit without data.
+
+  References:
+    Hutchinson, "A stochastic estimator of the trace of the influence matrix for Laplacian
+    smoothing splines", Commun. Stat. Simul. Comput. 19 (1990); MacKay, "Bayesian
+    Interpolation", Neural Computation 4(3), 1992.
+  """
+  if curvature not in CURVATURES:
+    raise ValueError(f"`curvature` must be one of {CURVATURES}; got {curvature!r}.")
+  if not (isinstance(num_probes, (int, np.integer)) and num_probes >= 1):
+    raise ValueError(f"`num_probes` must be a positive int; got {num_probes!r}.")
+  if lfit.loss is None or lfit.apply_fn is None:
+    raise ValueError("`lfit` must be a curvature-loss fit (laplace.fit).")
+  return _remainder_trace(
+    lfit.objective, curvature, int(num_probes), lfit.theta_map, key, lfit.loss, lfit.eig.vectors
+  )
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _remainder_trace(loss, kind, num_probes, theta, key, data, vectors):
+  def project(v):
+    return v - vectors.T @ (vectors @ v)
+
+  if kind == "ggn":
+    residual_fn = lambda th: curvature.residuals(loss.apply_fn, th, data)
+    h_d = lambda v: linalg.ggn_vp(residual_fn, theta, v, data.loss_scale)
+  else:
+    h_d = lambda v: linalg.hvp(lambda th: loss(th, data), theta, v)[1] - data.alpha * v
+  matvec = lambda v: project(h_d(project(v)))
+  return linalg.hutchinson_trace(matvec, theta.shape[0], key, num_probes, dtype=theta.dtype)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -177,6 +317,7 @@ def fit(
   refine_max_steps: int = 500,
   check_minimum: bool = True,
   min_iters: int = 32,
+  curvature: str = "hessian",
 ) -> LaplaceFit:
   """Fit the tangent Gaussian of a flow-matching model at its MAP ``params``.
 
@@ -213,6 +354,11 @@ def fit(
       Lanczos steps on ``−∇²L``) so that samplers can refuse a saddle
       (:func:`~memjax.laplace.check_minimum`).
     min_iters: Lanczos depth of that estimate.
+    curvature: ``"hessian"`` (default: eigenpairs of the data term's Hessian ``∇²L − αI``) or
+      ``"ggn"`` (eigenpairs of its generalised Gauss–Newton matrix ``2s JᵀJ`` of the frozen-triple
+      residuals, :func:`~memjax.laplace.fit_ggn_eigenpairs`: the GGN Laplace approximation that
+      Bergamin et al. pair with the linearised manifold). ``min_eigenvalue`` is that of the full
+      Hessian either way (is ``θ*`` a minimum of ``L``?).
 
   Every compiled program of the fit (gradient, refinement, Lanczos, smallest eigenvalue) takes
   ``apply_fn`` static and the loss's data (:class:`memjax.curvature.CurvatureLoss`) traced, so a
@@ -225,20 +371,24 @@ def fit(
     ValueError: for bad arguments, naming the argument: ``data`` not ``(N, D)`` or not finite,
       ``num_triples`` not ``> 0``, ``select`` choosing no leaf, ``alpha < 0``, ``num_data``
       missing or not ``> 0`` with ``loss_scale=None``, ``refine_tol``/``refine_max_steps`` not
-      positive, ``k``/``num_iters`` out of range for Lanczos.
+      positive, ``k``/``num_iters`` out of range for Lanczos, ``curvature`` not in
+      ``("hessian", "ggn")``.
 
   References:
     "Reducing Memorisation in Generative Models via Riemannian Bayesian Inference",
     arXiv:2602.00199 (the curvature loss and its tangent Gaussian); Bergamin et al., "Riemannian
     Laplace approximations for Bayesian neural networks", arXiv:2306.07158 (the linearised loss).
   """
+  curvature_kind = curvature
+  if curvature_kind not in CURVATURES:
+    raise ValueError(f"`curvature` must be one of {CURVATURES}; got {curvature_kind!r}.")
   k_lan = jax.random.fold_in(key, 1) if lanczos_key is None else lanczos_key
-  subset = curvature.param_subset(params, select or None)
-  triples = curvature.make_triples(key, data, num_triples)
-  loss_data = curvature.curvature_data(
+  subset = _cv.param_subset(params, select or None)
+  triples = _cv.make_triples(key, data, num_triples)
+  loss_data = _cv.curvature_data(
     params, *triples, subset=subset, alpha=alpha, loss_scale=loss_scale, num_data=num_data
   )
-  objective = curvature.Loss(apply_fn)
+  objective = _cv.Loss(apply_fn)
   theta_map = subset.theta
   g0 = _grad_norm(objective, theta_map, loss_data)
   g1 = g0
@@ -248,8 +398,11 @@ def fit(
     )
     theta_map, g1 = ref.theta, ref.grad_norm
   alpha = jnp.asarray(alpha, theta_map.dtype)
-  eig = fit_eigenpairs(objective, theta_map, k, k_lan, num_iters=num_iters, args=loss_data)
-  eig = eig._replace(values=eig.values - alpha)  # data term: the prior enters Σ once
+  if curvature_kind == "ggn":
+    eig = fit_ggn_eigenpairs(apply_fn, theta_map, loss_data, k, k_lan, num_iters)
+  else:
+    eig = fit_eigenpairs(objective, theta_map, k, k_lan, num_iters=num_iters, args=loss_data)
+    eig = eig._replace(values=eig.values - alpha)  # data term: the prior enters Σ once
   lin = linearise(loss_data, theta_map)
   lam_min = float("nan")
   if check_minimum:
@@ -335,6 +488,12 @@ def tilt(lfit: LaplaceFit) -> LaplaceFit:
   while keeping the Hessian (so the eigenpairs stay valid): ``∇L̃(θ*) = 0``, ``∇²L̃ = ∇²L``. The
   linearised loss, whose gradient at ``θ*`` is the same ``g₀``, is tilted by the same term.
   ``g₀`` is the gradient of the UNTILTED loss, so tilting twice equals tilting once.
+
+  As a Bayesian model the tilted loss is the data term plus a Gaussian prior ``N(m, α⁻¹I)`` with
+  mean ``m = θ* + ∇L_D(θ*)/α`` (up to a constant), a mean that depends on the data and on ``α``;
+  :func:`~memjax.laplace.log_evidence` / :func:`~memjax.laplace.optimise_prior` assume the prior
+  mean 0 of the untilted loss, so select ``α`` BEFORE tilting (as the experiments do) and read
+  the tilt as removing the triples' gradient noise, not as a change of prior.
 
   Args:
     lfit: a :class:`~memjax.laplace.LaplaceFit`.
