@@ -340,13 +340,21 @@ def _jsonable(obj):
   return json.loads(json.dumps(obj, default=str))
 
 
-def _restore_step(manager, like_state: TrainState, step: int):
-  """``(state, losses, metadata)`` of one step, verified against its stored checksum."""
+def _restore_metadata(manager, step: int) -> dict:
+  """The JSON metadata of one step (fingerprint, checksum): readable without the state's shapes."""
   import orbax.checkpoint as ocp
 
   meta = manager.restore(step, args=ocp.args.Composite(metadata=ocp.args.JsonRestore())).metadata
   if not isinstance(meta, dict) or "checksum" not in meta:
     raise CheckpointError(f"step {step}: metadata without a checksum")
+  return meta
+
+
+def _restore_step(manager, like_state: TrainState, step: int, meta: dict | None = None):
+  """``(state, losses, metadata)`` of one step, verified against its stored checksum."""
+  import orbax.checkpoint as ocp
+
+  meta = _restore_metadata(manager, step) if meta is None else meta
   abstract = jax.tree.map(
     ocp.utils.to_shape_dtype_struct,
     {"state": like_state, "losses": np.zeros((int(meta["num_losses"]),), np.float32)},
@@ -402,41 +410,59 @@ def _resume(directory, manager, like_state, fingerprint, max_to_keep):
   """
   failures = []
   for step in sorted(manager.all_steps(), reverse=True):
+    # The run's identity first, from the JSON metadata alone: a checkpoint of another run
+    # (another architecture, optimiser or data) is refused and nothing is moved; only a step
+    # that fails to read or to verify is treated as damaged.
     try:
-      state, losses, meta = _restore_step(manager, like_state, step)
+      meta = _restore_metadata(manager, step)
+    except CheckpointError as err:
+      failures.append(str(err))
+      continue
+    except Exception as err:  # noqa: BLE001 - orbax/TensorStore/JSON errors of a damaged step
+      failures.append(f"step {step}: unreadable metadata ({type(err).__name__}: {str(err)[:200]})")
+      continue
+    _check_same_run(directory, step, meta.get("fingerprint", {}), fingerprint)
+    try:
+      state, losses, meta = _restore_step(manager, like_state, step, meta)
     except CheckpointError as err:
       failures.append(str(err))
     except Exception as err:  # noqa: BLE001 - orbax/TensorStore/JSON errors of a damaged step
       failures.append(f"step {step}: unreadable ({type(err).__name__}: {str(err)[:200]})")
     else:
-      stored = meta.get("fingerprint", {})
-      diff = _fingerprint_diff(stored, fingerprint)
-      if "data" in diff and "data" not in stored:  # a checkpoint from before data hashes
-        import warnings
-
-        diff.remove("data")
-        warnings.warn(
-          f"checkpoint_dir {directory!r}: step {step} stores no hash of its training data; "
-          "resuming without checking the data.",
-          stacklevel=3,
-        )
-      if "data" in diff:
-        raise CheckpointError(
-          f"`checkpoint_dir` {directory!r} holds a run trained on other data (step {step}: "
-          f"{_short(stored['data'])}; this run: {_short(fingerprint['data'])}); use a new "
-          "directory or delete it to start over."
-        )
-      if diff:
-        raise CheckpointError(
-          f"`checkpoint_dir` {directory!r} holds another run (step {step} differs in "
-          f"{diff}); use a new directory or delete it to start over."
-        )
       if failures:
         manager = _set_aside_newer(directory, manager, step, max_to_keep, failures)
       return manager, state, losses
   if failures:
     manager = _set_aside_newer(directory, manager, -1, max_to_keep, failures)
   return None if not failures else (manager, None, None)
+
+
+def _check_same_run(directory, step, stored: dict, fingerprint: dict) -> None:
+  """Refuse a step of another run (:class:`CheckpointError`; nothing is moved)."""
+  diff = _fingerprint_diff(stored, fingerprint)
+  if "data" in diff and "data" not in stored:  # a checkpoint from before data hashes
+    import warnings
+
+    diff.remove("data")
+    warnings.warn(
+      f"checkpoint_dir {directory!r}: step {step} stores no hash of its training data; "
+      "resuming without checking the data.",
+      stacklevel=4,
+    )
+  if "data" in diff:
+    raise CheckpointError(
+      f"`checkpoint_dir` {directory!r} holds a run trained on other data (step {step}: "
+      f"{_short(stored['data'])}; this run: {_short(fingerprint['data'])}); use a new "
+      "directory or delete it to start over. Nothing was moved."
+    )
+  if diff:
+    detail = ""
+    if "shapes" in diff or "params" in diff:
+      detail = " (another parameter tree: its structure, shapes or dtypes differ)"
+    raise CheckpointError(
+      f"`checkpoint_dir` {directory!r} holds another run (step {step} differs in "
+      f"{diff}{detail}); use a new directory or delete it to start over. Nothing was moved."
+    )
 
 
 def _short(fp) -> str:

@@ -277,6 +277,51 @@ def test_smaller_num_steps_than_stored_is_an_error(tmp_path):
     _train(ckpt, 25)
 
 
+def test_checkpoint_of_another_architecture_is_refused_and_nothing_is_moved(tmp_path):
+  import os
+
+  ckpt = tmp_path / "ckpt"
+  _train(ckpt, 50)  # hidden (4,): steps 25 and 50 on disk
+  before = sorted(os.listdir(ckpt))
+  loss_fn, _, opt, _ = _ckpt_setup()
+  wider = nets.init_params(
+    nets.MLPField(dim=1, hidden=(8,), time_dim=4), jax.random.PRNGKey(11), 1, jnp.float64
+  )
+  with pytest.raises(training.CheckpointError, match="another parameter tree.*Nothing was moved"):
+    training.train(
+      loss_fn,
+      wider,
+      opt,
+      100,
+      jax.random.PRNGKey(12),
+      chunk_size=25,
+      progress=False,
+      checkpoint_dir=str(ckpt),
+      max_to_keep=2,
+    )
+  assert sorted(os.listdir(ckpt)) == before  # both valid steps in place, no corrupt-*
+  assert _train(ckpt, 75).resumed_from == 50  # and the original run still resumes
+
+
+def test_all_steps_corrupt_starts_fresh_and_keeps_them_aside(tmp_path):
+  import os
+
+  ckpt = tmp_path / "ckpt"
+  _train(ckpt, 50)
+  for step in ("25", "50"):
+    for f in _data_files(ckpt / step / "state"):
+      raw = bytearray(open(f, "rb").read())
+      raw[len(raw) // 2] ^= 0xFF
+      open(f, "wb").write(bytes(raw))
+  with pytest.warns(UserWarning, match="no intact step: starting fresh"):
+    res = _train(ckpt, 50)
+  assert res.resumed_from == 0
+  names = os.listdir(ckpt)
+  assert any(n.startswith("corrupt-25") for n in names) and any(
+    n.startswith("corrupt-50") for n in names
+  )
+
+
 def test_same_directory_other_run_is_refused(tmp_path):
   ckpt = tmp_path / "ckpt"
   _train(ckpt, 50, fingerprint={"data": "set A"})
