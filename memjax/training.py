@@ -14,9 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import tqdm
 
-from memjax import _checks, paths
+from memjax import _checks, _progress, paths
 from memjax import data as data_lib
 
 
@@ -581,7 +580,7 @@ def train(
         state, losses = restored, _fit_losses(stored_losses, num_steps)
         resumed_from = int(state.step)
   chunk = make_chunk_fn(loss_fn, optimizer, key, ema_decay)
-  bar = tqdm.tqdm(
+  bar = _progress.bar(
     total=num_steps, initial=resumed_from, disable=not progress, desc="train", leave=False
   )
   n_chunks = 0

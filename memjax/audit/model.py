@@ -51,7 +51,7 @@ class Conditioning(NamedTuple):
   labels: Any = None  # (N,) ints, or None
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class Model:
   """A trained field to audit (compared and hashed by identity, so it is a cheap static key).
 
@@ -78,6 +78,17 @@ class Model:
   data_shape: tuple
   cond: Conditioning | None = None
   info: dict = dataclasses.field(default_factory=dict)
+
+  def __repr__(self) -> str:
+    """A one-line summary (never the parameter arrays)."""
+    leaves = jax.tree_util.tree_leaves(self.params)
+    size = sum(int(np.size(x)) for x in leaves)
+    name = getattr(self.apply_fn, "__qualname__", type(self.apply_fn).__name__)
+    cond = "" if self.cond is None else f", conditional ({self.cond.num_classes} classes)"
+    return (
+      f"Model({name}, {size:,} parameters in {len(leaves)} arrays, data_shape="
+      f"{tuple(self.data_shape)}, {self.parameterisation} on {self.schedule.name}{cond})"
+    )
 
   def __post_init__(self):
     if not callable(self.apply_fn):
@@ -345,7 +356,9 @@ def read_checkpoint(directory: str, step: int | None = None, use_ema: bool = Tru
   path = os.path.abspath(directory)
   if not os.path.isdir(path):
     raise ValueError(f"`checkpoint` {directory!r} is not a directory.")
-  options = ocp.CheckpointManagerOptions(read_only=True, create=False)
+  options = ocp.CheckpointManagerOptions(
+    read_only=True, create=False, save_interval_steps=0, max_to_keep=None
+  )  # the values read_only implies, so orbax logs no "read_only=True, setting ..." warnings
   manager = ocp.CheckpointManager(path, options=options)
   try:
     steps = manager.all_steps()

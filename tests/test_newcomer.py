@@ -1,0 +1,54 @@
+"""A new user's first hour: each finding of the newcomer review pinned by a test that failed before.
+
+Findings of the audit-validity review live in ``tests/test_audit*.py``; these are the ones about
+dead ends, logs and silent misuse.
+"""
+
+import io
+import logging
+
+import jax
+import jax.numpy as jnp
+
+from memjax import _progress, audit
+
+
+def test_model_repr_is_a_summary_not_the_parameters():
+  params = {"w": jnp.ones((40, 40)), "b": jnp.zeros(40)}
+  model = audit.from_function(
+    lambda p, x, t: x @ p["w"][:3, :3] + p["b"][None, :3], params, data_shape=(3,)
+  )
+  text = repr(model)
+  assert "1,640 parameters in 2 arrays" in text and "linear_fm" in text
+  assert len(text) < 200 and "Array(" not in text
+
+
+def test_progress_bar_is_sparse_off_a_terminal():
+  buf = io.StringIO()  # not a TTY
+  bar = _progress.bar(total=1000, file=buf, desc="x")
+  for _ in range(1000):
+    bar.update(1)
+  bar.close()
+  assert buf.getvalue().count("\r") <= 3  # the start, at most one timed refresh, the end
+
+
+def test_reading_a_checkpoint_logs_no_orbax_read_only_warnings(tmp_path, caplog):
+  from memjax import nets, training
+
+  mod = nets.MLPField(dim=2, hidden=(4,), time_dim=4)
+  params = nets.init_params(mod, jax.random.PRNGKey(0), 2)
+  data = jax.random.normal(jax.random.PRNGKey(1), (16, 2))
+  import optax
+
+  training.train(
+    training.fm_objective(nets.velocity_fn(mod), data, 8),
+    params,
+    optax.adam(1e-2),
+    2,
+    jax.random.PRNGKey(2),
+    progress=False,
+    checkpoint_dir=str(tmp_path / "ck"),
+  )
+  with caplog.at_level(logging.WARNING):
+    audit.read_checkpoint(str(tmp_path / "ck"))
+  assert not [r for r in caplog.records if "read_only=True" in r.getMessage()]
