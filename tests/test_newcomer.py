@@ -9,6 +9,8 @@ import logging
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 
 from memjax import _progress, audit
 
@@ -52,3 +54,40 @@ def test_reading_a_checkpoint_logs_no_orbax_read_only_warnings(tmp_path, caplog)
   with caplog.at_level(logging.WARNING):
     audit.read_checkpoint(str(tmp_path / "ck"))
   assert not [r for r in caplog.records if "read_only=True" in r.getMessage()]
+
+
+def test_config_variants_are_reachable_from_any_directory(tmp_path, monkeypatch):
+  from memjax.audit import cli
+
+  monkeypatch.chdir(tmp_path)
+  by_module = cli.resolve_config_spec("memjax.audit.configs:toy")
+  assert by_module.endswith("configs.py:toy") and by_module.split(":")[0] == cli.CONFIG
+  assert cli.resolve_config_spec(":smoke") == cli.CONFIG + ":smoke"
+  with pytest.raises(ValueError, match="neither a config file nor an importable module"):
+    cli.resolve_config_spec("no_such_pkg.configs:toy")
+  with pytest.raises(ValueError, match="does not exist"):
+    cli.resolve_config_spec("memjax/audit/configs.py:toy")  # a relative path from elsewhere
+
+
+def test_a_failed_audit_leaves_no_empty_run_directory(tmp_path):
+  from memjax.audit import cli, configs
+
+  cfg = configs.get_config("smoke")
+  cfg.checkpoint = str(tmp_path / "missing")
+  workdir = tmp_path / "runs" / "audit" / "x"
+  with pytest.raises(ValueError):
+    cli.audit(cfg, str(workdir))
+  assert not (tmp_path / "runs").exists()
+
+
+def test_a_plain_orbax_checkpoint_gets_a_clear_error(tmp_path):
+  import orbax.checkpoint as ocp
+
+  mngr = ocp.CheckpointManager(
+    str(tmp_path / "plain"), options=ocp.CheckpointManagerOptions(create=True)
+  )
+  mngr.save(0, args=ocp.args.StandardSave({"w": np.ones(3)}))
+  mngr.wait_until_finished()
+  mngr.close()
+  with pytest.raises(ValueError, match="not a memjax.training checkpoint.*load_params"):
+    audit.read_checkpoint(str(tmp_path / "plain"))

@@ -199,21 +199,67 @@ def build(cfg, workdir: str):
 
 def audit(cfg, workdir: str) -> dict:
   """Build the model of ``cfg``, run every lens, write the report files; returns the summary
-  (with ``files``: the paths written)."""
+  (with ``files``: the paths written). A run that fails leaves no empty directories behind."""
+  made = _missing_dirs(workdir)
   os.makedirs(workdir, exist_ok=True)
-  with _x64(cfg.x64):
-    m, data = build(cfg, workdir)
-    rep = lenses.run(
-      m,
-      data.train,
-      jax.random.PRNGKey(int(cfg.seed)),
-      cfg,
-      held_out=data.held_out,
-      mesh=cfg.mesh,
-      progress=bool(cfg.progress),
-    )
-    files = report.write(rep, workdir, cfg)
+  try:
+    with _x64(cfg.x64):
+      m, data = build(cfg, workdir)
+      rep = lenses.run(
+        m,
+        data.train,
+        jax.random.PRNGKey(int(cfg.seed)),
+        cfg,
+        held_out=data.held_out,
+        mesh=cfg.mesh,
+        progress=bool(cfg.progress),
+      )
+      files = report.write(rep, workdir, cfg)
+  except BaseException:
+    for d in made:  # innermost first; a directory that holds anything is kept
+      with contextlib.suppress(OSError):
+        os.rmdir(d)
+    raise
   return dict(rep.summary, files=files)
+
+
+def _missing_dirs(path: str) -> list[str]:
+  """The directories ``os.makedirs(path)`` would create, innermost first."""
+  out, path = [], os.path.abspath(path)
+  while path and not os.path.exists(path):
+    out.append(path)
+    parent = os.path.dirname(path)
+    if parent == path:
+      break
+    path = parent
+  return out
+
+
+def resolve_config_spec(spec: str) -> str:
+  """``--config`` as a file path: ``PATH[:VARIANT]`` as given, ``MODULE[:VARIANT]`` (an importable
+  config module, e.g. ``memjax.audit.configs:toy``) or ``:VARIANT`` (the audit's own config) from
+  any working directory.
+
+  Raises:
+    ValueError: if ``spec`` names neither a file nor an importable module.
+  """
+  path, sep, variant = spec.rpartition(":") if ":" in spec else (spec, "", "")
+  if not path:
+    return CONFIG + sep + variant
+  if os.path.isfile(path):
+    return spec
+  if path.endswith(".py"):
+    raise ValueError(f"`config` file {path!r} does not exist (working directory {os.getcwd()!r}).")
+  try:
+    found = importlib.util.find_spec(path)
+  except (ImportError, ValueError):
+    found = None
+  if found is None or not found.origin or not os.path.isfile(found.origin):
+    raise ValueError(
+      f"`config` {spec!r} names neither a config file nor an importable module; use "
+      "PATH.py[:VARIANT], MODULE[:VARIANT] (e.g. memjax.audit.configs:toy) or :VARIANT."
+    )
+  return found.origin + sep + variant
 
 
 def _workdir(cfg) -> str:
@@ -266,6 +312,9 @@ def main(argv=None) -> None:
   from ml_collections import config_flags
 
   argv = list(sys.argv if argv is None else argv)
+  for i, arg in enumerate(argv):
+    if arg.startswith("--config="):
+      argv[i] = "--config=" + resolve_config_spec(arg[len("--config=") :])
   if "config" not in flags.FLAGS:  # the --config.* overrides are read from `argv`
     config_flags.DEFINE_config_file("config", CONFIG, "audit config file[:variant]", sys_argv=argv)
   app.run(_main, argv)

@@ -348,7 +348,9 @@ def read_checkpoint(directory: str, step: int | None = None, use_ema: bool = Tru
   (:func:`memjax.training.state_checksum`).
 
   Raises:
-    ValueError: if ``directory`` holds no checkpoint, or ``step`` is absent.
+    ValueError: if ``directory`` holds no checkpoint, ``step`` is absent, or the checkpoint was
+      not written by :func:`memjax.training.train` (a plain orbax checkpoint: the message names
+      the loaders for it).
     memjax.training.CheckpointError: if the stored state fails its checksum.
   """
   import orbax.checkpoint as ocp
@@ -367,8 +369,23 @@ def read_checkpoint(directory: str, step: int | None = None, use_ema: bool = Tru
     step = manager.latest_step() if step is None else int(step)
     if step not in steps:
       raise ValueError(f"`step` {step} is not in checkpoint {directory!r} (steps {list(steps)}).")
-    meta = manager.restore(step, args=ocp.args.Composite(metadata=ocp.args.JsonRestore())).metadata
-    out = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    try:
+      meta = manager.restore(
+        step, args=ocp.args.Composite(metadata=ocp.args.JsonRestore())
+      ).metadata
+      out = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    except Exception as err:  # noqa: BLE001 - orbax's own errors for a checkpoint of another layout
+      raise ValueError(
+        f"`checkpoint` {directory!r} is not a memjax.training checkpoint (step {step} has no "
+        f"'metadata' and 'state' items: {type(err).__name__}). For parameters saved by other "
+        "code use audit.from_linen / audit.from_factory with audit.load_params (or "
+        "--config.model.factory and --config.model.params)."
+      ) from err
+    if not isinstance(meta, dict) or "checksum" not in meta:
+      raise ValueError(
+        f"`checkpoint` {directory!r} is not a memjax.training checkpoint (its metadata has no "
+        "checksum); use audit.from_factory with audit.load_params for other checkpoints."
+      )
   finally:
     manager.close()
   raw, losses = out.state["state"], np.asarray(out.state["losses"])
