@@ -91,3 +91,18 @@ def test_a_plain_orbax_checkpoint_gets_a_clear_error(tmp_path):
   mngr.close()
   with pytest.raises(ValueError, match="not a memjax.training checkpoint.*load_params"):
     audit.read_checkpoint(str(tmp_path / "plain"))
+
+
+def test_weight_space_errors_name_the_audit_config_keys():
+  from memjax.audit import configs
+
+  model = audit.from_function(
+    lambda p, x, t: jnp.tanh(x @ p) * (1.0 + t[:, None]), 0.5 * jnp.eye(3), data_shape=(3,)
+  )
+  cfg = configs.get_config("smoke")  # select="out": the layer name of memjax's own toy MLP
+  cfg.sample.num_samples = 6
+  cfg.lid.update(num_t0=3, lpca_k=5)
+  cfg.regimes.num_sigmas = 4
+  train = np.asarray(jax.random.normal(jax.random.PRNGKey(0), (10, 3)))
+  with pytest.raises(ValueError, match=r"weight-space lens: `weight_space.select` \(select\)"):
+    audit.run(model, train, jax.random.PRNGKey(1), cfg, held_out=train[:5] + 0.1, progress=False)

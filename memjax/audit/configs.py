@@ -134,7 +134,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
       alpha=1.0,
       loss_scale=1.0,  # s of L(θ) = s Σ_b ℓ_b + (α/2)||θ||² (the Laplace experiments' value)
       num_triples=32,
-      select="",
+      select="",  # substring(s) of the parameter paths to make Bayesian ("": every parameter)
       lanczos_iters=0,  # 0: the default depth
       refine_tol=0.0,  # 0: no refinement of θ*
       num_posterior=4,
@@ -143,6 +143,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
       geo_rtol=1e-4,
       geo_atol=1e-6,
       geo_max_steps=256,
+      check=True,  # refuse unconverged Lanczos pairs (False: sample with them, flagged)
     )
   )
   # fpr: of TPR@FPR; held_out_control: score held-out real points like the samples (the chance

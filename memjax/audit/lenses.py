@@ -576,6 +576,22 @@ def regimes_lens(model: Model, train, held_out, key, rcfg, tick=None) -> Regimes
   )
 
 
+# The library's argument names and the audit config keys that set them (for error messages).
+_WEIGHT_SPACE_KEYS = {
+  "`select`": "`weight_space.select` (select)",
+  "`num_iters`": "`weight_space.lanczos_iters` (num_iters)",
+  "pass check=False": "set `weight_space.check = False`",
+  "`k`": "`weight_space.k` (k)",
+  "`alpha`": "`weight_space.alpha` (alpha)",
+}
+
+
+def _in_audit_terms(message: str) -> str:
+  for lib, key in _WEIGHT_SPACE_KEYS.items():
+    message = message.replace(lib, key)
+  return f"weight-space lens: {message}"
+
+
 def weight_space_lens(model: Model, gen: Generation, train, key, wcfg, mcfg, scfg, mesh=None):
   """``M_c`` of the generation noise under Laplace weight samples at ``η = wcfg.eta``.
 
@@ -586,33 +602,38 @@ def weight_space_lens(model: Model, gen: Generation, train, key, wcfg, mcfg, scf
   if model.cond is not None:
     raise ValueError("the weight-space lens supports unconditional models only.")
   k_fit, k_post = jax.random.split(key)
-  lfit = laplace.fit(
-    model.apply_fn,
-    model.params,
-    jnp.asarray(train, model.dtype),
-    k_fit,
-    k=int(wcfg.k),
-    alpha=float(wcfg.alpha),
-    loss_scale=float(wcfg.loss_scale),
-    num_triples=int(wcfg.num_triples),
-    select=wcfg.select or None,
-    num_iters=int(wcfg.lanczos_iters) or None,
-    refine_tol=float(wcfg.refine_tol) or None,
-  )
-  options = {
-    "riemannian": dict(
-      rtol=float(wcfg.geo_rtol), atol=float(wcfg.geo_atol), max_steps=int(wcfg.geo_max_steps)
+  check = bool(wcfg.get("check", True))
+  try:
+    lfit = laplace.fit(
+      model.apply_fn,
+      model.params,
+      jnp.asarray(train, model.dtype),
+      k_fit,
+      k=int(wcfg.k),
+      alpha=float(wcfg.alpha),
+      loss_scale=float(wcfg.loss_scale),
+      num_triples=int(wcfg.num_triples),
+      select=wcfg.select or None,
+      num_iters=int(wcfg.lanczos_iters) or None,
+      refine_tol=float(wcfg.refine_tol) or None,
     )
-  }
-  _, post = laplace.posterior_samples(
-    lfit,
-    float(wcfg.eta),
-    k_post,
-    int(wcfg.num_posterior),
-    samplers=tuple(wcfg.samplers),
-    mode=wcfg.mode,
-    options={n: options[n] for n in wcfg.samplers if n in options},
-  )
+    options = {
+      "riemannian": dict(
+        rtol=float(wcfg.geo_rtol), atol=float(wcfg.geo_atol), max_steps=int(wcfg.geo_max_steps)
+      )
+    }
+    _, post = laplace.posterior_samples(
+      lfit,
+      float(wcfg.eta),
+      k_post,
+      int(wcfg.num_posterior),
+      samplers=tuple(wcfg.samplers),
+      mode=wcfg.mode,
+      options={n: options[n] for n in wcfg.samplers if n in options},
+      check=check,
+    )
+  except ValueError as err:
+    raise ValueError(_in_audit_terms(str(err))) from err
   noise = jnp.asarray(gen.noise[gen.ok])
   flat = np.asarray(train).reshape(len(train), -1)
   cs = memorisation.check_cs(tuple(mcfg.cs) + (mcfg.c,))
