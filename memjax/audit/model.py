@@ -269,10 +269,17 @@ def from_function(
 ) -> Model:
   """A :class:`Model` of any pure ``fn(params, x (B, D), t (B,)) -> (B, D)``.
 
+  **Time convention.** memjax's paths put noise at ``t = 0`` and data at ``t = 1`` for linear flow
+  matching (``x_t = (1 − t) x0 + t x1``, velocity ``x1 − x0``, :func:`memjax.paths.linear_fm`);
+  the diffusion schedules (VP, VE, EDM) put data at ``t = 0``. A velocity model trained with noise
+  at ``t = 1`` must be passed as ``lambda p, x, t: -apply(p, x, 1 - t)``; otherwise every solve
+  "succeeds" and the samples are meaningless (the report warns when generated samples lie far
+  from both the training and the held-out data).
+
   Args:
     fn: the field (``fn(params, x, t, y)`` with ``cond``).
     params: its parameters (any pytree; ``None`` for a parameter-free field).
-    schedule: the path it was trained on (default: linear flow matching).
+    schedule: the path it was trained on (default: linear flow matching, noise at ``t = 0``).
     parameterisation: ``'velocity' | 'eps' | 'score' | 'x0'``.
     data_shape: shape of one data point.
     cond: :class:`Conditioning` of a class-conditional field.
@@ -299,7 +306,8 @@ def _linen_apply(module, params, *args):
 def from_linen(module, variables, **kwargs) -> Model:
   """A :class:`Model` of a Flax linen module called as ``module.apply(variables, x, t[, y])``.
 
-  ``kwargs`` are those of :func:`from_function` (``data_shape`` is required).
+  ``kwargs`` are those of :func:`from_function` (``data_shape`` is required). Time convention
+  as there: linear flow matching has noise at ``t = 0`` and data at ``t = 1``.
   """
   fn = functools.partial(_linen_apply, module)
   info = dict(kwargs.pop("info", None) or {}, module=type(module).__name__)
@@ -319,7 +327,8 @@ def from_nnx(module, **kwargs) -> Model:
 
   The module is split once (``graphdef, state = nnx.split(module)``); the field is the pure
   ``f(state, x, t) = nnx.merge(graphdef, state)(x, t)``, so the audit never mutates the module.
-  ``kwargs`` are those of :func:`from_function`.
+  ``kwargs`` are those of :func:`from_function` (time convention as there: linear flow matching
+  has noise at ``t = 0`` and data at ``t = 1``).
   """
   from flax import nnx
 
@@ -632,6 +641,9 @@ def from_factory(
   info: dict | None = None,
 ) -> Model:
   """A :class:`Model` of any user network: ``factory()`` and a parameter file.
+
+  Time convention as in :func:`from_function`: linear flow matching has noise at ``t = 0`` and
+  data at ``t = 1`` (wrap a model trained the other way round as ``-apply(p, x, 1 - t)``).
 
   ``factory`` (a callable or ``"MODULE:FUNCTION"``) returns one of
 
