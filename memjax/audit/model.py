@@ -83,7 +83,9 @@ class Model:
     """A one-line summary (never the parameter arrays)."""
     leaves = jax.tree_util.tree_leaves(self.params)
     size = sum(int(np.size(x)) for x in leaves)
-    name = getattr(self.apply_fn, "__qualname__", type(self.apply_fn).__name__)
+    name = self.info.get("module") or getattr(
+      self.apply_fn, "__qualname__", type(self.apply_fn).__name__
+    )
     cond = "" if self.cond is None else f", conditional ({self.cond.num_classes} classes)"
     return (
       f"Model({name}, {size:,} parameters in {len(leaves)} arrays, data_shape="
