@@ -893,7 +893,7 @@ def _status(auroc, lo, hi) -> str:
   if not np.isfinite(auroc):
     return "undefined (one class)"
   if auroc < 0.5:
-    return INVERTED
+    return INVERTED + (" (CI contains 0.5)" if hi >= 0.5 else "")
   return "separates" if lo > 0.5 else "chance (CI contains 0.5)"
 
 
