@@ -2,7 +2,8 @@
 
 Detection (AUROC with a bootstrap interval, TPR at a fixed FPR, per-prompt detection), a 1D KL
 to a target density, the odd-symmetry score of a field, the energy distance, and sample quality
-in a feature space: the Fréchet distance between fitted Gaussians and the improved k-NN precision and recall.
+in a feature space: the Fréchet distance between fitted Gaussians and the improved k-NN
+precision and recall.
 """
 
 from __future__ import annotations
@@ -83,6 +84,42 @@ def _auroc_rows(scores, pos):
   return u / (n_pos * n_neg)
 
 
+def _check_resampling(num_resamples, level=0.5):
+  if isinstance(num_resamples, bool) or not isinstance(num_resamples, (int, np.integer)):
+    raise ValueError(f"`num_resamples` must be an int >= 1; got {num_resamples!r}.")
+  if num_resamples < 1:
+    raise ValueError(f"`num_resamples` must be an int >= 1; got {num_resamples!r}.")
+  if not 0 < level < 1:
+    raise ValueError(f"`level` must be in (0, 1); got {level}.")
+
+
+def auroc_bootstrap(scores, labels, *, num_resamples: int = 1000, seed: int = 0):
+  """AUROC and its stratified bootstrap replicates (the resamples of :func:`auroc_ci`).
+
+  Args:
+    scores: detector values, shape ``(N,)``; a higher score means more likely positive.
+    labels: ``(N,)`` booleans, ``True`` for a positive.
+    num_resamples: bootstrap resamples ``B``, ``≥ 1``.
+    seed: seed of the resampling (a NumPy generator).
+
+  Returns:
+    ``(auroc, replicates (B,))``.
+
+  Raises:
+    ValueError: as :func:`auroc_ci`.
+  """
+  _check_resampling(num_resamples)
+  scores, labels = _scores_labels(scores, labels)
+  pos, neg = scores[labels], scores[~labels]
+  rng = np.random.default_rng(seed)
+  rp = pos[rng.integers(0, len(pos), (num_resamples, len(pos)))]
+  rn = neg[rng.integers(0, len(neg), (num_resamples, len(neg)))]
+  both = np.concatenate([rp, rn], axis=1)
+  is_pos = np.zeros(both.shape, bool)
+  is_pos[:, : len(pos)] = True
+  return auroc(scores, labels), _auroc_rows(both, is_pos)
+
+
 def auroc_ci(scores, labels, *, num_resamples: int = 1000, level: float = 0.95, seed: int = 0):
   """AUROC with a stratified percentile-bootstrap confidence interval.
 
@@ -108,23 +145,10 @@ def auroc_ci(scores, labels, *, num_resamples: int = 1000, level: float = 0.95, 
   References:
     Efron and Tibshirani, "An Introduction to the Bootstrap", Chapman & Hall (1993).
   """
-  if isinstance(num_resamples, bool) or not isinstance(num_resamples, (int, np.integer)):
-    raise ValueError(f"`num_resamples` must be an int >= 1; got {num_resamples!r}.")
-  if num_resamples < 1:
-    raise ValueError(f"`num_resamples` must be an int >= 1; got {num_resamples!r}.")
-  if not 0 < level < 1:
-    raise ValueError(f"`level` must be in (0, 1); got {level}.")
-  scores, labels = _scores_labels(scores, labels)
-  pos, neg = scores[labels], scores[~labels]
-  rng = np.random.default_rng(seed)
-  rp = pos[rng.integers(0, len(pos), (num_resamples, len(pos)))]
-  rn = neg[rng.integers(0, len(neg), (num_resamples, len(neg)))]
-  both = np.concatenate([rp, rn], axis=1)
-  is_pos = np.zeros(both.shape, bool)
-  is_pos[:, : len(pos)] = True
-  boot = _auroc_rows(both, is_pos)
+  _check_resampling(num_resamples, level)
+  value, boot = auroc_bootstrap(scores, labels, num_resamples=num_resamples, seed=seed)
   lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
-  return auroc(scores, labels), float(lo), float(hi)
+  return value, float(lo), float(hi)
 
 
 def mean_diff_ci(a, b, *, num_resamples: int = 1000, level: float = 0.95, seed: int = 0):
@@ -151,12 +175,7 @@ def mean_diff_ci(a, b, *, num_resamples: int = 1000, level: float = 0.95, seed: 
     if v.size == 0:
       raise ValueError(f"`{name}` must hold at least one value.")
     _checks.check_finite(name, v)
-  if isinstance(num_resamples, bool) or not isinstance(num_resamples, (int, np.integer)):
-    raise ValueError(f"`num_resamples` must be an int >= 1; got {num_resamples!r}.")
-  if num_resamples < 1:
-    raise ValueError(f"`num_resamples` must be an int >= 1; got {num_resamples!r}.")
-  if not 0 < level < 1:
-    raise ValueError(f"`level` must be in (0, 1); got {level}.")
+  _check_resampling(num_resamples, level)
   rng = np.random.default_rng(seed)
   ra = a[rng.integers(0, len(a), (num_resamples, len(a)))].mean(axis=1)
   rb = b[rng.integers(0, len(b), (num_resamples, len(b)))].mean(axis=1)

@@ -289,6 +289,9 @@ def test_conditional_model_gets_the_guidance_lens():
   np.testing.assert_array_equal(rep.generation.labels, [0, 1, 0, 1, 0, 1])
   assert rep.guidance is not None and np.isfinite(rep.guidance.wen[rep.generation.ok]).all()
   assert {"wen_eps", "hs_detector"} <= set(rep.detectors)
+  # Per prompt (class label): 3 generations of each of 2 prompts, averaged, ranked over prompts.
+  pp = rep.summary["detection_per_prompt"]
+  assert "note" in pp or all(r["num_positive"] + r["num_negative"] == 2 for r in pp.values())
   page = report.render(rep, cfg)
   assert "Wen et al." in page
   # The guided sample of label 1 is the ODE of u(∅) + w (u(1) − u(∅)) from the same noise.

@@ -10,6 +10,8 @@
   noisy-state sharpness, the multiset posterior, the bootstrap intervals, per-prompt grouping.
 """
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -272,3 +274,47 @@ def test_group_by_prompt_averages_generations():
   np.testing.assert_array_equal(y, [True, True, False])
   with pytest.raises(ValueError, match="same number of generations"):
     metrics.group_by_prompt(scores[:5], prompts[:5], mem[:5])
+
+
+# ---------------------------------------------------------------------------
+# The planted benchmark (experiments/audit/planted.py) at smoke size: the 8-D toy, 3 seeds.
+
+
+def test_planted_benchmark_smoke(tmp_path):
+  from experiments.audit import planted
+  from experiments.audit.configs.planted import get_config
+
+  cfg = get_config("smoke")
+  res = planted.run(cfg, str(tmp_path))
+  assert os.path.exists(tmp_path / planted.FIGURE) and os.path.exists(tmp_path / planted.TABLE)
+  assert len(res["per_seed"]) == len(cfg.seeds) >= 3
+  tab = res["table"]
+  assert set(tab) == set(planted.LABELS)
+  for rows in tab.values():
+    assert set(rows) >= {"neg_flipd", "neg_trace_det", "score_sq_det"}
+    for name, r in rows.items():
+      assert r["direction"] == lenses.detector_direction(name)
+      assert r["num_seeds_used"] == 3
+      assert r["ci_lo"] <= r["auroc"] <= r["ci_hi"] or not np.isfinite(r["auroc"])
+      if r["auroc"] < 0.5:
+        assert r["status"].startswith(lenses.INVERTED)
+  for s in res["per_seed"]:
+    # Generated positives AND generated negatives in every seed; planted copies are memorised.
+    assert 0 < s["num_memorised"] < s["num_scored"]
+    assert s["planted_and_memorised"] >= 0.8 * s["num_planted_copies"] > 0
+    assert "membership_baseline" in s and "detection_vs_held_out" not in s["detection"]
+
+
+def test_planted_digits_data_holds_the_copies():
+  from experiments.audit import planted
+  from experiments.audit.configs.planted import get_config
+
+  d = get_config("smoke_digits").digits
+  pl = planted.make_digits(d, jax.random.PRNGKey(0))
+  assert pl.train.shape == (d.num_unique + d.num_planted * d.copies, 64)
+  assert len(np.unique(pl.train, axis=0)) == d.num_unique + d.num_planted
+  for s in range(d.num_planted):
+    rows = pl.train[pl.source == s]
+    assert len(rows) == d.copies and (rows == rows[0]).all()
+  # Held-out digits are disjoint from the training digits.
+  assert not (pl.held_out[:, None] == pl.train[None]).all(-1).any()
