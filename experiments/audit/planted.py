@@ -49,14 +49,18 @@ class Planted(NamedTuple):
 def make_digits(dcfg, key) -> Planted:
   """``num_unique`` distinct digits plus ``num_planted`` digits copied ``copies`` times each,
   and ``num_held_out`` other digits; flattened, in ``[−1, 1]``."""
+  for name in ("num_unique", "num_planted", "copies", "num_held_out"):
+    v = dcfg[name]
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+      raise ValueError(f"`cfg.digits.{name}` must be an int >= 1; got {v!r}.")
   images, _ = data.load_digits(flatten=True)
-  n, p, m = int(dcfg.num_unique), int(dcfg.num_planted), int(dcfg.num_held_out)
+  n, p, m = dcfg.num_unique, dcfg.num_planted, dcfg.num_held_out
   if n + p + m > len(images):
     raise ValueError(f"`digits` asks for {n + p + m} images; sklearn has {len(images)}.")
   perm = np.asarray(jax.random.permutation(key, len(images)))
   unique, planted = images[perm[:n]], images[perm[n : n + p]]
   held = images[perm[n + p : n + p + m]]
-  copies = int(dcfg.copies)
+  copies = dcfg.copies
   train = np.concatenate([unique, np.repeat(planted, copies, axis=0)]).astype(np.float32)
   source = np.concatenate([np.full(n, -1), np.repeat(np.arange(p), copies)])
   return Planted(train, held.astype(np.float32), source, (8, 8, 1))
@@ -143,7 +147,7 @@ def _row(name, per_seed, labels_key, cfg) -> dict:
       aurocs.append(float("nan"))
       tprs.append(float("nan"))
       continue
-    a, b = metrics.auroc_bootstrap(s, y, num_resamples=int(cfg.bootstrap), seed=i)
+    a, b = metrics.auroc_bootstrap(s, y, num_resamples=cfg.bootstrap, seed=i)
     aurocs.append(a)
     tprs.append(metrics.tpr_at_fpr(s, y, fpr))
     boots.append(b)
