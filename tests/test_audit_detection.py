@@ -187,6 +187,9 @@ def test_noisy_sharpness_matches_the_gaussian_closed_form_float64():
   np.testing.assert_allclose(sq, np.mean(np.sum((ys / v) ** 2, axis=-1), axis=0), rtol=1e-10)
   np.testing.assert_allclose(neg_tr, np.sum(1.0 / v), rtol=1e-10)
   np.testing.assert_array_equal(sem, 0.0)
+  # The clean-point value is the denoising residual ψ²||D(ψx) − x||²/σ⁴ = ψ²||x / v||² here.
+  res = lenses._residual(m, psi * x, None, t, None)
+  np.testing.assert_allclose(res, psi**2 * np.sum((x / v) ** 2, axis=-1), rtol=1e-10)
 
 
 def test_multiset_posterior_weights_copies_by_multiplicity_float64():

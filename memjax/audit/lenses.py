@@ -221,6 +221,12 @@ def _sharpness_jit(score_fn, settings, mesh, xs, t, key):
   return distributed.map_rows(jax.vmap(one), xs, keys, mesh=mesh)
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _score_sq_jit(score_fn, mesh, xs, t):
+  one = lambda x: sharpness.score_norm_sq(score_fn, x, t)
+  return distributed.map_rows(jax.vmap(one), xs, mesh=mesh)
+
+
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
 def _guidance_jit(eps_fn, score_fn, null, xs, t, labels):
   def one(x, c):
@@ -587,7 +593,7 @@ def sharpness_lens(
       out = noisy_sharpness(
         model, gen.samples[ok], labels, t, int(hcfg.num_noisy), k, settings, mesh
       )
-      residual = _scatter(_sharp_scores(model, xs, labels, t, k, settings, mesh)[2], ok)
+      residual = _scatter(_residual(model, xs, labels, t, mesh), ok)
       states.append(f"noisy ({int(hcfg.num_noisy)} draws)")
     else:
       xs, codes = _states_at(model, gen, t, scfg, mesh)
@@ -623,6 +629,22 @@ def sharpness_lens(
     residual,
   )
   return sharp, guidance
+
+
+def _residual(model: Model, xs, labels, t, mesh):
+  """``||s(y, t)||²`` at the rows of ``xs`` (per label for a conditional model)."""
+  out = np.full(len(xs), np.nan)
+  groups = [(None, np.ones(len(xs), bool))]
+  if model.cond is not None:
+    groups = [(int(c), labels == c) for c in np.unique(labels)]
+  for label, sel in groups:
+    if sel.any():
+      out[sel] = np.asarray(
+        _score_sq_jit(
+          model.point("score", label), mesh, jnp.asarray(xs[sel]), jnp.asarray(t, model.dtype)
+        )
+      )
+  return out
 
 
 def _clean_points(model: Model, x, t):
