@@ -321,3 +321,35 @@ def test_planted_digits_data_holds_the_copies():
     assert len(rows) == d.copies and (rows == rows[0]).all()
   # Held-out digits are disjoint from the training digits.
   assert not (pl.held_out[:, None] == pl.train[None]).all(-1).any()
+
+
+def test_planted_conditional_toy_data_plants_the_first_classes():
+  from experiments.audit import planted
+  from experiments.audit.configs.planted import get_config
+
+  c = get_config("smoke_cond").toy_cond
+  pl, labels, held_labels = planted.make_toy_cond(c, 0)
+  assert pl.train.shape == (c.num_classes * c.per_class, c.dim)
+  assert np.array_equal(np.bincount(labels), np.full(c.num_classes, c.per_class))
+  assert len(held_labels) == len(pl.held_out) == c.num_classes * c.held_per_class
+  for k in range(c.num_classes):
+    rows = pl.train[labels == k]
+    distinct = len(np.unique(rows, axis=0))
+    want = (
+      c.per_class - round(c.copy_fraction * c.per_class) + 1 if k < c.num_planted else c.per_class
+    )
+    assert distinct == want, (k, distinct)
+    assert (pl.source[labels == k] >= 0).any() == (k < c.num_planted)
+
+
+@pytest.mark.slow
+def test_planted_benchmark_conditional_smoke(tmp_path):
+  from experiments.audit import planted
+  from experiments.audit.configs.planted import get_config
+
+  res = planted.run(get_config("smoke_cond"), str(tmp_path))
+  tab = res["table"]
+  assert {"per_prompt_ratio", "per_prompt_planted"} <= set(tab)
+  assert {"wen_eps", "hs_detector"} <= set(tab["per_prompt_planted"])
+  for r in tab["per_prompt_planted"].values():
+    assert r["num_seeds_used"] == 3  # planted identity: both kinds of prompt in every seed

@@ -74,6 +74,59 @@ def make_toy(tcfg, seed: int) -> Planted:
   return Planted(d.train, d.held_out, source, (d.train.shape[1],))
 
 
+def make_toy_cond(ccfg, seed: int):
+  """Class-conditional toy: ``num_classes`` Gaussian clusters ``N(μ_k, I_dim)``,
+  ``μ_k ~ N(0, spread² I)``, ``per_class`` draws each; in the first ``num_planted`` classes a
+  fraction ``copy_fraction`` of the draws is replaced by ONE of them (a planted copy). Returns
+  ``(Planted, labels (N,), held-out labels (M,))``."""
+  for name in ("dim", "num_classes", "num_planted", "per_class", "held_per_class"):
+    v = ccfg[name]
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+      raise ValueError(f"`cfg.toy_cond.{name}` must be an int >= 1; got {v!r}.")
+  if not 0 < ccfg.copy_fraction < 1:
+    raise ValueError(f"`cfg.toy_cond.copy_fraction` must lie in (0, 1); got {ccfg.copy_fraction}.")
+  d, C, n = ccfg.dim, ccfg.num_classes, ccfg.per_class
+  k_mu, k_x, k_h = jax.random.split(jax.random.PRNGKey(int(seed)), 3)
+  mu = np.asarray(jax.random.normal(k_mu, (C, 1, d))) * float(ccfg.spread)
+  x = mu + np.asarray(jax.random.normal(k_x, (C, n, d)))
+  held = mu + np.asarray(jax.random.normal(k_h, (C, ccfg.held_per_class, d)))
+  source = np.full((C, n), -1)
+  num_copies = int(round(float(ccfg.copy_fraction) * n))
+  for k in range(ccfg.num_planted):
+    x[k, :num_copies] = x[k, 0]
+    source[k, :num_copies] = k
+  labels = np.repeat(np.arange(C), n).astype(np.int32)
+  held_labels = np.repeat(np.arange(C), ccfg.held_per_class).astype(np.int32)
+  pl = Planted(
+    x.reshape(C * n, d).astype(np.float32),
+    held.reshape(-1, d).astype(np.float32),
+    source.reshape(-1),
+    (d,),
+  )
+  return pl, labels, held_labels
+
+
+def train_cond_mlp(cfg, pl: Planted, labels, key):
+  """A class-conditional MLP by flow matching with label dropout (classifier-free guidance)."""
+  mc, dim = cfg.toy_cond, pl.train.shape[1]
+  module = nets.CondMLPField(
+    dim=dim, num_classes=mc.num_classes, hidden=tuple(mc.hidden), time_dim=mc.time_dim
+  )
+  u = nets.cond_velocity_fn(module)
+  k_init, k_train = jax.random.split(key)
+  params = nets.init_cond_params(module, k_init, dim)
+  loss = training.cond_fm_objective(
+    u,
+    jnp.asarray(pl.train),
+    jnp.asarray(labels),
+    module.null_label,
+    cfg.toy_cond.train.batch_size,
+    cfg.toy_cond.train.p_uncond,
+  )
+  params, _, _ = common.fit(loss, params, cfg.toy_cond.train, k_train, progress=cfg.progress)
+  return u, module.null_label, params
+
+
 def train_unet(cfg, train, shape, key):
   """One flow-matching UNet (EMA parameters) on the whole multiset, a fixed number of steps."""
   mc = cfg.unet
@@ -111,20 +164,37 @@ def planted_identity(samples, ok, nearest, d1, pl: Planted) -> np.ndarray:
 def one_seed(cfg, seed: int) -> dict:
   """Train one model at ``seed``, audit it, return its labels and detector scores."""
   k_data, k_fit, k_audit = jax.random.split(jax.random.PRNGKey(int(seed)), 3)
+  cond = None
   if cfg.case == "digits":
     pl = make_digits(cfg.digits, k_data)
     u, params = train_unet(cfg, pl.train, pl.data_shape, k_fit)
+  elif cfg.case == "toy_cond":
+    pl, labels, _ = make_toy_cond(cfg.toy_cond, seed)
+    u, null, params = train_cond_mlp(cfg, pl, labels, k_fit)
+    cond = audit.Conditioning(cfg.toy_cond.num_classes, null, float(cfg.toy_cond.guidance))
   else:
     pl = make_toy(cfg.toy, seed)
     u, params = toy.train(cfg.toy.to_dict(), pl.train, k_fit)
-  model = audit.from_function(u, params, data_shape=pl.data_shape, info={"seed": int(seed)})
+  model = audit.from_function(
+    u, params, data_shape=pl.data_shape, cond=cond, info={"seed": int(seed)}
+  )
   rep = audit.run(
     model, pl.train, k_audit, cfg.audit, held_out=pl.held_out, mesh=None, progress=False
   )
   ok, mem = rep.generation.ok, rep.memorisation
   ratio = mem.memorised[memorisation.c_label(mem.c)][ok]
   planted = planted_identity(rep.generation.samples, ok, mem.nearest, mem.d1, pl)[ok]
+  prompt = {}
+  if cond is not None:
+    # Per prompt (class label): generations averaged; memorised prompt = at least half of its
+    # generations memorised (ratio) / the class is planted (identity).
+    prompts = rep.generation.labels[ok]
+    for name, score in rep.detectors.items():
+      ids, sc, y = metrics.group_by_prompt(score[ok], prompts, ratio)
+      prompt.setdefault("scores", {})[name] = sc.mean(axis=1)
+    prompt["labels"] = {"ratio": y, "planted": ids < cfg.toy_cond.num_planted}
   return {
+    "prompt": prompt,
     "seed": int(seed),
     "num_train": int(len(pl.train)),
     "num_scored": int(ok.sum()),
@@ -180,25 +250,37 @@ def _row(name, per_seed, labels_key, cfg) -> dict:
 
 
 def table(per_seed, cfg) -> dict:
-  """``{labels: {detector: row}}`` for the ratio and the planted-identity labels."""
+  """``{labels: {detector: row}}`` for the ratio and the planted-identity labels (per sample),
+  and ``per_prompt_<labels>`` for a conditional model (prompts ranked by mean score)."""
   names = list(per_seed[0]["scores"])
-  return {k: {n: _row(n, per_seed, k, cfg) for n in names} for k in LABELS}
+  out = {k: {n: _row(n, per_seed, k, cfg) for n in names} for k in LABELS}
+  if per_seed[0]["prompt"]:
+    prompts = [dict(r["prompt"]) for r in per_seed]
+    for k in LABELS:
+      out[f"per_prompt_{k}"] = {n: _row(n, prompts, k, cfg) for n in names}
+  return out
 
 
-def markdown(tab, per_seed, cfg) -> str:
-  """The benchmark table (ratio labels; planted identity beside it) as Markdown."""
+def _md_table(tab, prefix: str) -> list:
   f = lambda v: f"{v:.3f}" if np.isfinite(v) else "–"
   lines = [
     "| detector (direction fixed a priori) | AUROC (ratio labels) [95% CI] | TPR@1%FPR | "
     "AUROC (planted identity) [95% CI] | status (ratio labels) |",
     "|---|---|---|---|---|",
   ]
-  for n, r in tab["ratio"].items():
-    p = tab["planted"][n]
+  for n, r in tab[prefix + "ratio"].items():
+    p = tab[prefix + "planted"][n]
     lines.append(
       f"| `{n}` | {f(r['auroc'])} [{f(r['ci_lo'])}, {f(r['ci_hi'])}] | {f(r['tpr_at_fpr'])} | "
       f"{f(p['auroc'])} [{f(p['ci_lo'])}, {f(p['ci_hi'])}] | {r['status']} |"
     )
+  return lines
+
+
+def markdown(tab, per_seed, cfg) -> str:
+  """The benchmark table (ratio labels; planted identity beside it) as Markdown, per sample and
+  (conditional models) per prompt."""
+  lines = ["Per sample:", ""] + _md_table(tab, "")
   pos = [int(r["labels"]["ratio"].sum()) for r in per_seed]
   pl = [int(r["labels"]["planted"].sum()) for r in per_seed]
   lines.append("")
@@ -206,6 +288,12 @@ def markdown(tab, per_seed, cfg) -> str:
     f"{len(per_seed)} seeds × {per_seed[0]['num_scored']} generated samples; memorised (ratio) "
     f"per seed {pos}, planted copies per seed {pl}."
   )
+  if "per_prompt_ratio" in tab:
+    lines += ["", "Per prompt (class label; generations averaged):", ""]
+    lines += _md_table(tab, "per_prompt_")
+    mp = [int(r["prompt"]["labels"]["ratio"].sum()) for r in per_seed]
+    num = len(per_seed[0]["prompt"]["labels"]["ratio"])
+    lines += ["", f"{num} prompts per seed; memorised prompts (ratio) per seed {mp}."]
   return "\n".join(lines)
 
 
@@ -262,6 +350,7 @@ def run(cfg, workdir: str) -> dict:
         "detection": r["summary"]["detection"],
         "membership_baseline": r["summary"].get("membership_baseline"),
         "lid": r["summary"].get("lid"),
+        "detection_per_prompt": r["summary"].get("detection_per_prompt"),
       }
       for r in per_seed
     ],
