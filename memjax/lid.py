@@ -397,6 +397,60 @@ def auto_t0(
   return t0s[i], i
 
 
+class KneeFlipd(NamedTuple):
+  """FLIPD over a grid of times and at the grid's Kneedle knee (:func:`flipd_at_knee`)."""
+
+  t0s: jax.Array  # (T,) the grid, increasing noise
+  curves: jax.Array  # (T, N) FLIPD at every grid time
+  index: int  # the knee's index into t0s
+  t0: float  # the knee time
+  lid: jax.Array  # (N,) FLIPD at the knee, curves[index]
+  on_edge: bool  # the knee is the first or last grid time (the grid did not bracket it)
+
+
+def flipd_at_knee(
+  field: BatchField,
+  x: jax.Array,
+  t0s: jax.Array,
+  schedule: paths.Schedule,
+  *,
+  curve: str = "convex",
+  direction: str = "decreasing",
+  **kwargs,
+) -> KneeFlipd:
+  """FLIPD curves over ``t0s`` (:func:`flipd_curve`), the knee of their mean (:func:`auto_t0`)
+  and FLIPD at that knee, ``FLIPD(x, t0*)`` with ``t0* = t0s[knee(mean_n FLIPD(x_n, ·))]``.
+
+  A knee on the first or last grid time is not a knee the grid found (the plateau may continue
+  past the edge); ``on_edge`` says so, and callers should not use it as a detection time.
+
+  Args:
+    field: ``field(y (B, D), t (B,)) -> (B, D)``.
+    x: clean points, shape ``(N, D)``.
+    t0s: times, shape ``(T,)`` with ``T ≥ 3``, ordered by increasing noise.
+    schedule: the path the field was trained on (the knee is found against ``log σ(t0)``).
+    curve: Kneedle ``'convex'`` (learned fields) or ``'concave'`` (exact scores).
+    direction: ``'decreasing'`` or ``'increasing'``.
+    **kwargs: the keywords of :func:`flipd_curve`.
+
+  Returns:
+    :class:`KneeFlipd`.
+
+  Raises:
+    ValueError: as :func:`flipd_curve` and :func:`auto_t0`.
+
+  References:
+    Kamkari et al., "A Geometric View of Data Complexity: Efficient Local Intrinsic Dimension
+    Estimation with Diffusion Models", arXiv:2406.03537.
+  """
+  curves = flipd_curve(field, x, t0s, schedule, **kwargs)
+  t0, i = auto_t0(t0s, curves, schedule, curve, direction)
+  i = int(i)
+  return KneeFlipd(
+    jnp.asarray(t0s), curves, i, float(t0), curves[i], i in (0, int(np.shape(t0s)[0]) - 1)
+  )
+
+
 # ---------------------------------------------------------------------------
 # Normal bundle.
 

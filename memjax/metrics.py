@@ -1,8 +1,9 @@
 """Evaluation metrics: detection, distribution distances and sample quality.
 
-Detection (AUROC, TPR at a fixed FPR, per-prompt detection), a 1D KL to a target density, the
-odd-symmetry score of a field, the energy distance, and sample quality in a feature space: the
-Fréchet distance between fitted Gaussians and the improved k-NN precision and recall.
+Detection (AUROC with a bootstrap interval, TPR at a fixed FPR, per-prompt detection), a 1D KL
+to a target density, the odd-symmetry score of a field, the energy distance, and sample quality
+in a feature space: the Fréchet distance between fitted Gaussians and the improved k-NN
+precision and recall.
 """
 
 from __future__ import annotations
@@ -70,6 +71,116 @@ def tpr_at_fpr(scores, labels, fpr: float = 0.01) -> float:
   scores, labels = _scores_labels(scores, labels)
   fprs, tprs, _ = metrics.roc_curve(labels, scores)
   return float(np.max(tprs[fprs <= fpr]))
+
+
+def _auroc_rows(scores, pos):
+  """AUROC of every row of ``scores`` ``(B, N)`` with positives ``pos`` ``(B, N)`` (ties: ½)."""
+  from scipy import stats
+
+  ranks = stats.rankdata(scores, axis=1)
+  n_pos = pos.sum(axis=1)
+  n_neg = pos.shape[1] - n_pos
+  u = np.sum(np.where(pos, ranks, 0.0), axis=1) - n_pos * (n_pos + 1) / 2.0
+  return u / (n_pos * n_neg)
+
+
+def _check_resampling(num_resamples, level=0.5):
+  if isinstance(num_resamples, bool) or not isinstance(num_resamples, (int, np.integer)):
+    raise ValueError(f"`num_resamples` must be an int >= 1; got {num_resamples!r}.")
+  if num_resamples < 1:
+    raise ValueError(f"`num_resamples` must be an int >= 1; got {num_resamples!r}.")
+  if not 0 < level < 1:
+    raise ValueError(f"`level` must be in (0, 1); got {level}.")
+
+
+def auroc_bootstrap(scores, labels, *, num_resamples: int = 1000, seed: int = 0):
+  """AUROC and its stratified bootstrap replicates (the resamples of :func:`auroc_ci`).
+
+  Args:
+    scores: detector values, shape ``(N,)``; a higher score means more likely positive.
+    labels: ``(N,)`` booleans, ``True`` for a positive.
+    num_resamples: bootstrap resamples ``B``, ``≥ 1``.
+    seed: seed of the resampling (a NumPy generator).
+
+  Returns:
+    ``(auroc, replicates (B,))``.
+
+  Raises:
+    ValueError: as :func:`auroc_ci`.
+  """
+  _check_resampling(num_resamples)
+  scores, labels = _scores_labels(scores, labels)
+  pos, neg = scores[labels], scores[~labels]
+  rng = np.random.default_rng(seed)
+  rp = pos[rng.integers(0, len(pos), (num_resamples, len(pos)))]
+  rn = neg[rng.integers(0, len(neg), (num_resamples, len(neg)))]
+  both = np.concatenate([rp, rn], axis=1)
+  is_pos = np.zeros(both.shape, bool)
+  is_pos[:, : len(pos)] = True
+  return auroc(scores, labels), _auroc_rows(both, is_pos)
+
+
+def auroc_ci(scores, labels, *, num_resamples: int = 1000, level: float = 0.95, seed: int = 0):
+  """AUROC with a stratified percentile-bootstrap confidence interval.
+
+  Each resample draws ``n⁺`` positives and ``n⁻`` negatives with replacement from their own
+  class (so every resample has both classes) and computes the Mann–Whitney AUROC
+  ``(Σ_{i∈+} rank_i − n⁺(n⁺+1)/2) / (n⁺ n⁻)`` (mid-ranks for ties, equal to
+  :func:`auroc`); the interval is the ``(1 ∓ level)/2`` quantiles of the resampled values.
+
+  Args:
+    scores: detector values, shape ``(N,)``; a higher score means more likely positive.
+    labels: ``(N,)`` booleans, ``True`` for a positive.
+    num_resamples: bootstrap resamples, ``≥ 1``.
+    level: coverage of the interval, in ``(0, 1)``.
+    seed: seed of the resampling (a NumPy generator).
+
+  Returns:
+    ``(auroc, lo, hi)`` as Python floats.
+
+  Raises:
+    ValueError: if ``num_resamples`` or ``level`` is invalid, the lengths differ, a score is
+      non-finite, or one class is empty.
+
+  References:
+    Efron and Tibshirani, "An Introduction to the Bootstrap", Chapman & Hall (1993).
+  """
+  _check_resampling(num_resamples, level)
+  value, boot = auroc_bootstrap(scores, labels, num_resamples=num_resamples, seed=seed)
+  lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
+  return value, float(lo), float(hi)
+
+
+def mean_diff_ci(a, b, *, num_resamples: int = 1000, level: float = 0.95, seed: int = 0):
+  """``mean(a) − mean(b)`` of two independent samples with a percentile-bootstrap interval.
+
+  Each resample draws ``a`` and ``b`` with replacement, independently; e.g. the memorised
+  fraction of generated samples against that of held-out real points (0/1 values).
+
+  Args:
+    a: values, shape ``(n,)``, finite.
+    b: values, shape ``(m,)``, finite.
+    num_resamples: bootstrap resamples, ``≥ 1``.
+    level: coverage of the interval, in ``(0, 1)``.
+    seed: seed of the resampling.
+
+  Returns:
+    ``(difference, lo, hi)`` as Python floats.
+
+  Raises:
+    ValueError: if a sample is empty or non-finite, or ``num_resamples`` / ``level`` is invalid.
+  """
+  a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+  for name, v in (("a", a), ("b", b)):
+    if v.size == 0:
+      raise ValueError(f"`{name}` must hold at least one value.")
+    _checks.check_finite(name, v)
+  _check_resampling(num_resamples, level)
+  rng = np.random.default_rng(seed)
+  ra = a[rng.integers(0, len(a), (num_resamples, len(a)))].mean(axis=1)
+  rb = b[rng.integers(0, len(b), (num_resamples, len(b)))].mean(axis=1)
+  lo, hi = np.quantile(ra - rb, [(1 - level) / 2, (1 + level) / 2])
+  return float(a.mean() - b.mean()), float(lo), float(hi)
 
 
 def kde_log_density(samples: jax.Array, x: jax.Array, bandwidth: float | None = None) -> jax.Array:
@@ -253,6 +364,49 @@ def per_prompt_detection(scores, labels, fprs=(0.01, 0.03)) -> dict:
   out = detection_report(np.mean(scores, axis=1), labels, fprs)
   out.update(num_prompts=int(scores.shape[0]), generations_per_prompt=int(scores.shape[1]))
   return out
+
+
+def group_by_prompt(scores, prompts, memorised, *, min_fraction: float = 0.5):
+  """Per-prompt score matrix and labels from per-generation values.
+
+  Generations sharing a prompt (a class label, a caption id) are stacked, ``scores[p]`` holding
+  the ``n`` generations of prompt ``p`` (every prompt must have the same ``n``, as in the
+  papers' protocol); a prompt is memorised when at least ``min_fraction`` of its generations
+  are. The result feeds :func:`per_prompt_detection`.
+
+  Args:
+    scores: ``(N,)`` a detector's value per generation.
+    prompts: ``(N,)`` integer prompt id of each generation.
+    memorised: ``(N,)`` booleans, the per-generation labels (e.g. ``r ≤ c``).
+    min_fraction: fraction of memorised generations that makes a prompt memorised, in ``(0, 1]``.
+
+  Returns:
+    ``(ids (P,), scores (P, n), labels (P,))``, prompts in increasing id order.
+
+  Raises:
+    ValueError: if the lengths differ, ``min_fraction`` is outside ``(0, 1]``, or the prompts
+      do not all have the same number of generations.
+  """
+  scores = np.asarray(scores, np.float64).ravel()
+  prompts = np.asarray(prompts).ravel()
+  memorised = np.asarray(memorised).ravel().astype(bool)
+  if not scores.shape == prompts.shape == memorised.shape:
+    raise ValueError(
+      f"`scores`, `prompts`, `memorised` must have one length; got {scores.shape}, "
+      f"{prompts.shape}, {memorised.shape}."
+    )
+  if not 0 < min_fraction <= 1:
+    raise ValueError(f"`min_fraction` must be in (0, 1]; got {min_fraction}.")
+  ids, counts = np.unique(prompts, return_counts=True)
+  if len(set(counts.tolist())) != 1:
+    raise ValueError(
+      f"every prompt must have the same number of generations; got counts {counts.tolist()}."
+    )
+  order = np.argsort(prompts, kind="stable")
+  n = int(counts[0])
+  s = scores[order].reshape(len(ids), n)
+  m = memorised[order].reshape(len(ids), n)
+  return ids, s, m.mean(axis=1) >= min_fraction
 
 
 # ---------------------------------------------------------------------------

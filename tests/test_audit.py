@@ -44,10 +44,14 @@ def test_cli_writes_the_three_files(smoke):
   assert len(rows) == s["num_samples"] == cfg.sample.num_samples
   assert summary["model"]["adapter"] == "checkpoint"
   assert summary["model"]["experiment"] == "audit.toy"
-  for col in ("ratio", "nearest", "flipd", "flipd_sem", "lid_star", "mmh", "neg_trace_knee"):
+  for col in ("ratio", "nearest", "flipd", "flipd_sem", "lid_star", "mmh_paper", "neg_trace_det"):
     assert col in rows[0], col
   assert "laplace_memorised_fraction_riemannian" in rows[0]
-  assert set(s["detection"]) >= {"neg_flipd", "neg_trace_knee", "score_sq_knee"}
+  assert set(s["detection"]) >= {"neg_flipd", "neg_trace_det", "score_sq_det"}
+  assert "denoising_residual" in rows[0] and "denoising_residual" not in s["detection"]
+  assert "detection_vs_held_out" not in s and "membership_baseline" in s
+  assert s["lid"]["t0_source"] == "fixed"
+  np.testing.assert_allclose(s["lid"]["noise_to_signal"], configs.LID_PAPER_NOISE_TO_SIGNAL, 1e-4)
   assert set(s["mmh_counts"]) == {"not_memorised", "od_mem", "dd_mem", "other_mem"}
   assert sum(s["mmh_counts"].values()) == s["num_scored"]
   assert set(s["weight_space"]["M_c"]) == {"euclidean", "riemannian"}
@@ -68,7 +72,7 @@ def test_known_answer_duplicates_are_flagged(smoke):
   assert len(on_dup) >= 4, "the model does not reproduce the copied point"
   label = f"memorised_c{memorisation.c_label(1 / 3)}"
   assert all(r[label] == "1" for r in on_dup)
-  assert all(r["mmh"] != "not_memorised" for r in on_dup)
+  assert all(r["mmh_paper"] != "not_memorised" for r in on_dup)
   # The memorised samples are the copies' (the broad part sits far above the chance floor).
   flagged = [r for r in scored if r[label] == "1"]
   assert np.mean([int(r["nearest"]) in copies for r in flagged]) >= 0.8
@@ -291,6 +295,9 @@ def test_conditional_model_gets_the_guidance_lens():
   np.testing.assert_array_equal(rep.generation.labels, [0, 1, 0, 1, 0, 1])
   assert rep.guidance is not None and np.isfinite(rep.guidance.wen[rep.generation.ok]).all()
   assert {"wen_eps", "hs_detector"} <= set(rep.detectors)
+  # Per prompt (class label): 3 generations of each of 2 prompts, averaged, ranked over prompts.
+  pp = rep.summary["detection_per_prompt"]
+  assert "note" in pp or all(r["num_positive"] + r["num_negative"] == 2 for r in pp.values())
   page = report.render(rep, cfg)
   assert "Wen et al." in page
   # The guided sample of label 1 is the ODE of u(∅) + w (u(1) − u(∅)) from the same noise.

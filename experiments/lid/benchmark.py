@@ -355,12 +355,11 @@ def model_estimates(cfg, field, schedule, parameterisation, x_eval, key):
   out["flipd_sem_mean"] = float(np.mean(np.asarray(details.sem)))
   with common.Timer() as t:
     grid = jnp.asarray(times["t0_grid"], x_eval.dtype)
-    curves = lid.flipd_curve(field, x_eval, grid, schedule, **kw)
-    t_knee, i_knee = lid.auto_t0(grid, curves, schedule)
-    out["curves"] = np.asarray(curves)
+    knee = lid.flipd_at_knee(field, x_eval, grid, schedule, **kw)
+    out["curves"] = np.asarray(knee.curves)
   secs["flipd_knee"] = t.seconds
-  out["i_knee"], out["t0_knee"] = int(i_knee), float(t_knee)
-  out["flipd_knee"] = out["curves"][int(i_knee)]
+  out["i_knee"], out["t0_knee"] = knee.index, knee.t0
+  out["flipd_knee"] = out["curves"][knee.index]
   with common.Timer() as t:
     nb = lid.normal_bundle(
       field,

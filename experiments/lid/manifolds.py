@@ -82,12 +82,11 @@ def estimate_all(field, schedule, cfg, times, train, x_eval, key):
   secs["flipd"] = t.seconds
   with common.Timer() as t:
     grid = jnp.asarray(times["t0_grid"], x_eval.dtype)
-    curves = lid.flipd_curve(field, x_eval, grid, schedule, **fkw)
-    t_knee, i_knee = lid.auto_t0(grid, curves, schedule)
+    knee = lid.flipd_at_knee(field, x_eval, grid, schedule, **fkw)
   secs["flipd_curve"] = t.seconds
-  out["curves"], out["t0_knee"] = np.asarray(curves), float(t_knee)
-  out["i_knee"] = int(i_knee)
-  out["flipd_knee"] = out["curves"][int(i_knee)]
+  out["curves"], out["t0_knee"] = np.asarray(knee.curves), knee.t0
+  out["i_knee"] = knee.index
+  out["flipd_knee"] = out["curves"][knee.index]
   with common.Timer() as t:
     nb = lid.normal_bundle(
       field,

@@ -15,6 +15,10 @@ ConfigDict = ml_collections.ConfigDict
 # σ/ψ of Stable Diffusion v1's first DDIM step (50 steps; see experiments/sharpness/pipeline.py,
 # ``sd_first_step_noise_to_signal``): the sharpness papers' detection time, FM t ≈ 0.071.
 SD_FIRST_STEP_NOISE_TO_SIGNAL = 13.12
+# σ/ψ of VP (β from 0.1 to 20) at t0 = 0.05, the LID paper's (Kamkari et al., arXiv:2406.03537)
+# FLIPD time, matched across schedules by noise level: the audit's detection level, fixed before
+# any data (tests check it against memjax.paths.noise_to_signal(vp_linear(), 0.05)).
+LID_PAPER_NOISE_TO_SIGNAL = 0.174143
 
 
 def get_config(arg: str | None = None) -> ConfigDict:
@@ -80,13 +84,19 @@ def get_config(arg: str | None = None) -> ConfigDict:
   )
   # Memorised when d1² ≤ c d2² (the papers' squared criterion); cs: the M_c grid.
   c.memorisation = ConfigDict(dict(c=1 / 3, cs=(0.1, 0.2, 1 / 3, 0.5)))
-  # FLIPD: curve over num_t0 times log-spaced in σ/ψ, knee by Kneedle; exact trace for
-  # D ≤ exact_max_dim, else Hutchinson with num_probes; LID* by local PCA on lpca_k neighbours;
-  # MMH: OD-Mem when FLIPD < LID* − mmh_tol, DD-Mem when |FLIPD − LID*| ≤ mmh_tol and
-  # LID* ≤ dd_max_lid.
+  # FLIPD: scored at the detection level detection_noise_to_signal (σ/ψ fixed before the data;
+  # t0_rule "knee": the curve's knee instead, refused when on the grid's edge); the curve over
+  # num_t0 times log-spaced in noise_to_signal_range and its Kneedle knee are a diagnostic.
+  # Exact trace for D ≤ exact_max_dim, else Hutchinson with num_probes. LID* by local PCA on
+  # lpca_k neighbours ("not estimable" when lpca_k ≥ training size or lpca_k − 1 < D).
+  # MMH: OD-Mem when FLIPD < LID* − mmh_tol; DD-Mem when |FLIPD − LID*| ≤ mmh_tol and LID* small:
+  # dd_rule "paper" LID* ≤ dd_max_lid_fraction · D (Ross et al.: small relative to D),
+  # "exact_duplicate" LID* ≤ dd_max_lid (copies only); both are reported.
   c.lid = ConfigDict(
     dict(
       enabled=True,
+      detection_noise_to_signal=LID_PAPER_NOISE_TO_SIGNAL,
+      t0_rule="fixed",
       noise_to_signal_range=(0.02, 2.0),
       num_t0=8,
       exact_max_dim=16,
@@ -95,15 +105,19 @@ def get_config(arg: str | None = None) -> ConfigDict:
       lpca_k=100,
       lpca_threshold=0.05,
       mmh_tol=0.5,
+      dd_rule="paper",
+      dd_max_lid_fraction=0.25,
       dd_max_lid=0.5,
     )
   )
-  # Sharpness at the detector times: the FLIPD knee (at_knee) and each σ/ψ of noise_to_signal,
-  # at the sampler's state from the same noise; exact trace for D ≤ exact_max_dim.
+  # Sharpness: at the detection level (at_detection) averaged over num_noisy noisy states
+  # ψx̂ + σε of each sample, and at each σ/ψ of noise_to_signal at the sampler's state from the
+  # same noise; exact trace for D ≤ exact_max_dim.
   c.sharpness = ConfigDict(
     dict(
       enabled=True,
-      at_knee=True,
+      at_detection=True,
+      num_noisy=8,
       noise_to_signal=(SD_FIRST_STEP_NOISE_TO_SIGNAL,),
       exact_max_dim=16,
       num_probes=8,
@@ -111,7 +125,9 @@ def get_config(arg: str | None = None) -> ConfigDict:
     )
   )
   # Noise regimes on the training set: num_sigmas levels log-spaced over sigma_range (VE view);
-  # danger zone where C_σ ≥ threshold and W_σ ≥ threshold.
+  # W_σ of the training multiset as trained (multiset; False: the distinct points). The paper
+  # (arXiv:2602.17846) defines C_σ, W_σ and a danger zone at medium noise; the thresholds are
+  # memjax's: danger zone where C_σ ≥ threshold and W_σ ≥ threshold, shells of c = shell_c.
   c.regimes = ConfigDict(
     dict(
       enabled=True,
@@ -121,6 +137,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
       profile_num_noise=2,
       shell_c=5.0,
       threshold=0.8,
+      multiset=True,
     )
   )
   # Weight space (optional): Laplace over the parameters `select` ("" = all) at η (units of the
@@ -146,9 +163,10 @@ def get_config(arg: str | None = None) -> ConfigDict:
       check=True,  # refuse unconverged Lanczos pairs (False: sample with them, flagged)
     )
   )
-  # fpr: of TPR@FPR; held_out_control: score held-out real points like the samples (the chance
-  # floor M_c of real data and the detectors' reference negatives).
-  c.summary = ConfigDict(dict(fpr=0.01, held_out_control=True))
+  # Detection: fpr of TPR@FPR; bootstrap resamples and ci_level of the AUROC intervals;
+  # membership_baseline: held-out real points through the criterion (the chance floor of M_c)
+  # and, apart, training vs held-out points through the same detectors (not detection evidence).
+  c.summary = ConfigDict(dict(fpr=0.01, bootstrap=1000, ci_level=0.95, membership_baseline=True))
   c.report = ConfigDict(dict(num_show=8, bins=20))
 
   if arg == "large":  # a GPU audit of an image model (e.g. a diffusers DDPM on CIFAR-10)
@@ -164,6 +182,8 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.toy.train.steps = 1500
     c.sample.update(num_samples=32, rtol=1e-2, atol=1e-2)
     c.lid.update(num_t0=4, lpca_k=16)
+    c.sharpness.num_noisy = 4
+    c.summary.bootstrap = 200
     c.regimes.update(num_sigmas=6, num_noise=1, profile_num_noise=1)
     c.weight_space.update(
       enabled=True, eta=1.0, k=2, num_triples=8, num_posterior=2, select="out", geo_max_steps=64

@@ -4,30 +4,38 @@ r"""The audit's lenses: one trained field, four views of memorisation, one summa
 
 * **memorisation** (:mod:`memjax.memorisation`): nearest and second-nearest training point,
   ``r = d1²/d2²`` and the label ``r ≤ c`` at every ``c`` of the grid;
-* **LID** (:mod:`memjax.lid`): the FLIPD curve over a grid of ``t0``, its Kneedle knee, FLIPD
-  at the knee (Hutchinson with its standard error, or the exact trace for small ``D``), ``LID*``
-  of the nearest training point by local PCA and the manifold-memorisation (MMH) labels;
-* **sharpness** (:mod:`memjax.sharpness`): ``−tr ∇ₓs`` and ``||s||²`` at the detector times, at
-  the sampler's state reached from the same noise; with a class-conditional model also Wen et
-  al.'s ``||ε̂(x, c) − ε̂(x, ∅)||`` and ``||H^Δ s^Δ||²``;
-* **noise regimes** (:mod:`memjax.regimes`, on the training set): posterior concentration
-  ``W_σ``, shell coverage ``C_σ`` of held-out points, the danger zone, and how close the model's
-  denoiser is to the memorising optimum ``D*`` per σ;
+* **LID** (:mod:`memjax.lid`): FLIPD at a detection noise level FIXED BEFORE THE DATA (the LID
+  paper's matched level, σ/ψ of VP ``t0 = 0.05`` ≈ 0.174, by default), with its standard error;
+  the FLIPD curve over a grid of ``t0`` and its Kneedle knee as a diagnostic (refused as a
+  detection time when it sits on the grid's edge); ``LID*`` of the nearest training point by
+  local PCA (flagged "not estimable" when the neighbourhood is the whole training set or
+  rank-deficient) and the manifold-memorisation (MMH) labels under two DD-Mem rules;
+* **sharpness** (:mod:`memjax.sharpness`): ``−tr ∇ₓs`` and ``||s||²`` averaged over noisy states
+  ``ψx̂ + σε`` at the detection level, and at the sampler's state reached from the same noise at
+  the configured σ/ψ times; with a class-conditional model also Wen et al.'s
+  ``||ε̂(x, c) − ε̂(x, ∅)||`` and ``||H^Δ s^Δ||²``;
+* **noise regimes** (:mod:`memjax.regimes`, on the training multiset as trained): posterior
+  concentration ``W_σ``, shell coverage ``C_σ`` of held-out points, the danger zone, and how
+  close the model's denoiser is to the memorising optimum ``D*`` per σ;
 * optionally the **weight space** (:mod:`memjax.laplace`): ``M_c`` of the same noise under
   Euclidean and Riemannian Laplace samples of the weights at one ``η``.
 
-The summary scores every detector against the ratio labels (AUROC and TPR at 1 % FPR,
-:func:`memjax.metrics.detection_report`), counts the MMH classes and states the danger zone.
-Samples whose solve failed are reported with their diffrax result code and left out of every
-score (never replaced).
+The summary scores every detector on the GENERATED samples against their ratio labels, in the
+direction fixed a priori in :data:`DIRECTIONS` (AUROC with a bootstrap CI and TPR at 1 % FPR; an
+AUROC below 0.5 is reported as inverted, never flipped), per prompt for conditional models. With
+held-out data it adds, apart, a membership baseline (training vs held-out real points through
+the same detectors: not detection evidence) and the memorised fraction of real held-out points
+(the chance floor of ``M_c``). Samples whose solve failed are reported with their diffrax result
+code and left out of every score (never replaced).
 
 References:
   Ross et al., "A Geometric Framework for Understanding Memorization in Generative Models",
-  arXiv:2411.00113. Jeon et al., "Understanding and Mitigating Memorization in Generative Models
-  via Sharpness of Probability Landscapes", arXiv:2412.04140. "Two Calm Ends and the Wild
-  Middle: A Geometric Picture of Memorization in Diffusion Models", arXiv:2602.17846.
-  "Reducing Memorisation in Generative Models via Riemannian Bayesian Inference",
-  arXiv:2602.00199.
+  arXiv:2411.00113. Kamkari et al., "A Geometric View of Data Complexity: Efficient Local
+  Intrinsic Dimension Estimation with Diffusion Models", arXiv:2406.03537. Jeon et al.,
+  "Understanding and Mitigating Memorization in Generative Models via Sharpness of Probability
+  Landscapes", arXiv:2412.04140. "Two Calm Ends and the Wild Middle: A Geometric Picture of
+  Memorization in Diffusion Models", arXiv:2602.17846. "Reducing Memorisation in Generative
+  Models via Riemannian Bayesian Inference", arXiv:2602.00199.
 """
 
 from __future__ import annotations
@@ -89,30 +97,44 @@ class Memorisation(NamedTuple):
 
 
 class Lid(NamedTuple):
-  """FLIPD curve, knee, FLIPD at the knee, LID* and MMH labels."""
+  """FLIPD at the detection noise level, the knee diagnostic, LID* and the MMH labels."""
 
-  t0s: np.ndarray  # (T,) times of the curve, increasing noise
+  t0s: np.ndarray  # (T,) times of the diagnostic curve, increasing noise
   noise_to_signal: np.ndarray  # (T,) σ/ψ of those times
   curve: np.ndarray  # (T, N) FLIPD at each t0
-  knee: int  # index of the knee in t0s
-  t0: float  # the knee time
+  knee: int  # index of the curve's Kneedle knee in t0s (a diagnostic)
+  knee_t0: float  # the knee time
+  knee_on_edge: bool  # the knee is the first or last grid time: refused as a detection time
+  t0: float  # the detection time FLIPD is scored at
+  t0_noise_to_signal: float  # its σ/ψ
+  t0_source: str  # "fixed" (σ/ψ set before the data) or "knee"; why the knee was refused
   flipd: np.ndarray  # (N,) FLIPD at t0
   sem: np.ndarray  # (N,) its standard error (0 when exact)
   exact: bool  # exact trace (small D) or Hutchinson
-  lid_star: np.ndarray  # (N,) local-PCA LID* of the nearest training point
-  mmh: np.ndarray  # (N,) memjax.lid MMH class (0 not memorised, 1 OD, 2 DD, 3 other)
-  mmh_counts: dict  # {name: count} over the scored samples
+  lid_star: np.ndarray  # (N,) local-PCA LID* of the nearest training point (NaN: not estimable)
+  lid_star_note: str  # "" when LID* is estimable, else why not
+  mmh: dict  # {rule: (N,) memjax.lid MMH class (0 not memorised, 1 OD, 2 DD, 3 other; -1)}
+  mmh_counts: dict  # {rule: {name: count}}; {} when LID* is not estimable
 
 
 class Sharpness(NamedTuple):
-  """``−tr ∇s`` and ``||s||²`` at each detector time (sampler states from the same noise)."""
+  """``−tr ∇s`` and ``||s||²`` at each detector time.
+
+  At ``"det"`` (the detection noise level) they are averaged over ``K`` noisy states
+  ``y = ψ x̂ + σ ε`` of each sample; at the ``nsr…`` times they are read at the sampler's state
+  reached from the same noise. ``residual`` is the clean-point quantity ``||s(ψ x̂, t)||²`` at
+  the detection time: the denoising residual ``ψ² ||D(ψ x̂) − x̂||² / σ⁴``, reported beside the
+  detectors, never as sharpness.
+  """
 
   names: tuple  # (K,) names of the detector times
   times: np.ndarray  # (K,)
   noise_to_signal: np.ndarray  # (K,)
+  states: tuple  # (K,) "noisy (K draws)" or "sampler"
   neg_trace: np.ndarray  # (K, N) −tr ∇ₓ s
   trace_sem: np.ndarray  # (K, N) standard error of the trace (0 when exact)
   score_sq: np.ndarray  # (K, N) ||s||²
+  residual: np.ndarray | None  # (N,) denoising residual at the detection time
 
 
 class Guidance(NamedTuple):
@@ -127,12 +149,13 @@ class Regimes(NamedTuple):
   """Noise regimes of the training set and the model's distance to ``D*`` per σ."""
 
   sigmas: np.ndarray  # (S,) VE noise levels σ/ψ
-  max_weight: np.ndarray  # (S,) W_σ
+  max_weight: np.ndarray  # (S,) W_σ (of the training multiset, or the distinct points)
   n_eff: np.ndarray  # (S,) E exp H
   coverage: np.ndarray  # (S,) C_σ of held-out points (NaN without held-out data)
   boundaries: dict  # memjax.regimes.regime_boundaries (+ "rough" guesses)
   rel_dist: np.ndarray  # (S,) E||D_θ − D*|| / E||D* − D_lin||
   alignment: np.ndarray  # (S,) 1: D_θ behaves like D*, 0: like D_lin
+  multiset: bool  # W_σ over the training multiset as trained (copies weigh by multiplicity)
 
 
 class WeightSpace(NamedTuple):
@@ -146,6 +169,20 @@ class WeightSpace(NamedTuple):
   grad_norm: float  # ||∇L(θ*)|| of the curvature loss at the θ* used
 
 
+class Membership(NamedTuple):
+  """The membership baseline: training points against held-out real points, same detectors.
+
+  This measures whether a detector tells a training member from a fresh draw of the data; it
+  says nothing about memorised vs non-memorised GENERATED samples and is never detection
+  evidence. ``m_c`` (held-out points through the criterion) is the chance floor of ``M_c``.
+  """
+
+  m_c: dict  # {c_label: M_c of held-out points}
+  held_memorised: np.ndarray  # (M,) bool, r ≤ c of the held-out points
+  num_train: int  # training points scored (distinct, up to num_samples)
+  detectors: dict  # {name: ((n,) training-point scores, (M,) held-out scores)}
+
+
 class AuditReport(NamedTuple):
   """Everything :func:`run` found; ``summary`` is the JSON-able headline."""
 
@@ -157,8 +194,8 @@ class AuditReport(NamedTuple):
   guidance: Guidance | None
   regimes: Regimes | None
   weight_space: WeightSpace | None
-  control: Control | None  # held-out real points through the same lenses
-  detectors: dict  # {name: (N,) score, larger = more likely memorised}
+  membership: Membership | None  # training vs held-out real points (not detection evidence)
+  detectors: dict  # {name: (N,) score, larger = more likely memorised (DIRECTIONS)}
   summary: dict
   train: np.ndarray  # the training points (for the report's nearest-image grid)
 
@@ -183,6 +220,12 @@ def _sharpness_jit(score_fn, settings, mesh, xs, t, key):
 
   keys = jax.random.split(key, xs.shape[0])
   return distributed.map_rows(jax.vmap(one), xs, keys, mesh=mesh)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _score_sq_jit(score_fn, mesh, xs, t):
+  one = lambda x: sharpness.score_norm_sq(score_fn, x, t)
+  return distributed.map_rows(jax.vmap(one), xs, mesh=mesh)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
@@ -326,14 +369,53 @@ def _times(schedule, ratios, dtype):
   return np.asarray(_time_at_noise_to_signal(schedule, jnp.asarray(ratios, dtype), 100))
 
 
+def lid_star_estimable(num_train: int, k: int, dim: int) -> str:
+  """``""`` when local PCA on ``k`` neighbours among ``num_train`` points can estimate a LID*
+  up to ``dim``, else the reason it cannot.
+
+  Not estimable when the neighbourhood is the whole training set (``k ≥ num_train``: every
+  query gets the same global estimate) or when ``k`` centred points have rank ``≤ k − 1 < D``
+  (dimensions beyond ``k − 1`` are invisible, so LID* is capped below ``D`` by the sample size,
+  not the data).
+  """
+  if k >= num_train:
+    return f"not estimable: {k} neighbours >= {num_train} training points"
+  if k - 1 < dim:
+    return f"not estimable: {k} neighbours give rank <= {k - 1} < D = {dim}"
+  return ""
+
+
+def _lid_star(train, x, lcfg, dim):
+  """``(LID* (Q,), note)``: local PCA of each query's nearest training point, or NaN + why not."""
+  k = int(lcfg.lpca_k)
+  note = lid_star_estimable(len(train), k, dim)
+  if note:
+    return np.full(x.shape[0], np.nan), note
+  star = lid.lpca(jnp.asarray(train), k, queries=x, threshold=float(lcfg.lpca_threshold))
+  return np.asarray(star, np.float64), ""
+
+
+def detection_time(model: Model, lcfg) -> float:
+  """The time of ``model.schedule`` at the detection noise level ``lcfg.detection_noise_to_signal``
+  (fixed before the data: the LID paper's VP ``t0 = 0.05`` by default)."""
+  return float(_times(model.schedule, [float(lcfg.detection_noise_to_signal)], model.dtype)[0])
+
+
 def lid_lens(
   model: Model, samples, ok, train, mem: Memorisation, key, lcfg, mesh=None, tick=None
 ) -> Lid:
-  """FLIPD curve and knee, FLIPD at the knee with its SEM, LID* and the MMH labels.
+  """FLIPD at the detection time (with its SEM), the knee diagnostic, LID* and the MMH labels.
 
+  The detection time is fixed before the data (``lcfg.detection_noise_to_signal``); with
+  ``lcfg.t0_rule = "knee"`` the Kneedle knee of the FLIPD curve is used instead, unless it sits
+  on the grid's edge (then refused, and the fixed level is used and the refusal recorded).
   ``tick()`` is called after each of the three steps (progress bars).
   """
   tick = tick or (lambda: None)
+  if lcfg.t0_rule not in ("fixed", "knee"):
+    raise ValueError(f"`cfg.lid.t0_rule` must be 'fixed' or 'knee'; got {lcfg.t0_rule!r}.")
+  if lcfg.dd_rule not in MMH_RULES:
+    raise ValueError(f"`cfg.lid.dd_rule` must be one of {MMH_RULES}; got {lcfg.dd_rule!r}.")
   x = jnp.asarray(samples[ok], model.dtype)
   exact = model.dim <= lcfg.exact_max_dim
   opts = dict(
@@ -345,49 +427,75 @@ def lid_lens(
   )
   ratios = np.geomspace(*lcfg.noise_to_signal_range, int(lcfg.num_t0))
   t0s = _times(model.schedule, ratios, model.dtype)
-  curve = np.asarray(lid.flipd_curve(model.field, x, jnp.asarray(t0s), model.schedule, **opts))
-  t0, knee = lid.auto_t0(jnp.asarray(t0s), jnp.asarray(curve), model.schedule)
-  t0 = float(t0)
+  knee = lid.flipd_at_knee(model.field, x, jnp.asarray(t0s), model.schedule, **opts)
   tick()
+  t0, source = detection_time(model, lcfg), "fixed"
+  if lcfg.t0_rule == "knee":
+    if knee.on_edge:
+      source = "fixed (knee refused: on the grid's edge)"
+    else:
+      t0, source = knee.t0, "knee"
   det = lid.flipd_details(model.field, x, t0, model.schedule, **opts)
   tick()
-  k = max(2, min(int(lcfg.lpca_k), len(train)))
-  star = np.asarray(
-    lid.lpca(jnp.asarray(train), k, queries=x, threshold=float(lcfg.lpca_threshold)), np.float64
-  )
+  star, note = _lid_star(train, x, lcfg, model.dim)
   tick()
-  memd = jnp.asarray(mem.memorised[memorisation.c_label(mem.c)][ok])
   flipd = np.asarray(det.lid)
-  labels = np.asarray(
-    lid.mmh_labels(
-      jnp.asarray(flipd),
-      jnp.asarray(star, flipd.dtype),
-      memd,
-      tol=float(lcfg.mmh_tol),
-      dd_max_lid=float(lcfg.dd_max_lid),
-    )
-  )
+  mmh, counts = {}, {}
+  if not note:
+    memd = jnp.asarray(mem.memorised[memorisation.c_label(mem.c)][ok])
+    for rule in MMH_RULES:
+      dd_max = _dd_max_lid(rule, lcfg, model.dim)
+      labels = np.asarray(
+        lid.mmh_labels(
+          jnp.asarray(flipd),
+          jnp.asarray(star, flipd.dtype),
+          memd,
+          tol=float(lcfg.mmh_tol),
+          dd_max_lid=dd_max,
+        )
+      )
+      mmh[rule] = _scatter(labels, ok, -1)
+      counts[rule] = lid.mmh_counts(labels)
+  ratio_t0 = float(paths.noise_to_signal(model.schedule, jnp.asarray(t0, model.dtype)))
   return Lid(
     t0s,
     ratios,
-    np.stack([_scatter(c, ok) for c in curve]),
-    int(knee),
-    t0,
+    np.stack([_scatter(c, ok) for c in np.asarray(knee.curves)]),
+    knee.index,
+    knee.t0,
+    knee.on_edge,
+    float(t0),
+    ratio_t0,
+    source,
     _scatter(flipd, ok),
     _scatter(det.sem, ok),
     bool(exact),
     _scatter(star, ok),
-    _scatter(labels, ok, -1),
-    lid.mmh_counts(labels),
+    note,
+    mmh,
+    counts,
   )
 
 
-def detector_times(model: Model, knee_t0: float | None, scfg) -> tuple[tuple, np.ndarray]:
-  """``(names, times)``: the FLIPD knee (when known) and the configured σ/ψ ratios."""
+# The MMH rules for DD-Mem (|LIDθ − LID*| ≤ tol and LID* small): "paper" (Ross et al.: LID* small
+# RELATIVE TO D, here LID* ≤ dd_max_lid_fraction · D, e.g. template copies) and
+# "exact_duplicate" (LID* ≤ dd_max_lid, i.e. LID* ≈ 0: exact copies only).
+MMH_RULES = ("paper", "exact_duplicate")
+
+
+def _dd_max_lid(rule, lcfg, dim):
+  if rule == "paper":
+    return float(lcfg.dd_max_lid_fraction) * dim
+  return float(lcfg.dd_max_lid)
+
+
+def detector_times(model: Model, det_t0: float | None, scfg) -> tuple[tuple, np.ndarray]:
+  """``(names, times)``: the detection time ``"det"`` (noisy states, when ``det_t0`` is given)
+  and the configured σ/ψ ratios ``"nsr…"`` (sampler states)."""
   names, times = [], []
-  if knee_t0 is not None and scfg.at_knee:
-    names.append("knee")
-    times.append(knee_t0)
+  if det_t0 is not None and scfg.at_detection:
+    names.append("det")
+    times.append(det_t0)
   for ratio in scfg.noise_to_signal:
     names.append(f"nsr{float(ratio):g}")
     times.append(float(_times(model.schedule, [ratio], model.dtype)[0]))
@@ -425,9 +533,37 @@ def _sharp_scores(model: Model, xs, labels, t, key, settings, mesh):
   return out
 
 
-def _knee_points(model: Model, x, t):
-  """``ψ(t) x``: the clean points rescaled to time ``t`` (where FLIPD evaluates)."""
-  return np.asarray(model.schedule.psi(jnp.asarray(t, model.dtype))) * np.asarray(x)
+def noisy_states(model: Model, x, t, num_noisy: int, key):
+  """``(K, N, D)`` noisy states ``y_k = ψ(t) x + σ(t) ε_k`` of the clean points ``x`` at time
+  ``t``, ``ε_k = jax.random.normal(key, (K, N, D))``."""
+  x = np.asarray(x)
+  eps = np.asarray(jax.random.normal(key, (int(num_noisy),) + x.shape, model.dtype))
+  tt = jnp.asarray(t, model.dtype)
+  psi, sig = np.asarray(model.schedule.psi(tt)), np.asarray(model.schedule.sigma(tt))
+  return psi * x[None] + sig * eps
+
+
+def noisy_sharpness(model: Model, x, labels, t, num_noisy: int, key, settings, mesh=None):
+  """``−tr ∇s`` (and its SEM) and ``||s||²`` averaged over ``K`` noisy states of each point.
+
+  ``E_ε[−tr ∇_y s(y, t)]`` and ``E_ε[||s(y, t)||²]`` at ``y = ψ(t) x + σ(t) ε`` (Monte Carlo
+  over the ``K`` draws of :func:`noisy_states`): the expectation over ``p_t(y | x)`` in which
+  the sharpness papers state their lemma, not the clean point ``ψ x`` (where ``||s||²`` is the
+  denoising residual). Returns three ``(N,)`` arrays (NaN where any state is non-finite).
+
+  References:
+    Jeon et al., "Understanding and Mitigating Memorization in Generative Models via Sharpness of
+    Probability Landscapes", arXiv:2412.04140.
+  """
+  k_eps, k_probe = jax.random.split(key)
+  ys = noisy_states(model, x, t, num_noisy, k_eps)
+  K, N = ys.shape[:2]
+  lab = None if labels is None else np.tile(np.asarray(labels), K)
+  neg_tr, sem, sq = _sharp_scores(model, ys.reshape(K * N, -1), lab, t, k_probe, settings, mesh)
+  mean = lambda v: np.asarray(v).reshape(K, N).mean(axis=0)
+  # The SEM of the average of K independent Hutchinson estimates.
+  sem = np.sqrt(np.sum(np.asarray(sem).reshape(K, N) ** 2, axis=0)) / K
+  return mean(neg_tr), sem, mean(sq)
 
 
 def sharpness_lens(
@@ -435,10 +571,12 @@ def sharpness_lens(
 ):
   """``−tr ∇s`` (Hutchinson, exact for small D) and ``||s||²`` at each detector time.
 
-  At the knee the field is evaluated at the clean sample rescaled, ``ψ(t0) x̂`` (where FLIPD
-  looks, so held-out data can be scored alike); at the σ/ψ times at the sampler's state reached
-  from the same noise (the sharpness papers' protocol). A conditional model also gets the
-  guidance detectors at the first σ/ψ time (else at the knee).
+  At ``"det"`` (the detection noise level, where FLIPD is scored) they are averaged over
+  ``hcfg.num_noisy`` noisy states ``ψ x̂ + σ ε`` of each sample (:func:`noisy_sharpness`), and
+  the denoising residual ``||s(ψ x̂)||²`` at the clean point is kept apart; at the σ/ψ times they
+  are read at the sampler's state reached from the same noise (the sharpness papers' protocol
+  for the first sampling step). A conditional model also gets the guidance detectors at the
+  first sampler-state time (else at the detection time).
 
   Returns ``(Sharpness, Guidance | None)``; ``tick()`` is called after each time.
   """
@@ -448,17 +586,24 @@ def sharpness_lens(
   settings = (None if exact else int(hcfg.num_probes), int(hcfg.chunk_size))
   labels = None if gen.labels is None else gen.labels[ok]
   rows = {"neg_trace": [], "sem": [], "score_sq": []}
-  guidance = None
+  states, residual, guidance = [], None, None
   for i, t in enumerate(times):
-    if names[i] == "knee":
-      xs = _knee_points(model, gen.samples[ok], t)
+    k = jax.random.fold_in(key, i)
+    if names[i] == "det":
+      xs = _clean_points(model, gen.samples[ok], t)
+      out = noisy_sharpness(
+        model, gen.samples[ok], labels, t, int(hcfg.num_noisy), k, settings, mesh
+      )
+      residual = _scatter(_residual(model, xs, labels, t, mesh), ok)
+      states.append(f"noisy ({int(hcfg.num_noisy)} draws)")
     else:
       xs, codes = _states_at(model, gen, t, scfg, mesh)
       xs = np.where((codes == 0)[:, None], xs, np.nan)
-    out = _sharp_scores(model, xs, labels, t, jax.random.fold_in(key, i), settings, mesh)
+      out = _sharp_scores(model, xs, labels, t, k, settings, mesh)
+      states.append("sampler")
     for name, o in zip(rows, out):
       rows[name].append(_scatter(o, ok))
-    if model.cond is not None and guidance is None and (names[i] != "knee" or i == len(times) - 1):
+    if model.cond is not None and guidance is None and (names[i] != "det" or i == len(times) - 1):
       good = np.all(np.isfinite(xs), axis=1)
       wen, hs = (np.full(len(xs), np.nan) for _ in range(2))
       if good.any():
@@ -478,73 +623,147 @@ def sharpness_lens(
     tuple(names),
     np.asarray(times),
     ratios,
+    tuple(states),
     np.stack(rows["neg_trace"]),
     np.stack(rows["sem"]),
     np.stack(rows["score_sq"]),
+    residual,
   )
   return sharp, guidance
 
 
-class Control(NamedTuple):
-  """Held-out real points through the same lenses: what genuine data scores.
+def _residual(model: Model, xs, labels, t, mesh):
+  """``||s(y, t)||²`` at the rows of ``xs`` (per label for a conditional model)."""
+  out = np.full(len(xs), np.nan)
+  groups = [(None, np.ones(len(xs), bool))]
+  if model.cond is not None:
+    groups = [(int(c), labels == c) for c in np.unique(labels)]
+  for label, sel in groups:
+    if sel.any():
+      out[sel] = np.asarray(
+        _score_sq_jit(
+          model.point("score", label), mesh, jnp.asarray(xs[sel]), jnp.asarray(t, model.dtype)
+        )
+      )
+  return out
 
-  ``ratio`` gives the chance floor of the criterion (``m_c``: M_c of real data); ``detectors``
-  holds the detectors that need no sampler state (FLIPD and LID* at the knee, sharpness at the
-  knee), the reference negatives of :func:`summarise`'s ``detection_vs_held_out``.
-  """
 
-  ratio: np.ndarray  # (M,)
-  m_c: dict  # {c_label: M_c of held-out points}
-  detectors: dict  # {name: (M,) score}
+def _clean_points(model: Model, x, t):
+  """``ψ(t) x``: the clean points rescaled to time ``t`` (where FLIPD evaluates)."""
+  return np.asarray(model.schedule.psi(jnp.asarray(t, model.dtype))) * np.asarray(x)
 
 
-def control_lens(model: Model, held_out, train, lid_res, key, cfg, mesh=None) -> Control:
-  """The memorisation ratio and the knee detectors of (up to ``num_samples``) held-out points."""
-  held = np.asarray(held_out)[: int(cfg.sample.num_samples)]
-  ok = np.ones(len(held), bool)
-  mem = memorisation_lens(held, ok, train, cfg.memorisation, mesh)
+def stateless_scores(model: Model, x, train, lid_res, key, cfg, mesh=None) -> dict:
+  """The detectors that need no sampler state, at points ``x`` (real or generated): FLIPD and
+  LID* − FLIPD at the detection time, and the noisy-state sharpness there."""
   dets = {}
-  if lid_res is not None and model.cond is None:
-    x = jnp.asarray(held, model.dtype)
+  xj = jnp.asarray(x, model.dtype)
+  k_lid, k_sharp = jax.random.split(key)
+  if lid_res is not None:
     opts = dict(
       parameterisation=model.parameterisation,
-      key=key,
+      key=k_lid,
       n_probes=None if lid_res.exact else int(cfg.lid.num_probes),
       batch_size=int(cfg.lid.batch_size) if cfg.lid.batch_size else None,
       mesh=mesh,
     )
-    flipd = np.asarray(lid.flipd(model.field, x, lid_res.t0, model.schedule, **opts))
-    k = max(2, min(int(cfg.lid.lpca_k), len(train)))
-    star = np.asarray(
-      lid.lpca(jnp.asarray(train), k, queries=x, threshold=float(cfg.lid.lpca_threshold)),
-      np.float64,
-    )
+    flipd = np.asarray(lid.flipd(model.field, xj, lid_res.t0, model.schedule, **opts))
     dets["neg_flipd"] = -flipd
-    dets["lid_star_minus_flipd"] = star - flipd
-    if cfg.sharpness.enabled and cfg.sharpness.at_knee:
-      exact = model.dim <= cfg.sharpness.exact_max_dim
-      settings = (None if exact else int(cfg.sharpness.num_probes), int(cfg.sharpness.chunk_size))
-      xs = _knee_points(model, held, lid_res.t0)
-      neg_tr, _, sq = _sharp_scores(
-        model, xs, None, lid_res.t0, jax.random.fold_in(key, 1), settings, mesh
-      )
-      dets["neg_trace_knee"] = neg_tr
-      dets["score_sq_knee"] = sq
-  return Control(mem.ratio, mem.m_c, dets)
+    if not lid_res.lid_star_note:
+      dets["lid_star_minus_flipd"] = _lid_star(train, xj, cfg.lid, model.dim)[0] - flipd
+  h = cfg.sharpness
+  if h.enabled and h.at_detection:
+    t = lid_res.t0 if lid_res is not None else detection_time(model, cfg.lid)
+    exact = model.dim <= h.exact_max_dim
+    settings = (None if exact else int(h.num_probes), int(h.chunk_size))
+    neg_tr, _, sq = noisy_sharpness(model, x, None, t, int(h.num_noisy), k_sharp, settings, mesh)
+    dets["neg_trace_det"] = neg_tr
+    dets["score_sq_det"] = sq
+  return dets
+
+
+def membership_lens(model: Model, held_out, train, lid_res, key, cfg, mesh=None) -> Membership:
+  """Training points (distinct, up to ``num_samples``, drawn with ``key``) and held-out real
+  points (up to ``num_samples``) through the same stateless detectors, and the memorisation
+  ratio of the held-out points (the chance floor of ``M_c``).
+
+  A membership baseline: it compares members with non-members of the training set, both real;
+  it is reported apart and never used as evidence that a detector finds memorised samples.
+  """
+  n = int(cfg.sample.num_samples)
+  held = np.asarray(held_out)[:n]
+  mem = memorisation_lens(held, np.ones(len(held), bool), train, cfg.memorisation, mesh)
+  flat = np.asarray(train).reshape(len(train), -1)
+  distinct = flat[np.sort(np.unique(flat, axis=0, return_index=True)[1])]
+  k_pick, k_train, k_held = jax.random.split(key, 3)
+  pick = np.asarray(jax.random.permutation(k_pick, len(distinct)))[:n]
+  members = distinct[np.sort(pick)]
+  dets = {}
+  if model.cond is None:
+    a = stateless_scores(model, members, train, lid_res, k_train, cfg, mesh)
+    b = stateless_scores(model, held, train, lid_res, k_held, cfg, mesh)
+    dets = {name: (a[name], b[name]) for name in a}
+  label = memorisation.c_label(mem.c)
+  return Membership(mem.m_c, mem.memorised[label], len(members), dets)
+
+
+def _multiset_posterior(distinct, log_counts, y, sigma):
+  """``(max_j w_j, H)`` of ``w_j ∝ m_j exp(−||y − u_j||² / 2σ²)`` for each row of ``y``: the
+  posterior over the DISTINCT points ``u_j`` of a multiset with multiplicities ``m_j``."""
+  d2 = jnp.sum((y[:, None, :] - distinct[None]) ** 2, axis=-1)
+  logits = log_counts[None] - d2 / (2.0 * sigma**2)
+  logw = logits - jax.scipy.special.logsumexp(logits, axis=1, keepdims=True)
+  w = jnp.exp(logw)
+  return jnp.max(w, axis=1), -jnp.sum(w * logw, axis=1)
+
+
+_multiset_posterior_jit = jax.jit(_multiset_posterior)
+
+
+def multiset_concentration(key, train, sigmas, num_noise: int):
+  """``W_σ`` and ``E exp H`` of the training MULTISET as trained.
+
+  Noisy states ``y = x + σz`` start at every training row (a point copied ``m`` times is drawn
+  ``m`` times as often), and the posterior of ``y`` is over the distinct points with prior
+  weights equal to their multiplicities (the empirical optimum of the training loss on this very
+  set); ``W_σ = E max_j w_j``, ``N_eff = E exp H``. Returns ``(W (S,), N_eff (S,))``.
+
+  References:
+    "Two Calm Ends and the Wild Middle: A Geometric Picture of Memorization in Diffusion Models",
+    arXiv:2602.17846.
+  """
+  x = np.asarray(train)
+  distinct, counts = np.unique(x, axis=0, return_counts=True)
+  base = np.repeat(x, int(num_noise), axis=0)
+  z = np.asarray(jax.random.normal(key, base.shape, x.dtype))
+  dj, lc = jnp.asarray(distinct), jnp.asarray(np.log(counts), x.dtype)
+  w, ne = [], []
+  for s in np.asarray(sigmas):
+    mw, h = _multiset_posterior_jit(dj, lc, jnp.asarray(base + s * z), jnp.asarray(s, x.dtype))
+    w.append(float(jnp.mean(mw)))
+    ne.append(float(jnp.mean(jnp.exp(h))))
+  return np.asarray(w), np.asarray(ne)
 
 
 def regimes_lens(model: Model, train, held_out, key, rcfg, tick=None) -> Regimes:
   """``W_σ``, ``C_σ`` (with held-out data), the boundaries and the model-vs-``D*`` profile;
-  ``tick()`` after each of the three curves."""
+  ``tick()`` after each of the three curves.
+
+  ``W_σ`` is that of the training multiset as trained (:func:`multiset_concentration`) with
+  ``rcfg.multiset`` (default), else of the distinct points; ``C_σ`` is over the distinct points
+  (a shell around a copy is the same shell).
+  """
   tick = tick or (lambda: None)
   x = jnp.asarray(train, model.dtype)
-  # Concentration and coverage over DISTINCT points (copies are one source point); the profile's
-  # D* keeps the multiplicities (it is the optimum of the training loss on this very set).
   flat = np.asarray(train).reshape(len(train), -1)
   distinct = jnp.asarray(flat[np.sort(np.unique(flat, axis=0, return_index=True)[1])], x.dtype)
   sig = np.geomspace(*rcfg.sigma_range, int(rcfg.num_sigmas)).astype(np.dtype(model.dtype))
   k1, k2, k3 = jax.random.split(key, 3)
-  conc = regimes.concentration(k1, distinct, sig, num_noise=int(rcfg.num_noise))
+  if rcfg.multiset:
+    max_weight, n_eff = multiset_concentration(k1, flat, sig, int(rcfg.num_noise))
+  else:
+    conc = regimes.concentration(k1, distinct, sig, num_noise=int(rcfg.num_noise))
+    max_weight, n_eff = np.asarray(conc.max_weight), np.asarray(conc.n_eff)
   tick()
   if held_out is not None:
     held = jnp.asarray(held_out, model.dtype)
@@ -557,7 +776,7 @@ def regimes_lens(model: Model, train, held_out, key, rcfg, tick=None) -> Regimes
     cov = np.full(sig.shape, np.nan)
   tick()
   bounds = regimes.regime_boundaries(
-    sig, np.nan_to_num(cov, nan=0.0), conc.max_weight, float(rcfg.threshold)
+    sig, np.nan_to_num(cov, nan=0.0), max_weight, float(rcfg.threshold)
   )
   if held_out is not None and len(distinct) >= 3:
     bounds["rough"] = regimes.rough_boundaries(distinct, held, float(rcfg.shell_c))
@@ -567,12 +786,13 @@ def regimes_lens(model: Model, train, held_out, key, rcfg, tick=None) -> Regimes
   prof = regimes.denoiser_profile(k3, denoise, x, sig, num_noise=int(rcfg.profile_num_noise))
   return Regimes(
     sig,
-    np.asarray(conc.max_weight),
-    np.asarray(conc.n_eff),
+    np.asarray(max_weight),
+    np.asarray(n_eff),
     cov,
     bounds,
     np.asarray(prof.rel_dist),
     np.asarray(prof.alignment),
+    bool(rcfg.multiset),
   )
 
 
@@ -672,13 +892,36 @@ def weight_space_lens(model: Model, gen: Generation, train, key, wcfg, mcfg, scf
 # ---------------------------------------------------------------------------
 # Summary.
 
+# Each detector's expected direction, fixed before any data: the score is oriented so that a
+# LARGER score means "more likely memorised", for the reason given. AUROC is always computed in
+# this direction; below 0.5 the detector is reported as inverted, never flipped.
+DIRECTIONS = {
+  "neg_flipd": "low FLIPD ⇒ memorised (a memorised sample sits on a low-dimensional piece of "
+  "the model's manifold; Ross et al., Kamkari et al.)",
+  "lid_star_minus_flipd": "FLIPD below the data's LID* ⇒ memorised (OD-Mem; Ross et al.)",
+  "neg_trace": "large −tr ∇s ⇒ memorised (a sharp peak of the density; Jeon et al.)",
+  "score_sq": "large ||s||² ⇒ memorised (Jeon et al.'s score-norm detector)",
+  "wen_eps": "large ||ε̂(x, c) − ε̂(x, ∅)|| ⇒ memorised (Wen et al.)",
+  "hs_detector": "large ||H^Δ s^Δ||² ⇒ memorised (Jeon et al.)",
+}
+INVERTED = "inverted — not evidence for this detector"
+
+
+def detector_direction(name: str) -> str:
+  """The expected direction of detector ``name`` (:data:`DIRECTIONS`, by name or prefix)."""
+  for key, text in DIRECTIONS.items():
+    if name == key or name.startswith(key + "_"):
+      return text
+  raise ValueError(f"detector {name!r} has no direction fixed in DIRECTIONS.")
+
 
 def detector_scores(lid_res, sharp, guidance) -> dict:
   """``{name: (N,) score}``, larger = more likely memorised, for every detector computed."""
   out = {}
   if lid_res is not None:
     out["neg_flipd"] = -lid_res.flipd
-    out["lid_star_minus_flipd"] = lid_res.lid_star - lid_res.flipd
+    if not lid_res.lid_star_note:
+      out["lid_star_minus_flipd"] = lid_res.lid_star - lid_res.flipd
   if sharp is not None:
     for k, name in enumerate(sharp.names):
       out[f"neg_trace_{name}"] = sharp.neg_trace[k]
@@ -689,25 +932,101 @@ def detector_scores(lid_res, sharp, guidance) -> dict:
   return out
 
 
-def summarise(gen, mem, lid_res, regimes_res, weights, control, detectors, fpr: float) -> dict:
+def _status(auroc, lo, hi) -> str:
+  if not np.isfinite(auroc):
+    return "undefined (one class)"
+  if auroc < 0.5:
+    return INVERTED + (" (CI contains 0.5)" if hi >= 0.5 else "")
+  return "separates" if lo > 0.5 else "chance (CI contains 0.5)"
+
+
+def detection_row(name, scores, labels, scfg, seed: int = 0) -> dict:
+  """One detector's row: its direction, AUROC in that direction with a bootstrap CI,
+  TPR at ``scfg.fpr``, class counts and a status (``INVERTED`` when AUROC < 0.5)."""
+  fpr = float(scfg.fpr)
+  rep = metrics.detection_report(scores, labels, fprs=(fpr,))
+  lo = hi = float("nan")
+  if np.isfinite(rep["auroc"]):
+    fin = np.isfinite(np.asarray(scores, np.float64))
+    _, lo, hi = metrics.auroc_ci(
+      np.asarray(scores)[fin],
+      np.asarray(labels)[fin],
+      num_resamples=int(scfg.bootstrap),
+      level=float(scfg.ci_level),
+      seed=seed,
+    )
+  return {
+    "direction": detector_direction(name),
+    "auroc": rep["auroc"],
+    "ci_lo": lo,
+    "ci_hi": hi,
+    "tpr_at_fpr": rep[f"tpr_at_{fpr * 100:g}pct_fpr"],
+    "num_positive": rep["num_positive"],
+    "num_negative": rep["num_negative"],
+    "num_nonfinite": rep["num_nonfinite"],
+    "status": _status(rep["auroc"], lo, hi),
+  }
+
+
+def per_prompt_rows(gen, labels, detectors, scfg) -> dict:
+  """Per-prompt detection of a conditional model: each prompt (class label) scores the mean of
+  its ``n`` generations, is memorised when at least half of them are, and prompts are ranked
+  (:func:`memjax.metrics.group_by_prompt`, :func:`memjax.metrics.per_prompt_detection`, the
+  protocol of ``experiments/sharpness/detection.py``). ``{"note": why}`` when the prompts do
+  not have equally many scored generations."""
+  prompts = gen.labels[gen.ok]
+  _, counts = np.unique(prompts, return_counts=True)
+  if len(set(counts.tolist())) != 1:
+    return {"note": f"not computed: unequal scored generations per prompt {counts.tolist()}"}
+  out = {}
+  for name, score in detectors.items():
+    _, s, y = metrics.group_by_prompt(score[gen.ok], prompts, labels)
+    row = detection_row(name, np.mean(s, axis=1), y, scfg)
+    row["generations_per_prompt"] = int(s.shape[1])
+    out[name] = row
+  return out
+
+
+def _danger_zone(regimes_res, rcfg) -> dict:
+  b = regimes_res.boundaries
+  lo, hi = b["danger_lo"], b["danger_hi"]
+  found = bool(np.isfinite(lo) and np.isfinite(hi) and hi > lo)
+  return {
+    "found": found,
+    "text": f"[{lo:.3g}, {hi:.3g}]" if found else "none found",
+    "lo": lo if found else float("nan"),
+    "hi": hi if found else float("nan"),
+    "grid_lo": lo,
+    "grid_hi": hi,
+    "sigma_small": b["sigma_small"],
+    "sigma_large": b["sigma_large"],
+    "threshold": b["threshold"],
+    "shell_c": float(rcfg.shell_c),
+    "multiset": regimes_res.multiset,
+    "coverage_available": bool(np.isfinite(regimes_res.coverage).all()),
+    "definition": (
+      "paper (arXiv:2602.17846): shell coverage C_σ and posterior concentration W_σ, a danger "
+      "zone at medium noise where both are high; memjax: the zone is the grid σ with C_σ ≥ "
+      f"{b['threshold']:g} and W_σ ≥ {b['threshold']:g}, shells of c = {float(rcfg.shell_c):g} "
+      "(config regimes.threshold, regimes.shell_c), W_σ on the "
+      + ("training multiset as trained" if regimes_res.multiset else "distinct training points")
+      + "; a zone of a single grid σ is reported as none found"
+    ),
+  }
+
+
+def summarise(gen, mem, lid_res, regimes_res, weights, membership, detectors, cfg) -> dict:
   """The headline numbers: M_c, detection per detector, MMH counts, the danger zone.
 
-  ``detection``: every detector against the ratio labels of the generated samples.
-  ``detection_vs_held_out`` (with ``control``): memorised generated samples (positives) against
-  held-out real points (negatives), for the detectors that score both; it answers the same
-  question when (nearly) every generated sample is memorised and ``detection`` has no negatives.
+  ``detection``: every detector on the GENERATED samples against their ratio labels (the only
+  detection evidence), each row with its a-priori direction, AUROC and bootstrap CI, TPR at
+  ``cfg.summary.fpr`` and a status. ``detection_per_prompt`` (conditional models): the same
+  over prompts. ``membership_baseline`` (with held-out data): training points against held-out
+  real points through the same detectors — membership, reported apart, not detection evidence.
   """
+  scfg = cfg.summary
   labels = mem.memorised[memorisation.c_label(mem.c)][gen.ok]
-  det = {}
-  for name, score in detectors.items():
-    rep = metrics.detection_report(score[gen.ok], labels, fprs=(fpr,))
-    det[name] = {
-      "auroc": rep["auroc"],
-      "tpr_at_fpr": rep[f"tpr_at_{fpr * 100:g}pct_fpr"],
-      "num_positive": rep["num_positive"],
-      "num_negative": rep["num_negative"],
-      "num_nonfinite": rep["num_nonfinite"],
-    }
+  det = {name: detection_row(name, s[gen.ok], labels, scfg) for name, s in detectors.items()}
   out = {
     "num_samples": int(len(gen.ok)),
     "num_scored": int(gen.ok.sum()),
@@ -715,39 +1034,56 @@ def summarise(gen, mem, lid_res, regimes_res, weights, control, detectors, fpr: 
     "c": mem.c,
     "M_c": mem.m_c,
     "num_memorised": int(labels.sum()),
-    "fpr": fpr,
+    "fpr": float(scfg.fpr),
+    "ci_level": float(scfg.ci_level),
     "detection": det,
   }
-  if control is not None:
-    out["M_c_held_out"] = control.m_c
-    vs = {}
-    for name, neg in control.detectors.items():
-      pos = detectors[name][gen.ok][labels]
-      both = np.concatenate([pos, neg])
+  if gen.labels is not None:
+    out["detection_per_prompt"] = per_prompt_rows(gen, labels, detectors, scfg)
+  if membership is not None:
+    diff = metrics.mean_diff_ci(
+      labels,
+      membership.held_memorised,
+      num_resamples=int(scfg.bootstrap),
+      level=float(scfg.ci_level),
+    )
+    rows = {}
+    for name, (pos, neg) in membership.detectors.items():
       y = np.concatenate([np.ones(len(pos), bool), np.zeros(len(neg), bool)])
-      rep = metrics.detection_report(both, y, fprs=(fpr,))
-      vs[name] = {
-        "auroc": rep["auroc"],
-        "tpr_at_fpr": rep[f"tpr_at_{fpr * 100:g}pct_fpr"],
-        "num_positive": rep["num_positive"],
-        "num_negative": rep["num_negative"],
-        "num_nonfinite": rep["num_nonfinite"],
-      }
-    out["detection_vs_held_out"] = vs
-  if lid_res is not None:
-    out["mmh_counts"] = lid_res.mmh_counts
-    out["knee_t0"] = lid_res.t0
-    out["lid_exact"] = lid_res.exact
-  if regimes_res is not None:
-    b = regimes_res.boundaries
-    out["danger_zone"] = {
-      "lo": b["danger_lo"],
-      "hi": b["danger_hi"],
-      "sigma_small": b["sigma_small"],
-      "sigma_large": b["sigma_large"],
-      "threshold": b["threshold"],
-      "coverage_available": bool(np.isfinite(regimes_res.coverage).all()),
+      rows[name] = detection_row(name, np.concatenate([pos, neg]), y, scfg)
+    out["M_c_held_out"] = membership.m_c
+    out["M_c_vs_held_out"] = {
+      "difference": diff[0],
+      "ci_lo": diff[1],
+      "ci_hi": diff[2],
+      "within_ci": bool(diff[1] <= 0.0 <= diff[2]),
     }
+    out["membership_baseline"] = {
+      "what": (
+        "training points (positives) against held-out real points (negatives) through the "
+        "same detectors: membership, not memorisation; never detection evidence"
+      ),
+      "num_train": membership.num_train,
+      "num_held_out": int(len(membership.held_memorised)),
+      "detectors": rows,
+    }
+  if lid_res is not None:
+    out["lid"] = {
+      "t0": lid_res.t0,
+      "noise_to_signal": lid_res.t0_noise_to_signal,
+      "t0_source": lid_res.t0_source,
+      "knee_t0": lid_res.knee_t0,
+      "knee_noise_to_signal": float(lid_res.noise_to_signal[lid_res.knee]),
+      "knee_on_edge": lid_res.knee_on_edge,
+      "lid_star": lid_res.lid_star_note or "estimable",
+      "exact": lid_res.exact,
+    }
+    rule = cfg.lid.dd_rule
+    out["mmh_rule"] = rule
+    out["mmh_counts"] = lid_res.mmh_counts.get(rule, lid_res.lid_star_note)
+    out["mmh_counts_by_rule"] = lid_res.mmh_counts or {r: lid_res.lid_star_note for r in MMH_RULES}
+  if regimes_res is not None:
+    out["danger_zone"] = _danger_zone(regimes_res, cfg.regimes)
   if weights is not None:
     out["weight_space"] = {"eta": weights.eta, "M_c": weights.m_c, "num_ok": weights.num_ok}
   return out
@@ -773,7 +1109,7 @@ def _lens(name: str, total: int, progress: bool, timings: dict):
 _COUNTS = {
   "sample": {"num_samples": 1, "max_steps": 1},
   "lid": {"num_t0": 3, "num_probes": 1, "batch_size": 0, "lpca_k": 2, "exact_max_dim": 0},
-  "sharpness": {"num_probes": 1, "chunk_size": 1, "exact_max_dim": 0},
+  "sharpness": {"num_probes": 1, "chunk_size": 1, "exact_max_dim": 0, "num_noisy": 1},
   "regimes": {"num_sigmas": 2, "num_noise": 1, "profile_num_noise": 1},
   "weight_space": {
     "k": 1,
@@ -782,6 +1118,7 @@ _COUNTS = {
     "num_posterior": 1,
     "geo_max_steps": 1,
   },
+  "summary": {"bootstrap": 1},
 }
 
 
@@ -796,13 +1133,32 @@ def check_config(cfg) -> None:
       v = cfg[section][name]
       if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < least:
         raise ValueError(f"`cfg.{section}.{name}` must be an int >= {least}; got {v!r}.")
-  for section in ("sample", "memorisation", "lid", "sharpness", "regimes", "weight_space"):
+  for section in (
+    "sample",
+    "memorisation",
+    "lid",
+    "sharpness",
+    "regimes",
+    "weight_space",
+    "summary",
+  ):
     for name, v in cfg[section].items():
       vals = v if isinstance(v, (tuple, list)) else (v,)
       for x in vals:
         if isinstance(x, float) and not np.isfinite(x):
           raise ValueError(f"`cfg.{section}.{name}` must be finite; got {v!r}.")
   memorisation.check_cs(tuple(cfg.memorisation.cs) + (cfg.memorisation.c,))
+  if cfg.lid.t0_rule not in ("fixed", "knee"):
+    raise ValueError(f"`cfg.lid.t0_rule` must be 'fixed' or 'knee'; got {cfg.lid.t0_rule!r}.")
+  if cfg.lid.dd_rule not in MMH_RULES:
+    raise ValueError(f"`cfg.lid.dd_rule` must be one of {MMH_RULES}; got {cfg.lid.dd_rule!r}.")
+  if not float(cfg.lid.detection_noise_to_signal) > 0:
+    raise ValueError(
+      "`cfg.lid.detection_noise_to_signal` must be positive; got "
+      f"{cfg.lid.detection_noise_to_signal!r}."
+    )
+  if not 0 < float(cfg.summary.ci_level) < 1:
+    raise ValueError(f"`cfg.summary.ci_level` must be in (0, 1); got {cfg.summary.ci_level!r}.")
 
 
 def _resolve_mesh(mesh):
@@ -833,8 +1189,9 @@ def run(
       ``memorisation``, ``lid``, ``sharpness``, ``regimes``, ``weight_space`` and ``summary``;
       a lens whose section has ``enabled = False`` is skipped.
     held_out: points of the data distribution not trained on: shell coverage ``C_σ`` and the
-      danger zone need them, and (``cfg.summary.held_out_control``) they are scored like the
-      samples, as the reference negatives of ``detection_vs_held_out``.
+      danger zone need them, and (``cfg.summary.membership_baseline``) they are scored against
+      training points in the membership baseline (:func:`membership_lens`), reported apart
+      from detection.
     mesh: ``"auto"`` (all devices when more than one), ``None``, or a 1-D mesh of
       :mod:`memjax.distributed`; generation, neighbours, FLIPD and sharpness split their rows
       over it.
@@ -861,7 +1218,7 @@ def run(
     _checks.check_last_dim("held_out", held_out, model.dim, f"(M, {model.dim})")
     _checks.check_finite("held_out", held_out)
   mesh = _resolve_mesh(mesh)
-  names = ("noise", "lid", "sharp", "regimes", "weights", "control")
+  names = ("noise", "lid", "sharp", "regimes", "weights", "member")
   keys = dict(zip(names, jax.random.split(key, len(names))))
   timings: dict = {}
 
@@ -878,7 +1235,8 @@ def run(
         model, gen.samples, gen.ok, train, mem, keys["lid"], cfg.lid, mesh, lambda: bar.update()
       )
   if cfg.sharpness.enabled:
-    names, times = detector_times(model, None if lid_res is None else lid_res.t0, cfg.sharpness)
+    det_t0 = detection_time(model, cfg.lid) if lid_res is None else lid_res.t0
+    names, times = detector_times(model, det_t0, cfg.sharpness)
     with _lens("sharpness", len(times), progress, timings) as bar:
       sharp, guidance = sharpness_lens(
         model,
@@ -899,12 +1257,12 @@ def run(
       weights = weight_space_lens(
         model, gen, train, keys["weights"], cfg.weight_space, cfg.memorisation, cfg.sample, mesh
       )
-  control = None
-  if held_out is not None and cfg.summary.held_out_control:
-    with _lens("held-out control", 1, progress, timings):
-      control = control_lens(model, held_out, train, lid_res, keys["control"], cfg, mesh)
+  member = None
+  if held_out is not None and cfg.summary.membership_baseline:
+    with _lens("membership baseline", 1, progress, timings):
+      member = membership_lens(model, held_out, train, lid_res, keys["member"], cfg, mesh)
   detectors = detector_scores(lid_res, sharp, guidance)
-  summary = summarise(gen, mem, lid_res, reg, weights, control, detectors, float(cfg.summary.fpr))
+  summary = summarise(gen, mem, lid_res, reg, weights, member, detectors, cfg)
   summary["seconds"] = timings
   summary["devices"] = 1 if mesh is None else int(mesh.size)
   return AuditReport(
@@ -916,7 +1274,7 @@ def run(
     guidance,
     reg,
     weights,
-    control,
+    member,
     detectors,
     summary,
     train,

@@ -68,12 +68,15 @@ def sample_columns(rep) -> dict:
   if rep.lid is not None:
     cols.update(flipd=rep.lid.flipd, flipd_sem=rep.lid.sem, lid_star=rep.lid.lid_star)
     names = np.asarray(lid.MMH_NAMES + ("unscored",))
-    cols["mmh"] = names[rep.lid.mmh.astype(int)]
+    for rule, labels in rep.lid.mmh.items():
+      cols[f"mmh_{rule}"] = names[labels.astype(int)]
   if rep.sharpness is not None:
     for k, name in enumerate(rep.sharpness.names):
       cols[f"neg_trace_{name}"] = rep.sharpness.neg_trace[k]
       cols[f"trace_sem_{name}"] = rep.sharpness.trace_sem[k]
       cols[f"score_sq_{name}"] = rep.sharpness.score_sq[k]
+    if rep.sharpness.residual is not None:
+      cols["denoising_residual"] = rep.sharpness.residual
   if rep.guidance is not None:
     cols.update(wen_eps=rep.guidance.wen, hs_detector=rep.guidance.hs)
   if rep.weight_space is not None:
@@ -144,13 +147,7 @@ def _split_hists(rep, names, bins):
     s = rep.detectors[name]
     fin = ok & np.isfinite(s)
     lo, hi = (np.min(s[fin]), np.max(s[fin])) if fin.any() else (0.0, 1.0)
-    ctrl = None if rep.control is None else rep.control.detectors.get(name)
-    if ctrl is not None and np.isfinite(ctrl).any():
-      c = ctrl[np.isfinite(ctrl)]
-      lo, hi = min(lo, c.min()), max(hi, c.max())
     edges = np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
-    if ctrl is not None:
-      a.hist(c, edges, alpha=0.4, label="held-out real", color="0.5")
     a.hist(s[fin & ~mem], edges, alpha=0.6, label="not memorised", color="C0")
     a.hist(s[fin & mem], edges, alpha=0.6, label="memorised", color="C3")
     a.set_title(name, fontsize=9)
@@ -201,20 +198,28 @@ def _lid_figures(rep):
   for sel, name, col in ((ok & ~mem, "not memorised", "C0"), (mem, "memorised", "C3")):
     if sel.any():
       a.plot(L.noise_to_signal, np.nanmean(L.curve[:, sel], axis=1), "o-", color=col, label=name)
-  a.axvline(L.noise_to_signal[L.knee], color="k", ls=":", label=f"knee t0 = {L.t0:.3g}")
+  knee = "knee (refused: grid edge)" if L.knee_on_edge else "knee (diagnostic)"
+  a.axvline(L.noise_to_signal[L.knee], color="k", ls=":", label=f"{knee} t0 = {L.knee_t0:.3g}")
+  a.axvline(
+    L.t0_noise_to_signal, color="C2", ls="--", label=f"detection σ/ψ = {L.t0_noise_to_signal:.3g}"
+  )
   a.set(xscale="log", xlabel="σ/ψ at t0", ylabel="mean FLIPD", title="FLIPD over t0")
   a.legend(fontsize=7)
-  mmh = L.mmh.astype(int)
-  for k, name in enumerate(lid.MMH_NAMES):
-    sel = ok & (mmh == k)
-    if sel.any():
-      b.scatter(L.lid_star[sel], L.flipd[sel], s=12, label=name, color=f"C{k}")
-  lim = [np.nanmin([L.flipd[ok].min(), L.lid_star[ok].min()]) - 0.5]
-  lim.append(np.nanmax([L.flipd[ok].max(), L.lid_star[ok].max()]) + 0.5)
-  b.plot(lim, lim, "k:", lw=0.8)
-  b.set(xlabel="LID* (local PCA, nearest training point)", ylabel="FLIPD at the knee")
-  b.set_title("model LID vs data LID* (MMH classes)")
-  b.legend(fontsize=7)
+  if L.lid_star_note:
+    b.text(0.5, 0.5, f"LID* {L.lid_star_note}", ha="center", wrap=True, transform=b.transAxes)
+    b.axis("off")
+  else:
+    mmh = next(iter(L.mmh.values())).astype(int)
+    for k, name in enumerate(lid.MMH_NAMES):
+      sel = ok & (mmh == k)
+      if sel.any():
+        b.scatter(L.lid_star[sel], L.flipd[sel], s=12, label=name, color=f"C{k}")
+    lim = [np.nanmin([L.flipd[ok].min(), L.lid_star[ok].min()]) - 0.5]
+    lim.append(np.nanmax([L.flipd[ok].max(), L.lid_star[ok].max()]) + 0.5)
+    b.plot(lim, lim, "k:", lw=0.8)
+    b.set(xlabel="LID* (local PCA, nearest training point)", ylabel="FLIPD at detection σ/ψ")
+    b.set_title(f"model LID vs data LID* (MMH classes, rule {next(iter(L.mmh))})")
+    b.legend(fontsize=7)
   fig.tight_layout()
   return fig
 
@@ -306,20 +311,47 @@ def _p(text: str) -> str:
   return f"<p>{html.escape(text)}</p>"
 
 
+def _rows_of(summary: dict, key: str) -> dict:
+  table = summary.get(key, {})
+  if key == "membership_baseline":
+    table = table.get("detectors", {})
+  return {n: d for n, d in table.items() if isinstance(d, dict)}
+
+
 def summary_rows(summary: dict, key: str = "detection") -> list:
-  """``[(detector, AUROC, TPR@FPR, #positive, #negative)]`` of ``summary[key]``, best AUROC
-  first."""
-  rows = [
+  """``[(detector, AUROC, TPR@FPR, #positive, #negative)]`` of ``summary[key]`` in the fixed
+  order the detectors were computed (never re-ordered by the result: an inverted detector stays
+  where it is, flagged by :func:`detection_table_rows`)."""
+  return [
     (n, d["auroc"], d["tpr_at_fpr"], d["num_positive"], d["num_negative"])
-    for n, d in summary.get(key, {}).items()
+    for n, d in _rows_of(summary, key).items()
   ]
-  return sorted(rows, key=lambda r: -r[1] if np.isfinite(r[1]) else np.inf)
 
 
-def _rounded(rows):
-  """AUROC and TPR with three decimals (``–`` when undefined)."""
+def detection_table_rows(summary: dict, key: str = "detection") -> list:
+  """``[(detector, expected direction, AUROC, CI, TPR@FPR, #pos, #neg, status)]``, fixed order;
+  the status reads ``"inverted — not evidence for this detector"`` when AUROC < 0.5."""
   f = lambda v: f"{v:.3f}" if np.isfinite(v) else "–"
-  return [(n, f(a), f(t), p, q) for n, a, t, p, q in rows]
+  return [
+    (
+      n,
+      d["direction"],
+      f(d["auroc"]),
+      f"[{f(d['ci_lo'])}, {f(d['ci_hi'])}]",
+      f(d["tpr_at_fpr"]),
+      d["num_positive"],
+      d["num_negative"],
+      d["status"],
+    )
+    for n, d in _rows_of(summary, key).items()
+  ]
+
+
+def _detection_table(summary, key, pos, neg):
+  level = summary.get("ci_level", 0.95)
+  header = ["detector", "expected direction (fixed a priori)", "AUROC", f"{level:.0%} CI"]
+  header += [f"TPR@{summary['fpr'] * 100:g}%FPR", pos, neg, "status"]
+  return _table(header, detection_table_rows(summary, key))
 
 
 def render(rep, cfg=None, files=()) -> str:
@@ -328,46 +360,80 @@ def render(rep, cfg=None, files=()) -> str:
   num_show = 8 if cfg is None else int(cfg.report.num_show)
   sec = {}
   c = rep.memorisation.c
-  fpr = s["fpr"]
   parts = [
     _p(
       f"{s['num_scored']} of {s['num_samples']} samples scored; {s['num_memorised']} memorised "
       f"(r ≤ c = {c:.3g}); M_c: " + ", ".join(f"c={k}: {v:.3f}" for k, v in s["M_c"].items())
     ),
-    _p("Which detector would have found the memorised samples (ratio labels of the samples):"),
-    _table(
-      ["detector", "AUROC", f"TPR@{fpr * 100:g}%FPR", "# memorised", "# not"],
-      _rounded(summary_rows(s)),
+    _p(
+      "Detection: every detector on the GENERATED samples against their ratio labels (memorised "
+      "vs not memorised samples of this model, the only detection evidence here), scored in the "
+      "direction fixed before the data; an AUROC below 0.5 is reported as inverted, not flipped."
     ),
+    _detection_table(s, "detection", "# memorised", "# not"),
   ]
   if s["num_memorised"] in (0, s["num_scored"]):
     parts.append(
       _p(
-        "Every scored sample has the same label, so these AUROCs are undefined (–); the "
-        "comparison with held-out real data below still ranks the detectors."
+        "Every scored sample has the same label, so these AUROCs are undefined (–): this audit "
+        "has no detection evidence. The membership baseline below does not replace it."
       )
     )
-  if "detection_vs_held_out" in s:
+  pp = s.get("detection_per_prompt")
+  if pp:
+    if "note" in pp:
+      parts.append(_p(f"Per-prompt detection {pp['note']}."))
+    else:
+      parts += [
+        _p(
+          "Per prompt (class label): each prompt scores the mean of its generations and is "
+          "memorised when at least half of them are; prompts are ranked."
+        ),
+        _detection_table(s, "detection_per_prompt", "# memorised prompts", "# not"),
+      ]
+  if "M_c_vs_held_out" in s:
     held = ", ".join(f"c={k}: {v:.3f}" for k, v in s["M_c_held_out"].items())
+    d = s["M_c_vs_held_out"]
+    parts.append(
+      _p(
+        f"Chance floor: held-out REAL points are flagged by the criterion at M_c {held}; "
+        f"M_c(samples) − M_c(held-out) at c = {c:.3g}: {d['difference']:+.3f} "
+        f"(CI [{d['ci_lo']:+.3f}, {d['ci_hi']:+.3f}])."
+      )
+    )
+  if "membership_baseline" in s:
+    mb = s["membership_baseline"]
+    parts += [
+      "<h3>Membership baseline (not detection evidence)</h3>",
+      _p(
+        f"{mb['what']} ({mb['num_train']} training points, {mb['num_held_out']} held-out). "
+        "A high AUROC here says the detector tells members from non-members (or real data "
+        "from what the model has seen), not that it finds memorised generated samples."
+      ),
+      _detection_table(s, "membership_baseline", "# training", "# held-out"),
+    ]
+  if "mmh_counts_by_rule" in s:
+    rows = []
+    for rule, counts in s["mmh_counts_by_rule"].items():
+      if isinstance(counts, dict):
+        rows += [(rule, k, v) for k, v in counts.items()]
+      else:
+        rows.append((rule, "–", counts))
     parts += [
       _p(
-        "Memorised samples against held-out real data (the reference negatives; the criterion "
-        f"flags real held-out points at M_c {held}):"
+        "MMH classes of the memorised samples (Ross et al.): DD-Mem rule 'paper' = LID* small "
+        "relative to D; 'exact_duplicate' = LID* ≈ 0 (copies only); default "
+        f"{s['mmh_rule']!r}."
       ),
-      _table(
-        ["detector", "AUROC", f"TPR@{fpr * 100:g}%FPR", "# memorised samples", "# held-out"],
-        _rounded(summary_rows(s, "detection_vs_held_out")),
-      ),
+      _table(["rule", "MMH class", "count"], rows),
     ]
-  if "mmh_counts" in s:
-    parts.append(_table(["MMH class", "count"], list(s["mmh_counts"].items())))
   if "danger_zone" in s:
     dz = s["danger_zone"]
     parts.append(
       _p(
-        f"danger zone (C_σ ≥ {dz['threshold']} and W_σ ≥ {dz['threshold']}): "
-        f"[{_fmt(dz['lo'])}, {_fmt(dz['hi'])}]"
+        f"danger zone: {dz['text']}"
         + ("" if dz["coverage_available"] else " — no held-out data: coverage not measured")
+        + f". Definitions — {dz['definition']}."
       )
     )
   sec["summary"] = "".join(parts)
@@ -384,9 +450,13 @@ def render(rep, cfg=None, files=()) -> str:
       _img(_lid_figures(rep), "FLIPD curve and LID vs LID*")
       + _img(_split_hists(rep, names, bins), "LID histograms")
       + _p(
-        f"FLIPD at the knee t0 = {rep.lid.t0:.4g} "
-        f"({'exact trace' if rep.lid.exact else 'Hutchinson, with its standard error'}); "
-        "LID* by local PCA of the nearest training point's neighbourhood."
+        f"FLIPD at t0 = {rep.lid.t0:.4g} (σ/ψ = {rep.lid.t0_noise_to_signal:.3g}, "
+        f"{rep.lid.t0_source}; "
+        f"{'exact trace' if rep.lid.exact else 'Hutchinson, with its standard error'}). "
+        f"The curve's knee (a diagnostic) is at t0 = {rep.lid.knee_t0:.4g}"
+        + (" — on the grid's edge, refused as a detection time" if rep.lid.knee_on_edge else "")
+        + ". LID* by local PCA of the nearest training point's neighbourhood"
+        + (f": {rep.lid.lid_star_note}." if rep.lid.lid_star_note else ".")
       )
     )
   else:
@@ -398,8 +468,10 @@ def render(rep, cfg=None, files=()) -> str:
       for n, t, r in zip(rep.sharpness.names, rep.sharpness.times, rep.sharpness.noise_to_signal)
     )
     sec["sharpness"] = _img(_split_hists(rep, names, bins), "sharpness histograms") + _p(
-      "−tr ∇s and ‖s‖² at the knee at the clean sample rescaled, ψ(t0) x̂ (where FLIPD looks), "
-      f"and at each σ/ψ time at the sampler's state from the same noise; times {times}."
+      "−tr ∇s and ‖s‖²: at 'det' averaged over noisy states ψ x̂ + σ ε at the detection noise "
+      "level (the expectation of the sharpness papers), at each σ/ψ time at the sampler's state "
+      f"from the same noise; times {times}. The clean-point ‖s(ψ x̂)‖² is the denoising "
+      "residual (column denoising_residual of samples.csv), not sharpness and not a detector."
     )
   else:
     sec["sharpness"] = _p("Sharpness lens not run.")

@@ -1,0 +1,1 @@
+"""Experiments of the memorisation audit (:mod:`memjax.audit`)."""
