@@ -106,3 +106,10 @@ def test_weight_space_errors_name_the_audit_config_keys():
   train = np.asarray(jax.random.normal(jax.random.PRNGKey(0), (10, 3)))
   with pytest.raises(ValueError, match=r"weight-space lens: `weight_space.select` \(select\)"):
     audit.run(model, train, jax.random.PRNGKey(1), cfg, held_out=train[:5] + 0.1, progress=False)
+
+
+def test_a_misspelt_audit_config_key_is_refused():
+  cfg = audit.configs.get_config("smoke")
+  with pytest.raises(AttributeError, match="lpcak"):
+    cfg.lid.lpcak = 8
+  cfg.lid.lpca_k = 8  # the real key still works

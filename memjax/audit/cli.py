@@ -276,18 +276,24 @@ def summary_lines(summary: dict) -> str:
     f"memorised {summary['num_memorised']}/{summary['num_scored']} (c = {summary['c']:.3g})"
   )
   for key, title in (
-    ("detection", "against the ratio labels"),
-    ("detection_vs_held_out", "memorised samples against held-out data"),
+    ("detection", "generated memorised vs generated non-memorised samples"),
+    ("detection_per_prompt", "per prompt (conditional model)"),
+    ("membership_baseline", "membership baseline: training vs held-out points (NOT detection)"),
   ):
-    if summary.get(key):
-      lines.append(f"detection {title}:")
-    for name, auroc, tpr, _, _ in report.summary_rows(summary, key):
-      lines.append(f"  {name:28s} AUROC {auroc:.3f}  TPR@{summary['fpr'] * 100:g}%FPR {tpr:.3f}")
+    rows = report.detection_table_rows(summary, key) if summary.get(key) else []
+    if rows:
+      lines.append(f"{title}:")
+    for name, direction, auroc, ci, tpr, _, _, status in rows:
+      lines.append(
+        f"  {name:24s} {direction:28s} AUROC {auroc} {ci}  TPR@{summary['fpr'] * 100:g}%FPR "
+        f"{tpr}  {status}"
+      )
   if "mmh_counts" in summary:
     lines.append(f"MMH: {summary['mmh_counts']}")
   if "danger_zone" in summary:
     dz = summary["danger_zone"]
-    lines.append(f"danger zone: [{dz['lo']:.3g}, {dz['hi']:.3g}]")
+    text = dz.get("text") or f"[{dz['lo']:.3g}, {dz['hi']:.3g}]"
+    lines.append(f"danger zone: {text}")
   return "\n".join(lines)
 
 

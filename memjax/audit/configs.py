@@ -189,4 +189,5 @@ def get_config(arg: str | None = None) -> ConfigDict:
       enabled=True, eta=1.0, k=2, num_triples=8, num_posterior=2, select="out", geo_max_steps=64
     )
     c.report.num_show = 4
+  c.lock()  # a misspelt key (cfg.lid.lpcak = 8) raises instead of being silently ignored
   return c
