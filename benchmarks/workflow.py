@@ -35,10 +35,20 @@ import sys
 import time
 
 SIZES = {
-  # problem: (hidden or widths, num_triples, k, lanczos iters, num_posterior, select)
+  # problem: network (hidden, or widths/time_dim/groups), num_triples, k, lanczos iters,
+  # num_posterior, select
   "small": {
     "mlp": dict(hidden=(32, 32), num_triples=16, k=4, iters=12, num_posterior=4, select=""),
-    "unet": dict(widths=(8,), num_triples=16, k=3, iters=10, num_posterior=2, select="['conv_in']"),
+    "unet": dict(
+      widths=(8,),
+      time_dim=8,
+      groups=4,
+      num_triples=16,
+      k=3,
+      iters=10,
+      num_posterior=2,
+      select="['conv_in']",
+    ),
   },
   "default": {
     "mlp": dict(hidden=(64, 64), num_triples=64, k=10, iters=30, num_posterior=8, select=""),
