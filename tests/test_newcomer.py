@@ -4,6 +4,7 @@ Findings of the audit-validity review live in ``tests/test_audit*.py``; these ar
 dead ends, logs and silent misuse.
 """
 
+import functools
 import io
 import logging
 
@@ -113,3 +114,71 @@ def test_a_misspelt_audit_config_key_is_refused():
   with pytest.raises(AttributeError, match="lpcak"):
     cfg.lid.lpcak = 8
   cfg.lid.lpca_k = 8  # the real key still works
+
+
+@functools.lru_cache(maxsize=1)
+def _own_linen_model():
+  """An own linen velocity MLP trained on 8-D points (noise at t = 0, data at t = 1)."""
+  import flax.linen as nn
+  import optax
+
+  class Velocity(nn.Module):
+    @nn.compact
+    def __call__(self, x, t):
+      h = jnp.concatenate([x, jnp.sin(jnp.pi * t)[:, None], jnp.cos(jnp.pi * t)[:, None]], -1)
+      h = nn.gelu(nn.Dense(64)(nn.gelu(nn.Dense(64)(h))))
+      return nn.Dense(x.shape[-1])(h)
+
+  rng = np.random.default_rng(0)
+  train = (3.0 + 0.3 * rng.normal(size=(48, 8))).astype(np.float32)  # data away from the noise
+  held = (3.0 + 0.3 * rng.normal(size=(32, 8))).astype(np.float32)
+  module = Velocity()
+  params = module.init(jax.random.PRNGKey(0), jnp.zeros((1, 8)), jnp.zeros((1,)))
+  opt = optax.adam(2e-3)
+
+  def loss(p, key):
+    k1, k2, k3 = jax.random.split(key, 3)
+    x1 = jnp.asarray(train)[jax.random.randint(k1, (64,), 0, len(train))]
+    x0 = jax.random.normal(k2, x1.shape)
+    t = jax.random.uniform(k3, (64,))
+    xt = (1 - t)[:, None] * x0 + t[:, None] * x1
+    return jnp.mean(jnp.sum((module.apply(p, xt, t) - (x1 - x0)) ** 2, -1))
+
+  @jax.jit
+  def step(p, s, key):
+    g = jax.grad(loss)(p, key)
+    u, s = opt.update(g, s, p)
+    return optax.apply_updates(p, u), s
+
+  state = opt.init(params)
+  for i in range(600):
+    params, state = step(params, state, jax.random.PRNGKey(i))
+  return module, params, train, held
+
+
+def _toy_linen_audit(reverse_time: bool):
+  """The own model audited as given, or in the reversed time convention (noise at t = 1): the
+  newcomer's silent-failure case."""
+  module, params, train, held = _own_linen_model()
+  if reverse_time:  # the same network handed over as if trained with noise at t = 1
+    model = audit.from_function(
+      lambda p, x, t: -module.apply(p, x, 1.0 - t), params, data_shape=(8,)
+    )
+  else:
+    model = audit.from_linen(module, params, data_shape=(8,))
+  cfg = audit.configs.get_config()
+  cfg.sample.num_samples = 16
+  cfg.lid.update(num_t0=3, lpca_k=8)
+  cfg.regimes.num_sigmas = 4
+  cfg.sharpness.enabled = False
+  cfg.regimes.enabled = False
+  cfg.weight_space.enabled = False
+  return audit.run(model, train, jax.random.PRNGKey(1), cfg, held_out=held, progress=False)
+
+
+def test_samples_far_from_all_data_are_warned_about():
+  wrong = _toy_linen_audit(reverse_time=True)
+  assert wrong.summary["warnings"] and "time convention" in wrong.summary["warnings"][0]
+  assert "WARNING" in audit.report.render(wrong)
+  right = _toy_linen_audit(reverse_time=False)
+  assert right.summary["warnings"] == []

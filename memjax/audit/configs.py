@@ -166,7 +166,12 @@ def get_config(arg: str | None = None) -> ConfigDict:
   # Detection: fpr of TPR@FPR; bootstrap resamples and ci_level of the AUROC intervals;
   # membership_baseline: held-out real points through the criterion (the chance floor of M_c)
   # and, apart, training vs held-out points through the same detectors (not detection evidence).
-  c.summary = ConfigDict(dict(fpr=0.01, bootstrap=1000, ci_level=0.95, membership_baseline=True))
+  # off_data_factor: warn when the samples' median distance to the nearer of the training and
+  # held-out sets exceeds this multiple of the held-out points' median distance to the training
+  # set (a model in the wrong time convention, schedule or parameterisation; memjax's rule).
+  c.summary = ConfigDict(
+    dict(fpr=0.01, bootstrap=1000, ci_level=0.95, membership_baseline=True, off_data_factor=3.0)
+  )
   c.report = ConfigDict(dict(num_show=8, bins=20))
 
   if arg == "large":  # a GPU audit of an image model (e.g. a diffusers DDPM on CIFAR-10)

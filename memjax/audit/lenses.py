@@ -1015,6 +1015,47 @@ def _danger_zone(regimes_res, rcfg) -> dict:
   }
 
 
+def off_data_warnings(gen: Generation, train, held_out, scfg) -> list[str]:
+  """Warn when the generated samples lie far from BOTH the training and the held-out data.
+
+  A model passed in the wrong time convention (or with the wrong schedule or parameterisation)
+  integrates "successfully" to points that are neither copies nor new data. The scale is the
+  held-out points' own median distance to their nearest training point ``m``; a warning is
+  raised when the samples' median distance to the nearer of the two sets exceeds
+  ``scfg.off_data_factor · m``. Without held-out data, the scale is the training points' median
+  nearest-neighbour distance.
+
+  Returns:
+    a list of warning sentences (empty when the samples are near the data).
+  """
+  factor = float(scfg.get("off_data_factor", 3.0))
+  samples = np.asarray(gen.samples)[gen.ok]
+  if not len(samples):
+    return []
+  train = np.unique(np.asarray(train).reshape(len(train), -1), axis=0)  # distinct points
+  nearest = lambda q, ref: np.asarray(neighbours.nearest_two(jnp.asarray(q), jnp.asarray(ref)).d1)
+  d_sample = nearest(samples, train)
+  if held_out is not None and len(held_out):
+    held = np.asarray(held_out).reshape(len(held_out), -1)
+    d_sample = np.minimum(d_sample, nearest(samples, held))
+    scale = nearest(held, train)
+    what = "held-out points' median distance to the training set"
+  else:
+    scale = np.asarray(
+      neighbours.knn(jnp.asarray(train), jnp.asarray(train), 1, exclude_self=True)[0]
+    )
+    what = "training points' median nearest-neighbour distance"
+  ratio = float(np.median(d_sample) / max(float(np.median(scale)), 1e-30))
+  if not ratio > factor:
+    return []
+  return [
+    f"the generated samples lie far from both the training and the held-out data (median "
+    f"distance {ratio:.1f}× the {what}): check the model's time convention (linear flow matching "
+    "in memjax has noise at t = 0 and data at t = 1), schedule and parameterisation before "
+    "reading anything below."
+  ]
+
+
 def summarise(gen, mem, lid_res, regimes_res, weights, membership, detectors, cfg) -> dict:
   """The headline numbers: M_c, detection per detector, MMH counts, the danger zone.
 
@@ -1263,6 +1304,7 @@ def run(
       member = membership_lens(model, held_out, train, lid_res, keys["member"], cfg, mesh)
   detectors = detector_scores(lid_res, sharp, guidance)
   summary = summarise(gen, mem, lid_res, reg, weights, member, detectors, cfg)
+  summary["warnings"] = off_data_warnings(gen, train, held_out, cfg.summary)
   summary["seconds"] = timings
   summary["devices"] = 1 if mesh is None else int(mesh.size)
   return AuditReport(

@@ -360,7 +360,8 @@ def render(rep, cfg=None, files=()) -> str:
   num_show = 8 if cfg is None else int(cfg.report.num_show)
   sec = {}
   c = rep.memorisation.c
-  parts = [
+  parts = [_p(f"WARNING: {w}") for w in s.get("warnings", [])]
+  parts += [
     _p(
       f"{s['num_scored']} of {s['num_samples']} samples scored; {s['num_memorised']} memorised "
       f"(r ≤ c = {c:.3g}); M_c: " + ", ".join(f"c={k}: {v:.3f}" for k, v in s["M_c"].items())
