@@ -356,8 +356,12 @@ def residuals(apply_fn, theta_b: Array, data: CurvatureLoss) -> Array:
   Returns:
     ``(B, D)``.
   """
-  xt, target = paths.fm_interpolate(data.x1, data.x0, data.t)
-  return apply_fn(data.subset.merge(theta_b), xt, data.t) - target
+  return _residuals(apply_fn, data.subset, data.x1, data.x0, data.t, theta_b)
+
+
+def _residuals(apply_fn, subset, x1, x0, t, theta_b):
+  xt, target = paths.fm_interpolate(x1, x0, t)
+  return apply_fn(subset.merge(theta_b), xt, t) - target
 
 
 def value(apply_fn, theta_b: Array, data: CurvatureLoss) -> Array:
@@ -491,11 +495,7 @@ def curvature_residual_fn(
   _check_triples(x1, x0, t)
   subset = _subset_or_all(params_map, subset)
 
-  def residual_fn(theta_b: Array) -> Array:
-    xt, target = paths.fm_interpolate(x1, x0, t)
-    return apply_fn(subset.merge(theta_b), xt, t) - target
-
-  return residual_fn
+  return functools.partial(_residuals, apply_fn, subset, x1, x0, t)
 
 
 @jax.jit
