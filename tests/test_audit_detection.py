@@ -236,7 +236,7 @@ def test_degenerate_danger_zone_reads_none_found():
   dz = lenses._danger_zone(r, configs.get_config().regimes)
   assert not dz["found"] and dz["text"] == "none found" and np.isnan(dz["lo"])
   r = r._replace(boundaries=dict(b, danger_hi=3.0))
-  assert lenses._danger_zone(r, configs.get_config().regimes)["text"] == "[1, 3]"
+  assert lenses._danger_zone(r, configs.get_config().regimes)["text"] == "VE σ ∈ [1, 3]"
 
 
 # ---------------------------------------------------------------------------

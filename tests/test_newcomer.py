@@ -6,6 +6,7 @@ dead ends, logs and silent misuse.
 
 import functools
 import io
+import json
 import logging
 
 import jax
@@ -54,7 +55,9 @@ def test_reading_a_checkpoint_logs_no_orbax_read_only_warnings(tmp_path, caplog)
   )
   with caplog.at_level(logging.WARNING):
     audit.read_checkpoint(str(tmp_path / "ck"))
-  assert not [r for r in caplog.records if "read_only=True" in r.getMessage()]
+  noisy = [r for r in caplog.records if "read_only=True" in r.getMessage()]
+  noisy += [r for r in caplog.records if "read only" in r.getMessage()]
+  assert not noisy, [r.getMessage() for r in noisy]
 
 
 def test_config_variants_are_reachable_from_any_directory(tmp_path, monkeypatch):
@@ -182,3 +185,66 @@ def test_samples_far_from_all_data_are_warned_about():
   assert "WARNING" in audit.report.render(wrong)
   right = _toy_linen_audit(reverse_time=False)
   assert right.summary["warnings"] == []
+
+
+def test_python_api_report_shows_the_config_it_used_and_a_verdict(tmp_path):
+  rep = _toy_linen_audit(reverse_time=False)
+  cfg = audit.configs.get_config()
+  cfg.sample.num_samples = 16
+  cfg.lid.update(num_t0=3, lpca_k=8)
+  cfg.sharpness.enabled = cfg.regimes.enabled = cfg.weight_space.enabled = False
+  files = audit.report.write(rep, str(tmp_path), cfg)
+  with open(files["json"]) as f:
+    used = json.load(f)["config"]
+  # No toy block, no checkpoint or experiment label the Python API never had; lenses that did
+  # not run keep only their switch; what was set is there.
+  assert "toy" not in used and "experiment" not in used and "checkpoint" not in used
+  assert used["sharpness"] == used["regimes"] == used["weight_space"] == {"enabled": False}
+  assert used["lid"]["lpca_k"] == 8 and used["sample"]["num_samples"] == 16
+  assert set(used["model"]) == {"schedule", "parameterisation"}
+  page = open(files["html"]).read()
+  assert "dup_offset" not in page and "laplace.images" not in page
+  v = rep.summary["verdict"]
+  n, m = rep.summary["num_scored"], rep.summary["num_memorised"]
+  assert v.startswith(f"{m} of {n} generated samples") and "Verdict." in page
+  assert "what it measures" in page
+  for name, row in rep.summary["detection"].items():
+    assert row["meaning"] == audit.lenses.detector_meaning(name)
+
+
+def test_danger_zone_is_reported_in_the_models_own_time():
+  from memjax import paths
+  from memjax.audit import lenses
+
+  bounds = {"danger_lo": 0.5, "danger_hi": 2.0, "sigma_small": 0.1, "sigma_large": 9.0}
+  bounds["threshold"] = 0.8
+  nan = np.full(3, np.nan)
+  reg = lenses.Regimes(np.ones(3), nan, nan, np.ones(3), bounds, nan, nan, True)
+  rcfg = audit.configs.get_config().regimes
+  fm = lenses._danger_zone(reg, rcfg, paths.linear_fm())  # noise at t = 0: t = 1/(1 + σ)
+  np.testing.assert_allclose([fm["t_lo"], fm["t_hi"]], [1 / 3, 2 / 3], rtol=1e-5)
+  assert "the model's time t ∈ [0.333, 0.667]" in fm["text"] and "VE σ ∈ [0.5, 2]" in fm["text"]
+  vp = paths.SCHEDULES["vp_linear"]()
+  dz = lenses._danger_zone(reg, rcfg, vp)  # VP: noise at t = 1; σ/ψ at the ends is the zone's
+  ratios = sorted(float(paths.noise_to_signal(vp, t)) for t in (dz["t_lo"], dz["t_hi"]))
+  np.testing.assert_allclose(ratios, [0.5, 2.0], rtol=1e-3)
+  empty = reg._replace(boundaries={**bounds, "danger_hi": 0.5})
+  assert lenses._danger_zone(empty, rcfg, vp)["text"] == "none found"
+
+
+def test_copies_are_counted_per_training_point_with_their_multiplicity():
+  from memjax.audit import lenses
+
+  a, b, c = np.eye(3)
+  train = np.stack([a, b, a, c, a, b])  # a three times, b twice, c once
+  nearest = np.array([0, 2, 4, 1, 3, 0, 5])  # rows of train (any copy of the same point)
+  flags = np.array([1, 1, 1, 1, 1, 0, 0], bool)
+  mem = lenses.Memorisation(nearest, nearest, *(np.zeros(7),) * 3, {"0.3333": flags}, {}, 1 / 3)
+  out = lenses.copies_per_training_point(mem, train)
+  assert out["rows"] == [
+    {"training_index": 0, "copied_by": 3, "multiplicity": 3},
+    {"training_index": 1, "copied_by": 1, "multiplicity": 2},
+    {"training_index": 3, "copied_by": 1, "multiplicity": 1},
+  ]
+  assert (out["num_distinct_copied"], out["num_duplicated_in_train"]) == (3, 2)
+  assert out["num_duplicated_copied"] == 2

@@ -22,6 +22,7 @@ import importlib.util
 import json
 import logging as py_logging
 import os
+import textwrap
 
 import jax
 import numpy as np
@@ -272,6 +273,9 @@ def _workdir(cfg) -> str:
 def summary_lines(summary: dict) -> str:
   """The closing lines of the CLI: M_c, detection per detector, MMH counts, the danger zone."""
   lines = [f"report: {summary['files']['html']}"]
+  lines += [f"WARNING: {w}" for w in summary.get("warnings", [])]
+  if summary.get("verdict"):
+    lines += textwrap.wrap("verdict: " + summary["verdict"], 100)
   lines.append(
     f"memorised {summary['num_memorised']}/{summary['num_scored']} (c = {summary['c']:.3g})"
   )
@@ -283,7 +287,7 @@ def summary_lines(summary: dict) -> str:
     rows = report.detection_table_rows(summary, key) if summary.get(key) else []
     if rows:
       lines.append(f"{title}:")
-    for name, direction, auroc, ci, tpr, _, _, status in rows:
+    for name, _, direction, auroc, ci, tpr, _, _, status in rows:
       lines.append(
         f"  {name:24s} {direction:28s} AUROC {auroc} {ci}  TPR@{summary['fpr'] * 100:g}%FPR "
         f"{tpr}  {status}"

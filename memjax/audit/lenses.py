@@ -906,6 +906,36 @@ DIRECTIONS = {
 }
 INVERTED = "inverted — not evidence for this detector"
 
+# What each detector measures, in one plain line (the report's "what it measures" column).
+MEANINGS = {
+  "neg_flipd": "minus FLIPD, the model's local intrinsic dimension at the sample (how many "
+  "directions the model lets the sample move in)",
+  "lid_star_minus_flipd": "the data's local dimension near the nearest training point (LID*, "
+  "local PCA) minus the model's (FLIPD)",
+  "neg_trace": "minus the trace of the score's Jacobian: how sharply the model's log-density "
+  "peaks at the sample",
+  "score_sq": "the squared norm of the score: how hard the model pulls the noisy sample "
+  "towards one place",
+  "wen_eps": "how much the class label changes the predicted noise (Wen et al.)",
+  "hs_detector": "the guidance difference pushed through the Hessian: sharpness along the "
+  "direction the label pulls (Jeon et al.)",
+}
+
+
+def detector_meaning(name: str) -> str:
+  """One plain line on what detector ``name`` measures, with the time it is evaluated at."""
+  for key, text in MEANINGS.items():
+    if name == key:
+      return text
+    if name.startswith(key + "_"):
+      when = name[len(key) + 1 :]
+      if when == "det":
+        return text + ", averaged over noisy copies of the sample at the detection noise level"
+      if when.startswith("nsr"):
+        return text + f", at σ/ψ = {when[3:]} on the sampler's path from the same noise"
+      return text + f" ({when})"
+  raise ValueError(f"detector {name!r} has no meaning in MEANINGS.")
+
 
 def detector_direction(name: str) -> str:
   """The expected direction of detector ``name`` (:data:`DIRECTIONS`, by name or prefix)."""
@@ -943,6 +973,7 @@ def _status(auroc, lo, hi) -> str:
 def detection_row(name, scores, labels, scfg, seed: int = 0) -> dict:
   """One detector's row: its direction, AUROC in that direction with a bootstrap CI,
   TPR at ``scfg.fpr``, class counts and a status (``INVERTED`` when AUROC < 0.5)."""
+  direction = detector_direction(name)  # first: a detector without a direction is refused
   fpr = float(scfg.fpr)
   rep = metrics.detection_report(scores, labels, fprs=(fpr,))
   lo = hi = float("nan")
@@ -956,7 +987,8 @@ def detection_row(name, scores, labels, scfg, seed: int = 0) -> dict:
       seed=seed,
     )
   return {
-    "direction": detector_direction(name),
+    "meaning": detector_meaning(name),
+    "direction": direction,
     "auroc": rep["auroc"],
     "ci_lo": lo,
     "ci_hi": hi,
@@ -987,15 +1019,33 @@ def per_prompt_rows(gen, labels, detectors, scfg) -> dict:
   return out
 
 
-def _danger_zone(regimes_res, rcfg) -> dict:
+def model_time(schedule, sigma) -> float:
+  """The model's own time at the VE noise level ``σ`` (noise-to-signal σ/ψ = σ of its path):
+  the time at which its noisy state is ``ψ (x + σ ε)``. NaN for a non-finite ``σ``."""
+  if not np.isfinite(sigma):
+    return float("nan")
+  return float(_sigma_to_t(schedule, jnp.asarray(sigma, jnp.float32)))
+
+
+def _danger_zone(regimes_res, rcfg, schedule=None) -> dict:
   b = regimes_res.boundaries
   lo, hi = b["danger_lo"], b["danger_hi"]
   found = bool(np.isfinite(lo) and np.isfinite(hi) and hi > lo)
+  t_lo = t_hi = float("nan")
+  text = "none found"
+  if found:
+    text = f"VE σ ∈ [{lo:.3g}, {hi:.3g}]"
+    if schedule is not None:
+      # σ grows as t moves to the noise end: the interval's ends swap when noise sits at t = 0.
+      t_lo, t_hi = sorted((model_time(schedule, lo), model_time(schedule, hi)))
+      text += f", the model's time t ∈ [{t_lo:.3g}, {t_hi:.3g}] ({schedule.name})"
   return {
     "found": found,
-    "text": f"[{lo:.3g}, {hi:.3g}]" if found else "none found",
+    "text": text,
     "lo": lo if found else float("nan"),
     "hi": hi if found else float("nan"),
+    "t_lo": t_lo,
+    "t_hi": t_hi,
     "grid_lo": lo,
     "grid_hi": hi,
     "sigma_small": b["sigma_small"],
@@ -1056,7 +1106,125 @@ def off_data_warnings(gen: Generation, train, held_out, scfg) -> list[str]:
   ]
 
 
-def summarise(gen, mem, lid_res, regimes_res, weights, membership, detectors, cfg) -> dict:
+def copies_per_training_point(mem: Memorisation, train) -> dict:
+  """How many memorised samples copy each training point, and how often it was trained on.
+
+  Returns ``{"rows": [{"training_index", "copied_by", "multiplicity"}], ...}``, rows sorted by
+  ``copied_by`` (most copied first, ties by training index), one per training point that at
+  least one memorised sample (at the headline ``c``) has as its nearest point;
+  ``training_index`` is the first row of that point in ``train``, ``multiplicity`` the number of
+  rows of ``train`` equal to it.
+  ``num_distinct_copied``, ``num_duplicated_in_train`` (distinct points appearing more than once)
+  and ``num_duplicated_copied`` (of those, how many are copied) complete it.
+  """
+  flat = np.asarray(train).reshape(len(train), -1)
+  _, first, inverse, counts = np.unique(
+    flat, axis=0, return_index=True, return_inverse=True, return_counts=True
+  )
+  inverse = inverse.reshape(-1)
+  flags = mem.memorised[memorisation.c_label(mem.c)]
+  nearest = np.asarray(mem.nearest)[flags]
+  ids, copied_by = np.unique(inverse[nearest], return_counts=True)
+  order = np.lexsort((first[ids], -copied_by))  # most copied first, ties by training index
+  rows = [
+    {
+      "training_index": int(first[ids[j]]),
+      "copied_by": int(copied_by[j]),
+      "multiplicity": int(counts[ids[j]]),
+    }
+    for j in order
+  ]
+  return {
+    "rows": rows,
+    "num_distinct_copied": int(len(ids)),
+    "num_duplicated_in_train": int((counts > 1).sum()),
+    "num_duplicated_copied": int((counts[ids] > 1).sum()),
+  }
+
+
+def _names(rows) -> str:
+  return ", ".join(f"{n} ({d['auroc']:.2f})" for n, d in rows) or "none"
+
+
+def verdict(summary: dict) -> str:
+  """A plain-language paragraph of what the audit found, for the top of the report."""
+  s = summary
+  out = []
+  if s.get("warnings"):
+    out.append("Read the warnings above first: the numbers below may not mean what they say.")
+  n, m = s["num_scored"], s["num_memorised"]
+  c = s["c"]
+  out.append(
+    f"{m} of {n} generated samples ({m / max(n, 1):.0%}) are copies of a training point: their "
+    f"nearest training point is much closer than the second nearest (d1² ≤ c d2², c = {c:.3g})."
+  )
+  if "M_c_vs_held_out" in s:
+    d = s["M_c_vs_held_out"]
+    held = s["M_c_held_out"][memorisation.c_label(c)]
+    above = d["ci_lo"] > 0
+    out.append(
+      f"Held-out real data pass the same test {held:.0%} of the time; the difference "
+      f"({d['difference']:+.2f}, 95% CI [{d['ci_lo']:+.2f}, {d['ci_hi']:+.2f}]) "
+      + (
+        "is above this chance floor."
+        if above
+        else "is NOT above this chance floor: "
+        "the criterion alone does not show that this model memorises."
+      )
+    )
+  cp = s.get("copies")
+  if cp and cp["rows"]:
+    top = cp["rows"][0]
+    out.append(
+      f"The copies reproduce {cp['num_distinct_copied']} distinct training point(s); the most "
+      f"copied (training index {top['training_index']}) is reproduced by {top['copied_by']} "
+      f"samples and appears {top['multiplicity']} time(s) in the training set"
+      + (
+        f"; {cp['num_duplicated_copied']} of the {cp['num_duplicated_in_train']} duplicated "
+        "training points are copied."
+        if cp["num_duplicated_in_train"]
+        else "."
+      )
+    )
+  det = list(s.get("detection", {}).items())
+  if m in (0, n):
+    out.append(
+      "Every scored sample has the same label, so no detector can be judged on this audit "
+      "(no detection evidence)."
+    )
+  elif det:
+    sep = [(k, d) for k, d in det if d["status"] == "separates"]
+    inv = [(k, d) for k, d in det if d["status"].startswith(INVERTED)]
+    chance = [(k, d) for k, d in det if (k, d) not in sep and (k, d) not in inv]
+    out.append(
+      "Detectors that tell the memorised generated samples from the others (AUROC, CI above "
+      f"0.5): {_names(sep)}. At chance: {_names(chance)}. Inverted, not evidence: {_names(inv)}."
+    )
+  if isinstance(s.get("mmh_counts"), dict):
+    mc = s["mmh_counts"]
+    out.append(
+      f"By the manifold memorisation hypothesis (rule {s['mmh_rule']!r}): "
+      f"{mc.get('dd_mem', 0)} data-driven (DD-Mem: the data itself is low-dimensional there, "
+      f"e.g. a duplicated point), {mc.get('od_mem', 0)} overfitting-driven (OD-Mem) and "
+      f"{mc.get('other_mem', 0)} other memorised samples."
+    )
+  if "danger_zone" in s:
+    dz = s["danger_zone"]
+    out.append(
+      f"Noise regimes of the training set: danger zone {dz['text']}"
+      + ("." if dz["found"] else " — no medium-noise range where the model could copy.")
+    )
+  if "weight_space" in s:
+    w = s["weight_space"]
+    key = memorisation.c_label(c)
+    ms = ", ".join(f"{k} {v[key]:.2f}" for k, v in w["M_c"].items() if key in v)
+    out.append(f"Weight-space Laplace samples at η = {w['eta']:g}: M_c {ms}.")
+  return " ".join(out)
+
+
+def summarise(
+  gen, mem, lid_res, regimes_res, weights, membership, detectors, cfg, *, train=None, schedule=None
+) -> dict:
   """The headline numbers: M_c, detection per detector, MMH counts, the danger zone.
 
   ``detection``: every detector on the GENERATED samples against their ratio labels (the only
@@ -1079,6 +1247,8 @@ def summarise(gen, mem, lid_res, regimes_res, weights, membership, detectors, cf
     "ci_level": float(scfg.ci_level),
     "detection": det,
   }
+  if train is not None:
+    out["copies"] = copies_per_training_point(mem, train)
   if gen.labels is not None:
     out["detection_per_prompt"] = per_prompt_rows(gen, labels, detectors, scfg)
   if membership is not None:
@@ -1124,7 +1294,7 @@ def summarise(gen, mem, lid_res, regimes_res, weights, membership, detectors, cf
     out["mmh_counts"] = lid_res.mmh_counts.get(rule, lid_res.lid_star_note)
     out["mmh_counts_by_rule"] = lid_res.mmh_counts or {r: lid_res.lid_star_note for r in MMH_RULES}
   if regimes_res is not None:
-    out["danger_zone"] = _danger_zone(regimes_res, cfg.regimes)
+    out["danger_zone"] = _danger_zone(regimes_res, cfg.regimes, schedule)
   if weights is not None:
     out["weight_space"] = {"eta": weights.eta, "M_c": weights.m_c, "num_ok": weights.num_ok}
   return out
@@ -1303,8 +1473,11 @@ def run(
     with _lens("membership baseline", 1, progress, timings):
       member = membership_lens(model, held_out, train, lid_res, keys["member"], cfg, mesh)
   detectors = detector_scores(lid_res, sharp, guidance)
-  summary = summarise(gen, mem, lid_res, reg, weights, member, detectors, cfg)
+  summary = summarise(
+    gen, mem, lid_res, reg, weights, member, detectors, cfg, train=train, schedule=model.schedule
+  )
   summary["warnings"] = off_data_warnings(gen, train, held_out, cfg.summary)
+  summary["verdict"] = verdict(summary)
   summary["seconds"] = timings
   summary["devices"] = 1 if mesh is None else int(mesh.size)
   return AuditReport(

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import logging as py_logging
 import os
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -351,6 +352,11 @@ class Checkpoint(NamedTuple):
   used_ema: bool
 
 
+def _quiet_read_only(record) -> bool:
+  """A logging filter dropping orbax's "Given directory is read only" notice."""
+  return not record.getMessage().startswith("Given directory is read only")
+
+
 def read_checkpoint(directory: str, step: int | None = None, use_ema: bool = True) -> Checkpoint:
   """Restore and verify a checkpoint written by :func:`memjax.training.train`.
 
@@ -372,7 +378,12 @@ def read_checkpoint(directory: str, step: int | None = None, use_ema: bool = Tru
   options = ocp.CheckpointManagerOptions(
     read_only=True, create=False, save_interval_steps=0, max_to_keep=None
   )  # the values read_only implies, so orbax logs no "read_only=True, setting ..." warnings
-  manager = ocp.CheckpointManager(path, options=options)
+  absl_logger = py_logging.getLogger("absl")
+  absl_logger.addFilter(_quiet_read_only)
+  try:  # ... nor "Given directory is read only" (reading is what we asked for)
+    manager = ocp.CheckpointManager(path, options=options)
+  finally:
+    absl_logger.removeFilter(_quiet_read_only)
   try:
     steps = manager.all_steps()
     if not steps:

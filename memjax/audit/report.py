@@ -101,10 +101,41 @@ def _cell(v):
   return v.item() if isinstance(v, np.generic) else v
 
 
+# Sections of the audit config that belong to one lens (reduced to ``{"enabled": False}`` when
+# that lens did not run).
+_LENS_SECTIONS = ("lid", "sharpness", "regimes", "weight_space")
+
+
+def used_config(cfg) -> dict:
+  """The part of the audit config this audit used, as a plain dict.
+
+  A lens that did not run keeps only ``{"enabled": False}``; the ``toy`` block appears only for
+  the toy experiment; the model and data keys left at their empty defaults are dropped (so a
+  Python-API audit does not show a checkpoint or factory it never had). Non-ConfigDict
+  configs (a dict) are returned as they are.
+  """
+  if not hasattr(cfg, "to_dict"):
+    return cfg
+  out = cfg.to_dict()
+  for name in _LENS_SECTIONS:
+    if name in out and not out[name].get("enabled", True):
+      out[name] = {"enabled": False}
+  if out.get("experiment") != "audit.toy":
+    out.pop("toy", None)
+  empty = ("", (), [], None)
+  for key in ("checkpoint", "experiment", "experiment_config"):
+    if out.get(key) in empty:
+      out.pop(key, None)
+  for name in ("model", "data"):
+    if isinstance(out.get(name), dict):
+      out[name] = {k: v for k, v in out[name].items() if v not in empty}
+  return out
+
+
 def write_json(path: str, rep, cfg=None) -> str:
   out = {"summary": rep.summary, "model": rep.model}
   if cfg is not None:
-    out["config"] = cfg
+    out["config"] = used_config(cfg)
   with open(path, "w") as f:
     json.dump(_jsonable(out), f, indent=2)
   return path
@@ -329,12 +360,14 @@ def summary_rows(summary: dict, key: str = "detection") -> list:
 
 
 def detection_table_rows(summary: dict, key: str = "detection") -> list:
-  """``[(detector, expected direction, AUROC, CI, TPR@FPR, #pos, #neg, status)]``, fixed order;
-  the status reads ``"inverted — not evidence for this detector"`` when AUROC < 0.5."""
-  f = lambda v: f"{v:.3f}" if np.isfinite(v) else "–"
+  """``[(detector, what it measures, expected direction, AUROC, CI, TPR@FPR, #pos, #neg,
+  status)]``, fixed order; the status reads ``"inverted — not evidence for this detector"`` when
+  AUROC < 0.5."""
+  f = lambda v: f"{v:.3f}" if v is not None and np.isfinite(v) else "–"
   return [
     (
       n,
+      d.get("meaning", ""),
       d["direction"],
       f(d["auroc"]),
       f"[{f(d['ci_lo'])}, {f(d['ci_hi'])}]",
@@ -349,7 +382,8 @@ def detection_table_rows(summary: dict, key: str = "detection") -> list:
 
 def _detection_table(summary, key, pos, neg):
   level = summary.get("ci_level", 0.95)
-  header = ["detector", "expected direction (fixed a priori)", "AUROC", f"{level:.0%} CI"]
+  header = ["detector", "what it measures", "expected direction (fixed a priori)", "AUROC"]
+  header += [f"{level:.0%} CI"]
   header += [f"TPR@{summary['fpr'] * 100:g}%FPR", pos, neg, "status"]
   return _table(header, detection_table_rows(summary, key))
 
@@ -361,6 +395,8 @@ def render(rep, cfg=None, files=()) -> str:
   sec = {}
   c = rep.memorisation.c
   parts = [_p(f"WARNING: {w}") for w in s.get("warnings", [])]
+  if s.get("verdict"):
+    parts.append(f"<p><strong>Verdict.</strong> {html.escape(s['verdict'])}</p>")
   parts += [
     _p(
       f"{s['num_scored']} of {s['num_samples']} samples scored; {s['num_memorised']} memorised "
@@ -508,10 +544,24 @@ def render(rep, cfg=None, files=()) -> str:
     ["sample", "ratio r", "d1", "nearest training index"],
     [(int(i), mem.ratio[i], mem.d1[i], int(mem.nearest[i])) for i in idx],
   )
-  cfg_text = cfg.to_json(indent=1) if hasattr(cfg, "to_json") else json.dumps(_jsonable(cfg))
+  cp = s.get("copies")
+  if cp is not None:
+    sec["most-memorised"] += _p(
+      f"Per training point: how many memorised samples (c = {c:.3g}) copy it, and how many times "
+      f"it appears in the training set ({cp['num_distinct_copied']} distinct points copied; "
+      f"{cp['num_duplicated_copied']} of the {cp['num_duplicated_in_train']} duplicated training "
+      "points among them)."
+    ) + _table(
+      ["training index", "copied by (samples)", "multiplicity in the training set"],
+      [(r["training_index"], r["copied_by"], r["multiplicity"]) for r in cp["rows"][:50]],
+    )
+  used = used_config(cfg) if cfg is not None else None
+  cfg_text = json.dumps(_jsonable(used), indent=1)
   sec["config"] = (
-    _p("Files: " + ", ".join(files)) if files else ""
-  ) + f"<pre>{html.escape(cfg_text)}</pre>"
+    (_p("Files: " + ", ".join(files)) if files else "")
+    + _p("The settings this audit used (lenses that did not run and empty keys left out).")
+    + f"<pre>{html.escape(cfg_text)}</pre>"
+  )
   nav = " · ".join(f'<a href="#{i}">{html.escape(t)}</a>' for i, t in SECTIONS)
   body = "".join(
     f'<section id="{i}"><h2>{html.escape(t)}</h2>{sec[i]}</section>' for i, t in SECTIONS
