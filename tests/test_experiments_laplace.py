@@ -83,7 +83,7 @@ def test_frontier_smoke(tmp_path):
   names = res["config"]["posterior"]["samplers"]
   assert set(names) == {"euclidean", "linearised"}
   for row in res["seeds"]:
-    assert row["fit"]["alpha_rule"] == "evidence" and row["alpha"] > 0
+    assert row["fit"]["alpha_rule"] == "evidence_remainder" and row["alpha"] > 0
     assert np.isfinite(row["fit"]["min_hessian_eigenvalue"])
     for name in names:
       cells = row["methods"][name]["cells"]
@@ -103,8 +103,13 @@ def test_frontier_smoke(tmp_path):
     # GGN pairing of the linearised sampler (default), its values >= 0 up to round-off.
     assert f["curvature_linearised"] == "ggn" and min(f["ggn_ritz_values"]) > -1e-6
     assert f["loss_name"] == "tilted_curvature_loss" and f["stationary"] == "tilt"
-    assert f["loss_scale"] == 1.0 and f["evidence"]["remainder_probes"] == 4
-    assert f["evidence"]["alpha_with_remainder"] >= f["evidence"]["alpha_low_rank"]
+    # The papers' mean L_FM (s = 1/B, the default since issue 26); α̂ with the remaining
+    # directions is the one used, and it is not below the low-rank α̂ (Jensen, remaining λ ≥ 0).
+    assert f["loss_scale"] == pytest.approx(1.0 / res["config"]["posterior"]["num_triples"])
+    assert f["evidence"]["remainder_probes"] == 4
+    ev = f["evidence"]
+    assert ev["alpha_with_remainder"] >= ev["alpha_low_rank"]
+    assert row["alpha"] == pytest.approx(ev["alpha_with_remainder"])
 
 
 @pytest.mark.slow  # the frontier smoke's code paths plus an all-weights Lanczos
@@ -372,3 +377,44 @@ def test_pipeline_loss_scale_setting_and_linearised_curvature():
   pc = ml_collections.ConfigDict({"samplers": ("euclidean",), "curvature": "fisher"})
   with pytest.raises(ValueError, match="posterior.curvature"):
     pipeline.sampler_fits(None, pc, None)
+
+
+def test_frontier_verdict_table_reads_each_comparison():
+  from experiments.laplace import frontier
+
+  floor = {"mean": 15.2, "sd": 6.5, "n": 128}
+
+  def entry(gap, ci, width):
+    inside = width <= floor["mean"]
+    boot = None if ci is None else {"ci95": ci, "paired": True}
+    return {
+      "c": 1 / 3,
+      "gap_mean": gap,
+      "bootstrap": boot,
+      "fd_range_width_mean": width,
+      "inside_fd_noise_floor": inside,
+    }
+
+  res = {
+    "reference": {"fd_noise_floor": floor},
+    "seeds": [{}] * 5,
+    "comparison": {
+      "euclidean_vs_riemannian@0.3333": entry(-0.2, (-0.3, -0.1), 30.0),
+      "euclidean_vs_linearised@0.3333": entry(0.1, (0.05, 0.2), 20.0),
+      "riemannian_vs_linearised@0.3333": entry(0.0, (-0.1, 0.1), 16.0),
+      "euclidean_vs_riemannian@0.5": entry(-0.2, (-0.3, -0.1), 3.0),  # inside the floor
+      "euclidean_vs_linearised@0.5": entry(None, None, 0.0),
+    },
+  }
+  rows = frontier.verdict_table({"first, mean": res}).splitlines()[2:]
+  words = [r.rsplit("|", 2)[1].strip() for r in rows]
+  assert words == [
+    "euclidean dominates",
+    "linearised dominates",
+    "neither (CI contains 0)",
+    "no equal-quality comparison",
+    "no equal-quality comparison",
+  ]
+  assert (
+    "| first, mean | euclidean − riemannian | 0.333 | 5 | -0.200 | [-0.300, -0.100] |" in rows[0]
+  )

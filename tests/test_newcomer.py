@@ -8,6 +8,11 @@ import functools
 import io
 import json
 import logging
+import os
+import pathlib
+import re
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +20,8 @@ import numpy as np
 import pytest
 
 from memjax import _progress, audit
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def test_model_repr_is_a_summary_not_the_parameters():
@@ -248,3 +255,46 @@ def test_copies_are_counted_per_training_point_with_their_multiplicity():
   ]
   assert (out["num_distinct_copied"], out["num_duplicated_in_train"]) == (3, 2)
   assert out["num_duplicated_copied"] == 2
+
+
+_RECIPE = re.compile(r"<!-- new-user-recipe -->(.*?)<!-- /new-user-recipe -->", re.S)
+_BLOCK = re.compile(r"^```(python|bash)[ \t]*\n(.*?)^```[ \t]*$", re.M | re.S)
+
+
+def recipe_blocks(text: str) -> list[tuple[str, str]]:
+  """``[(language, code)]`` of the new-user recipe between the README's markers, in order."""
+  m = _RECIPE.search(text)
+  assert m, "README.md has no <!-- new-user-recipe --> section"
+  return [(b.group(1), b.group(2)) for b in _BLOCK.finditer(m.group(1))]
+
+
+def test_readme_new_user_recipe_runs_as_written(tmp_path):
+  """The README's recipe, as a new user runs it: the network file, training and the Python-API
+  audit, then the shell command; the two audits agree, and the copied points are found."""
+  blocks = recipe_blocks((ROOT / "README.md").read_text())
+  assert [lang for lang, _ in blocks] == ["python", "python", "bash"]
+  (tmp_path / "my_velocity.py").write_text(blocks[0][1])
+  (tmp_path / "train_and_audit.py").write_text(blocks[1][1])
+  env = dict(os.environ, JAX_PLATFORMS="cpu", MPLBACKEND="Agg")
+  env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+  env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env["PATH"]])
+  for name in ("JAX_ENABLE_X64", "JAX_NUMPY_RANK_PROMOTION", "XLA_FLAGS"):
+    env.pop(name, None)  # the user's JAX defaults
+  run = lambda cmd: subprocess.run(
+    cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900
+  )
+  py = run([sys.executable, "train_and_audit.py"])
+  assert py.returncode == 0, py.stderr[-4000:]
+  sh = run(["bash", "-euo", "pipefail", "-c", blocks[2][1]])
+  assert sh.returncode == 0, sh.stderr[-4000:]
+  got = {}
+  for d in ("my_audit", "my_audit_cli"):
+    with open(tmp_path / d / "summary.json") as f:
+      got[d] = json.load(f)["summary"]
+  a, b = got["my_audit"], got["my_audit_cli"]
+  assert py.stdout.strip().endswith(a["verdict"].strip()[-40:])
+  assert a["num_memorised"] == b["num_memorised"] and a["M_c"] == pytest.approx(b["M_c"], abs=1e-6)
+  assert "verdict:" in sh.stdout and not a["warnings"]
+  # The three copied points (rows 40, 48, 56 first; 8 copies each) are among the copied ones.
+  rows = {r["training_index"]: r for r in a["copies"]["rows"]}
+  assert {40, 48, 56} <= set(rows) and all(rows[i]["multiplicity"] == 8 for i in (40, 48, 56))

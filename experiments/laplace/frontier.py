@@ -474,6 +474,51 @@ def compare(rows, data, cfg, held_feats, fd_floor=None):
   return out
 
 
+def verdict_word(v: dict) -> str:
+  """The short verdict of one :func:`compare` entry: ``"A dominates"``, ``"B dominates"``,
+  ``"neither"``, ``"no equal-quality comparison"`` (range inside the FD noise floor, or none) or
+  ``"no CI"``."""
+  a, b = v["pair"] if "pair" in v else (None, None)
+  if v["gap_mean"] is None or v["inside_fd_noise_floor"]:
+    return "no equal-quality comparison"
+  ci = v["bootstrap"]
+  if ci is None or ci.get("ci95") is None:
+    return "no CI"
+  lo, hi = ci["ci95"]
+  if lo > 0:
+    return f"{b} dominates" if b else "second dominates"
+  if hi < 0:
+    return f"{a} dominates" if a else "first dominates"
+  return "neither (CI contains 0)"
+
+
+def verdict_table(runs: dict) -> str:
+  """A Markdown table of the restated verdict over several frontier runs.
+
+  ``runs``: ``{label: results}`` (label e.g. ``"first layer, mean"``; results of :func:`run`).
+  One row per run, pair of samplers and c: seeds, the seed-mean gap, its paired bootstrap 95 %
+  CI, the mean width of the common digits-FD ranges against the FD noise floor, the verdict.
+  """
+  lines = [
+    "| run | pair (A − B) | c | seeds | gap M_A − M_B | paired 95 % CI | common FD range "
+    "(mean width) | FD noise floor | verdict |",
+    "|---|---|---|---|---|---|---|---|---|",
+  ]
+  for label, res in runs.items():
+    floor = res["reference"]["fd_noise_floor"]
+    for key, v in res["comparison"].items():
+      pair = key.split("@")[0].split("_vs_")
+      ci = (v["bootstrap"] or {}).get("ci95")
+      gap = "–" if v["gap_mean"] is None else f"{v['gap_mean']:+.3f}"
+      lines.append(
+        f"| {label} | {pair[0]} − {pair[1]} | {v['c']:.3g} | {len(res['seeds'])} | {gap} | "
+        + ("–" if ci is None else f"[{ci[0]:+.3f}, {ci[1]:+.3f}]")
+        + f" | {v['fd_range_width_mean']:.2f} | {floor['mean']:.1f} ± {floor['sd']:.1f} | "
+        f"{verdict_word(dict(v, pair=pair))} |"
+      )
+  return "\n".join(lines)
+
+
 def reach(rows, names, c):
   """Per sampler: the lowest M_c reached (mean over seeds) and the digits-FD / η there."""
   out = {}

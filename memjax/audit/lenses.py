@@ -1212,7 +1212,12 @@ def verdict(summary: dict) -> str:
     dz = s["danger_zone"]
     out.append(
       f"Noise regimes of the training set: danger zone {dz['text']}"
-      + ("." if dz["found"] else " — no medium-noise range where the model could copy.")
+      + (
+        "."
+        if dz["found"]
+        else " (no noise level of the grid where both shell coverage C_σ and posterior "
+        "concentration W_σ reach the threshold)."
+      )
     )
   if "weight_space" in s:
     w = s["weight_space"]

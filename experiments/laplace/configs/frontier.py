@@ -22,10 +22,8 @@ unpaired bootstrap) are NOT comparable with this protocol.
   ``"none"`` is the papers' protocol (the trained θ* as is, the triples' gradient noise left in
   L), ``"refine"`` L-BFGS on L to ``refine_tol`` (moves θ*). The stationarity used is recorded in
   every seed's ``fit.stationary``.
-* ``mean_loss``: the RECOMMENDED default for the next run (not yet the default because the
-  default's numbers in README were measured with the sum): ``posterior.loss_scale = "mean"``
-  (s = 1/B), the papers' L_FM (an expectation over (x1, x0, t), estimated by the triples' mean),
-  and α by the evidence with the remaining directions (``alpha_rule = "evidence_remainder"``).
+* ``sum_loss``: issue 16's loss scale, ``posterior.loss_scale = "sum"`` (s = 1), everything else
+  as the default; the default is the papers' mean (s = 1/B) since issue 26.
 * ``first_last`` / ``convs`` / ``all``: other parameter subsets (first + last conv layer, every
   convolution, every parameter of the UNet; k = 50 and 130 Lanczos steps for the last two); one
   seed, ×4 η grids for every sampler up to 1024 (4096 for ``all``).
@@ -48,7 +46,7 @@ VARIANTS = (
   "hessian_linearised",
   "stationary_none",
   "stationary_refine",
-  "mean_loss",
+  "sum_loss",
   "first_last",
   "convs",
   "all",
@@ -73,7 +71,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Posterior: the images experiment's set-up (subspace mode, tilt, first conv layer, k = 20) with
   # α chosen by the Laplace evidence (post hoc at the trained θ*) and the three samplers.
   c.posterior.samplers = ("euclidean", "riemannian", "linearised")
-  c.posterior.alpha_rule = "evidence"  # "evidence" | "fixed" (= posterior.alpha)
+  # "evidence_remainder" (set below) | "evidence" (low-rank only) | "fixed" (= posterior.alpha)
   c.posterior.num_triple_draws = 1  # the seeds below redraw the triples
   c.posterior.num_posterior = 4
   c.posterior.geo_max_steps = 256  # a geodesic that needs more is a failure (stops the grid)
@@ -81,11 +79,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # pairing of the linearised manifold with the GGN Laplace approximation) or "hessian" (the
   # exact data-term Hessian, issue 16). Euclidean and Riemannian always use the Hessian.
   c.posterior.curvature = "ggn"
-  # The data-term scale s: "sum" (s = 1, as run in issue 16), "mean" (s = 1/B, the papers' mean
-  # L_FM; see the mean_loss variant) or a number (experiments/laplace/pipeline.py LOSS_SCALES).
+  # The data-term scale s: "mean" (default since issue 26: s = 1/B, the papers' L_FM is an
+  # expectation over (x1, x0, t), estimated by the triples' mean), "sum" (s = 1, issue 16; the
+  # sum_loss variant) or a number (experiments/laplace/pipeline.py LOSS_SCALES). α by the
+  # evidence with the remaining directions' mean curvature (Hutchinson, evidence_probes probes):
+  # the low-rank evidence is biased low (issue 26, item 7).
   del c.posterior["loss_scale"]
-  c.posterior.loss_scale = "sum"
-  c.posterior.evidence_probes = 0  # > 0: also report α̂ with the remaining directions (Hutchinson)
+  c.posterior.loss_scale = "mean"
+  c.posterior.alpha_rule = "evidence_remainder"
+  c.posterior.evidence_probes = 64
 
   # The frontier: η grid eta_start · eta_ratio^i ≤ eta_max per sampler, extended until M_1/3 <
   # stop_m or more than max_fail of the samples fail; single mode (top eigenvector only) at
@@ -127,10 +129,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.posterior.curvature = "hessian"
   elif arg in ("stationary_none", "stationary_refine"):
     c.posterior.stationary = arg.split("_")[1]
-  elif arg == "mean_loss":
-    c.posterior.loss_scale = "mean"
-    c.posterior.alpha_rule = "evidence_remainder"
-    c.posterior.evidence_probes = 64
+  elif arg == "sum_loss":
+    c.posterior.loss_scale = "sum"
   elif arg in ("first_last", "convs", "all"):
     del c.posterior["select"]  # a str field; first_last / convs select a tuple of patterns
     c.posterior.select = SUBSETS[arg]
