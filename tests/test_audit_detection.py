@@ -223,6 +223,8 @@ def test_lid_star_refused_where_not_estimable():
   train = np.asarray(jax.random.normal(jax.random.PRNGKey(0), (12, 3)))
   rep = audit.run(m, train, jax.random.PRNGKey(1), cfg, mesh=None, progress=False)
   assert rep.summary["mmh_counts"].startswith("not estimable")
+  assert "lid.lpca_k = 12" in rep.summary["mmh_counts"]  # names the audit's config key
+  assert "LID* and the MMH classes are not estimable: lid.lpca_k = 12" in rep.summary["verdict"]
   assert "lid_star_minus_flipd" not in rep.detectors
   assert np.isnan(rep.lid.lid_star).all()
 

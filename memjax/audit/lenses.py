@@ -379,9 +379,15 @@ def lid_star_estimable(num_train: int, k: int, dim: int) -> str:
   not the data).
   """
   if k >= num_train:
-    return f"not estimable: {k} neighbours >= {num_train} training points"
+    return (
+      f"not estimable: lid.lpca_k = {k} neighbours >= {num_train} training points (set "
+      "lid.lpca_k below the training set's size)"
+    )
   if k - 1 < dim:
-    return f"not estimable: {k} neighbours give rank <= {k - 1} < D = {dim}"
+    return (
+      f"not estimable: lid.lpca_k = {k} neighbours give rank <= {k - 1} < D = {dim} (set "
+      "lid.lpca_k above D)"
+    )
   return ""
 
 
@@ -1200,7 +1206,10 @@ def verdict(summary: dict) -> str:
       "Detectors that tell the memorised generated samples from the others (AUROC, CI above "
       f"0.5): {_names(sep)}. At chance: {_names(chance)}. Inverted, not evidence: {_names(inv)}."
     )
-  if isinstance(s.get("mmh_counts"), dict):
+  lid_note = s.get("lid", {}).get("lid_star", "estimable")
+  if lid_note != "estimable":
+    out.append(f"LID* and the MMH classes are {lid_note}.")
+  elif isinstance(s.get("mmh_counts"), dict):
     mc = s["mmh_counts"]
     out.append(
       f"By the manifold memorisation hypothesis (rule {s['mmh_rule']!r}): "
