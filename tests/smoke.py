@@ -10,6 +10,8 @@ import importlib
 import json
 import os
 
+import numpy as np
+
 
 def load_config(name: str, variant: str = "smoke"):
   """``get_config(variant)`` of ``experiments/<group>/configs/<exp>.py`` for ``name =
@@ -39,3 +41,16 @@ def run_smoke(name: str, workdir, variant: str = "smoke", overrides: dict | None
   pngs = [p for p in os.listdir(workdir) if p.endswith(".png")]
   assert pngs and all(os.path.getsize(os.path.join(workdir, p)) > 10_000 for p in pngs), pngs
   return written
+
+
+def check_geodesic_geometry(res, drift_tol=5e-3):
+  """Properties every Laplace sweep must satisfy, whatever the numbers: the Euclidean sample
+  moves exactly ||v|| (θ_E = θ* + v); from a stationary θ* (the tilt) a geodesic of G = I +
+  ∇L̃∇L̃ᵀ has constant speed ||v|| in G, so ||θ_R − θ*|| ≤ ||v||; and its energy is conserved
+  (speed drift at the solver's tolerance). A wrong metric, sign or time span breaks them."""
+  for row in res["sweep"]:
+    s, v = row["sampling"], row["tangent_norm"]["mean"]
+    np.testing.assert_allclose(s["euclidean"]["displacement"]["mean"], v, rtol=1e-4)
+    if s["riemannian"]["successful"]:
+      assert s["riemannian"]["displacement"]["mean"] <= v * (1 + 1e-3), row["eta"]
+      assert s["riemannian"]["speed_drift_max"] < drift_tol, row["eta"]

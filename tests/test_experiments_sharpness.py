@@ -28,6 +28,10 @@ def _check_arms(arms, sail_cfg, quality_key):
     assert np.isfinite([a["sq_norm_over_D"], a["quality"][quality_key]]).all()
     assert 1 <= a["mean_compute_loss_evals"] <= budget + 1
   assert arms["plain"]["mean_compute_loss_evals"] == 1
+  # SAIL minimises a loss with the prior term α||x||: its accepted latents are less typical than
+  # the plain noise they start from (||x||²/D below it; the smokes read 0.44 vs 1.00 on the toy,
+  # 0.91 vs 1.00 on digits). A sign error in the prior's gradient would raise it instead.
+  assert arms["sail"]["sq_norm_over_D"] < arms["plain"]["sq_norm_over_D"]
   for name in ("sail", "sail_score", "sail_shell"):
     s = arms[name]
     assert s["loss_after_median"] <= s["loss_before_median"] + 1e-6
@@ -139,3 +143,6 @@ def test_outcome_toy_smoke(tmp_path):
   assert set(res["verdict"]) == {"plain", "sail", "sail_score", "sail_shell"}
   for a in res["arms"].values():
     assert a["M_c_ci"][0] <= a["M_c"] <= a["M_c_ci"][1]
+  # The pooled arms keep SAIL's signature: less typical latents than plain noise (0.43 vs 0.92).
+  arms = res["arms"]
+  assert arms["sail"]["sq_norm_over_D"] < arms["plain"]["sq_norm_over_D"]
