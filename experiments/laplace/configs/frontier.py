@@ -3,7 +3,8 @@
 Variants (``--config=experiments/laplace/configs/frontier.py:VARIANT``):
 
 * ``digits`` (default; 2-core CPU): the images experiment's digits UNet and data (16 training
-  digits, first conv layer Bayesian), α by the Laplace evidence, 5 posterior seeds.
+  digits, first conv layer Bayesian), the papers' mean loss (s = 1/B), α by the Laplace evidence
+  with the remaining directions, 5 posterior seeds.
 
 Protocol of the comparison (issue 26, fixed before any run with it): EVERY sampler runs on the
 SAME η grid (``eta_ratio_geodesic = eta_ratio = 4``; the geodesic samplers stop at
