@@ -476,11 +476,29 @@ def _sharpness_term(objective, g, state_fn, x, delta):
   return sail_objective(g, y, 0.0, delta)
 
 
+def _prior(objective, x):
+  """The SAIL prior term of latent ``x``: ``||x||`` (official) or ``||x||²``."""
+  return _safe_norm(x) if objective == "official" else jnp.sum(x**2)
+
+
 def _sail_loss(objective, g, state_fn, x, alpha, delta):
   """The SAIL loss of latent ``x``: ``g`` is evaluated at the state ``state_fn(x)``; the prior term
   stays on ``x``."""
-  prior = _safe_norm(x) if objective == "official" else jnp.sum(x**2)
-  return _sharpness_term(objective, g, state_fn, x, delta) + alpha * prior
+  return _sharpness_term(objective, g, state_fn, x, delta) + alpha * _prior(objective, x)
+
+
+def _latent_loss(g, state_fn, objective, has_cond, alpha, delta, x, c):
+  """:func:`_sail_loss` of one latent ``x`` with its condition ``c`` bound (when there is one):
+  the score shared by :func:`sail` and :func:`rejection_control`."""
+  gg, sf = _bind(g, state_fn, has_cond, c)
+  return _sail_loss(objective, gg, sf, x, alpha, delta)
+
+
+def _default_delta(objective, delta):
+  """``δ`` as given, else the objective's default: 1 (official), 0.1 (finite difference)."""
+  if delta is not None:
+    return delta
+  return 1.0 if objective == "official" else 0.1
 
 
 def _check_sail_args(x0, objective, counts, positives, alpha, threshold, threshold_step, cond):
@@ -541,8 +559,7 @@ def sail_loss_terms(
     ValueError: if ``x`` is not ``(N, D)`` or holds NaN/inf, ``objective`` is unknown, ``delta``
       is not positive or ``cond`` has the wrong leading axis.
   """
-  if delta is None:
-    delta = 1.0 if objective == "official" else 0.1
+  delta = _default_delta(objective, delta)
   _check_sail_args(x, objective, (), (("delta", delta),), 0.0, None, None, cond)
   c = jnp.zeros(x.shape[:1]) if cond is None else cond
   return _terms_jit(g, state_fn, objective, cond is not None, x, jnp.asarray(delta, x.dtype), c)
@@ -552,8 +569,7 @@ def sail_loss_terms(
 def _terms_jit(g, state_fn, objective, has_cond, x, delta, cond):
   def one(xi, c):
     gg, sf = _bind(g, state_fn, has_cond, c)
-    prior = _safe_norm(xi) if objective == "official" else jnp.sum(xi**2)
-    return _sharpness_term(objective, gg, sf, xi, delta), prior
+    return _sharpness_term(objective, gg, sf, xi, delta), _prior(objective, xi)
 
   return jax.vmap(one)(x, cond)
 
@@ -682,8 +698,7 @@ def sail(
     Jeon et al., "Understanding and Mitigating Memorization in Generative Models via Sharpness of
     Probability Landscapes", arXiv:2412.04140.
   """
-  if delta is None:
-    delta = 1.0 if objective == "official" else 0.1
+  delta = _default_delta(objective, delta)
   _check_sail_args(
     x0,
     objective,
@@ -746,9 +761,7 @@ def _sail(
 ):
   opt = optax.adam(lr)
 
-  def loss_fn(x, c):
-    gg, sf = _bind(g, state_fn, has_cond, c)
-    return _sail_loss(objective, gg, sf, x, alpha, delta)
+  loss_fn = functools.partial(_latent_loss, g, state_fn, objective, has_cond, alpha, delta)
 
   loss_grad = jax.value_and_grad(loss_fn)
   l0 = jax.vmap(loss_fn)(x0, cond)
@@ -866,8 +879,7 @@ def rejection_control(
     Jeon et al., "Understanding and Mitigating Memorization in Generative Models via Sharpness of
     Probability Landscapes", arXiv:2412.04140 (the mitigation it controls for).
   """
-  if delta is None:
-    delta = 1.0 if objective == "official" else 0.1
+  delta = _default_delta(objective, delta)
   _check_sail_args(
     x0,
     objective,
@@ -925,9 +937,7 @@ def _rejection(
   key,
   cond,
 ):
-  def loss_fn(x, c):
-    gg, sf = _bind(g, state_fn, has_cond, c)
-    return _sail_loss(objective, gg, sf, x, alpha, delta)
+  loss_fn = functools.partial(_latent_loss, g, state_fn, objective, has_cond, alpha, delta)
 
   l0 = jax.vmap(loss_fn)(x0, cond)
   thr0, thr_of = _threshold_fn(l0, thr, thr_rel, rise, step_abs, rpr)

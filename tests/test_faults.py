@@ -219,16 +219,21 @@ def _data_files(step_dir):
   return out
 
 
+def _flip_a_byte_in_every_file(step_dir):
+  """Flip the middle byte of every non-empty file of a saved step (one of them holds the
+  params): damage a checksum must catch, with every file still present and readable."""
+  for f in _data_files(step_dir):
+    raw = bytearray(open(f, "rb").read())
+    raw[len(raw) // 2] ^= 0xFF
+    open(f, "wb").write(bytes(raw))
+
+
 def test_flipped_byte_in_the_latest_step_falls_back_and_keeps_the_good_step(tmp_path):
   import os
 
   ckpt = tmp_path / "ckpt"
   first = _train(ckpt, 50)  # steps 25, 50 on disk
-  # Flip one byte in every file of step 50's saved state (one of them holds the params).
-  for f in _data_files(ckpt / "50" / "state"):
-    raw = bytearray(open(f, "rb").read())
-    raw[len(raw) // 2] ^= 0xFF
-    open(f, "wb").write(bytes(raw))
+  _flip_a_byte_in_every_file(ckpt / "50" / "state")
   with pytest.warns(UserWarning, match="Moved aside"):
     res = _train(ckpt, 100)
   assert res.resumed_from == 25
@@ -309,10 +314,7 @@ def test_all_steps_corrupt_starts_fresh_and_keeps_them_aside(tmp_path):
   ckpt = tmp_path / "ckpt"
   _train(ckpt, 50)
   for step in ("25", "50"):
-    for f in _data_files(ckpt / step / "state"):
-      raw = bytearray(open(f, "rb").read())
-      raw[len(raw) // 2] ^= 0xFF
-      open(f, "wb").write(bytes(raw))
+    _flip_a_byte_in_every_file(ckpt / step / "state")
   with pytest.warns(UserWarning, match="no intact step: starting fresh"):
     res = _train(ckpt, 50)
   assert res.resumed_from == 0

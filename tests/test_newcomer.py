@@ -176,14 +176,17 @@ def _toy_linen_audit(reverse_time: bool):
     )
   else:
     model = audit.from_linen(module, params, data_shape=(8,))
+  cfg = _own_audit_config()
+  return audit.run(model, train, jax.random.PRNGKey(1), cfg, held_out=held, progress=False)
+
+
+def _own_audit_config():
+  """The audit config of :func:`_toy_linen_audit`: memorisation and LID only, at test size."""
   cfg = audit.configs.get_config()
   cfg.sample.num_samples = 16
   cfg.lid.update(num_t0=3, lpca_k=8)
-  cfg.regimes.num_sigmas = 4
-  cfg.sharpness.enabled = False
-  cfg.regimes.enabled = False
-  cfg.weight_space.enabled = False
-  return audit.run(model, train, jax.random.PRNGKey(1), cfg, held_out=held, progress=False)
+  cfg.sharpness.enabled = cfg.regimes.enabled = cfg.weight_space.enabled = False
+  return cfg
 
 
 def test_samples_far_from_all_data_are_warned_about():
@@ -196,10 +199,7 @@ def test_samples_far_from_all_data_are_warned_about():
 
 def test_python_api_report_shows_the_config_it_used_and_a_verdict(tmp_path):
   rep = _toy_linen_audit(reverse_time=False)
-  cfg = audit.configs.get_config()
-  cfg.sample.num_samples = 16
-  cfg.lid.update(num_t0=3, lpca_k=8)
-  cfg.sharpness.enabled = cfg.regimes.enabled = cfg.weight_space.enabled = False
+  cfg = _own_audit_config()  # the config the audit above ran with
   files = audit.report.write(rep, str(tmp_path), cfg)
   with open(files["json"]) as f:
     used = json.load(f)["config"]

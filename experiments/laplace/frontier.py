@@ -287,6 +287,27 @@ def _widths(fd_ranges):
   return [r1 - r0 for r0, r1 in fd_ranges if r1 > r0]
 
 
+def inside_fd_floor(fd_ranges, fd_floor) -> bool:
+  """True when the mean width of the common digits-FD ranges is not above the FD noise floor's
+  mean (:func:`fd_noise_floor`): the range is inside FD's own sampling noise."""
+  widths = _widths(fd_ranges)
+  return bool(fd_floor is not None and widths and np.mean(widths) <= fd_floor["mean"])
+
+
+def outcome(gap, ci, inside_floor: bool) -> str:
+  """The reading rule of a gap ``M_a − M_b``, one code for :func:`verdict` and
+  :func:`verdict_word`: ``"no_range"`` (no common FD range), ``"inside_floor"``, ``"no_ci"``,
+  ``"b"`` (CI above 0: ``b`` dominates), ``"a"`` (CI below 0) or ``"neither"``."""
+  if gap is None:
+    return "no_range"
+  if inside_floor:
+    return "inside_floor"
+  if ci is None or ci.get("ci95") is None:
+    return "no_ci"
+  lo, hi = ci["ci95"]
+  return "b" if lo > 0 else "a" if hi < 0 else "neither"
+
+
 def verdict(a: str, b: str, c: float, gap, ci, fd_ranges=(), fd_floor=None) -> str:
   """One sentence: does ``b`` memorise less than ``a`` at equal digits-FD, and by how much.
 
@@ -296,34 +317,33 @@ def verdict(a: str, b: str, c: float, gap, ci, fd_ranges=(), fd_floor=None) -> s
   mean, the verdict is "no equal-quality comparison" (the range is inside FD's sampling noise),
   whatever the gap.
   """
-  if gap is None:
+  kind = outcome(gap, ci, inside_fd_floor(fd_ranges, fd_floor))
+  if kind == "no_range":
     return (
       f"c={c:g}: no common digits-FD range between {a} and {b} (one of them never leaves the "
       "MAP's quality): no equal-quality comparison is possible."
     )
-  widths = _widths(fd_ranges)
   spans = "; ".join(f"[{r0:.1f}, {r1:.1f}]" for r0, r1 in fd_ranges if r1 > r0)
   over = f" (common range {spans})" if spans else ""
-  if fd_floor is not None and widths and np.mean(widths) <= fd_floor["mean"]:
+  if kind == "inside_floor":
     return (
       f"c={c:g}: no equal-quality comparison between {a} and {b}: the common digits-FD range"
-      f"{over} is {np.mean(widths):.2f} wide on average, inside the FD noise floor "
+      f"{over} is {np.mean(_widths(fd_ranges)):.2f} wide on average, inside the FD noise floor "
       f"{fd_floor['mean']:.2f} ± {fd_floor['sd']:.2f} (disjoint real sets of n = "
       f"{fd_floor['n']}); gap M_{a} − M_{b} = {gap:+.3f} is not an equal-quality difference."
     )
-  if ci is None or ci.get("ci95") is None:
+  if kind == "no_ci":
     why = "" if ci is None else f" ({ci.get('reason')})"
     return (
       f"c={c:g}: mean gap M_{a} − M_{b} = {gap:+.3f} at equal digits-FD{over}, but no "
       f"bootstrap CI{why}: no verdict."
     )
   lo, hi = ci["ci95"]
-  if lo > 0:
-    word = f"{b} dominates {a}"
-  elif hi < 0:
-    word = f"{a} dominates {b}"
-  else:
-    word = f"neither dominates (the CI contains 0) between {a} and {b}"
+  word = {
+    "b": f"{b} dominates {a}",
+    "a": f"{a} dominates {b}",
+    "neither": f"neither dominates (the CI contains 0) between {a} and {b}",
+  }[kind]
   extra = ""
   if ci.get("num_no_common"):
     extra = f"; no common range in {ci['num_no_common']} of {ci['num_replicates']} replicates"
@@ -466,30 +486,25 @@ def compare(rows, data, cfg, held_feats, fd_floor=None):
         "fd_ranges": ranges,
         "bootstrap": ci,
         "fd_range_width_mean": float(np.mean(_widths(ranges))) if _widths(ranges) else 0.0,
-        "inside_fd_noise_floor": bool(
-          fd_floor is not None and _widths(ranges) and np.mean(_widths(ranges)) <= fd_floor["mean"]
-        ),
+        "inside_fd_noise_floor": inside_fd_floor(ranges, fd_floor),
         "verdict": verdict(a, b, c, gap, ci, ranges, fd_floor),
       }
   return out
 
 
-def verdict_word(v: dict) -> str:
-  """The short verdict of one :func:`compare` entry: ``"A dominates"``, ``"B dominates"``,
-  ``"neither"``, ``"no equal-quality comparison"`` (range inside the FD noise floor, or none) or
-  ``"no CI"``."""
-  a, b = v["pair"] if "pair" in v else (None, None)
-  if v["gap_mean"] is None or v["inside_fd_noise_floor"]:
-    return "no equal-quality comparison"
-  ci = v["bootstrap"]
-  if ci is None or ci.get("ci95") is None:
-    return "no CI"
-  lo, hi = ci["ci95"]
-  if lo > 0:
-    return f"{b} dominates" if b else "second dominates"
-  if hi < 0:
-    return f"{a} dominates" if a else "first dominates"
-  return "neither (CI contains 0)"
+def verdict_word(v: dict, a: str, b: str) -> str:
+  """The short verdict of one :func:`compare` entry for the pair ``(a, b)``: ``"a dominates"``,
+  ``"b dominates"``, ``"neither (CI contains 0)"``, ``"no equal-quality comparison"`` (no common
+  range, or one inside the FD noise floor) or ``"no CI"`` (:func:`outcome`)."""
+  kind = outcome(v["gap_mean"], v["bootstrap"], v["inside_fd_noise_floor"])
+  return {
+    "no_range": "no equal-quality comparison",
+    "inside_floor": "no equal-quality comparison",
+    "no_ci": "no CI",
+    "a": f"{a} dominates",
+    "b": f"{b} dominates",
+    "neither": "neither (CI contains 0)",
+  }[kind]
 
 
 def verdict_table(runs: dict) -> str:
@@ -514,7 +529,7 @@ def verdict_table(runs: dict) -> str:
         f"| {label} | {pair[0]} − {pair[1]} | {v['c']:.3g} | {len(res['seeds'])} | {gap} | "
         + ("–" if ci is None else f"[{ci[0]:+.3f}, {ci[1]:+.3f}]")
         + f" | {v['fd_range_width_mean']:.2f} | {floor['mean']:.1f} ± {floor['sd']:.1f} | "
-        f"{verdict_word(dict(v, pair=pair))} |"
+        f"{verdict_word(v, *pair)} |"
       )
   return "\n".join(lines)
 

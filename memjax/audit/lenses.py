@@ -928,27 +928,32 @@ MEANINGS = {
 }
 
 
+def _by_detector(table: dict, name: str, what: str) -> tuple[str, str]:
+  """``(text, suffix)`` of detector ``name`` in ``table``, by exact name or by ``key_suffix``
+  (the evaluation time, e.g. ``det`` or ``nsr13.12``; ``""`` for an exact name)."""
+  for key, text in table.items():
+    if name == key:
+      return text, ""
+    if name.startswith(key + "_"):
+      return text, name[len(key) + 1 :]
+  raise ValueError(f"detector {name!r} has no {what}.")
+
+
 def detector_meaning(name: str) -> str:
   """One plain line on what detector ``name`` measures, with the time it is evaluated at."""
-  for key, text in MEANINGS.items():
-    if name == key:
-      return text
-    if name.startswith(key + "_"):
-      when = name[len(key) + 1 :]
-      if when == "det":
-        return text + ", averaged over noisy copies of the sample at the detection noise level"
-      if when.startswith("nsr"):
-        return text + f", at σ/ψ = {when[3:]} on the sampler's path from the same noise"
-      return text + f" ({when})"
-  raise ValueError(f"detector {name!r} has no meaning in MEANINGS.")
+  text, when = _by_detector(MEANINGS, name, "meaning in MEANINGS")
+  if not when:
+    return text
+  if when == "det":
+    return text + ", averaged over noisy copies of the sample at the detection noise level"
+  if when.startswith("nsr"):
+    return text + f", at σ/ψ = {when[3:]} on the sampler's path from the same noise"
+  return text + f" ({when})"
 
 
 def detector_direction(name: str) -> str:
   """The expected direction of detector ``name`` (:data:`DIRECTIONS`, by name or prefix)."""
-  for key, text in DIRECTIONS.items():
-    if name == key or name.startswith(key + "_"):
-      return text
-  raise ValueError(f"detector {name!r} has no direction fixed in DIRECTIONS.")
+  return _by_detector(DIRECTIONS, name, "direction fixed in DIRECTIONS")[0]
 
 
 def detector_scores(lid_res, sharp, guidance) -> dict:
@@ -1199,9 +1204,12 @@ def verdict(summary: dict) -> str:
       "(no detection evidence)."
     )
   elif det:
-    sep = [(k, d) for k, d in det if d["status"] == "separates"]
-    inv = [(k, d) for k, d in det if d["status"].startswith(INVERTED)]
-    chance = [(k, d) for k, d in det if (k, d) not in sep and (k, d) not in inv]
+    sep, chance, inv = [], [], []
+    for k, d in det:
+      group = (
+        sep if d["status"] == "separates" else inv if d["status"].startswith(INVERTED) else chance
+      )
+      group.append((k, d))
     out.append(
       "Detectors that tell the memorised generated samples from the others (AUROC, CI above "
       f"0.5): {_names(sep)}. At chance: {_names(chance)}. Inverted, not evidence: {_names(inv)}."
